@@ -1,0 +1,284 @@
+// Package brokertest starts real MQTT brokers for tests: central's embedded
+// broker in-process, or a private Mosquitto process running the shipped
+// deploy/mosquitto configuration on a free loopback port. Both can be
+// stopped and restarted on the same address to test outages.
+package brokertest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/postern/postern/central/broker"
+	"github.com/postern/postern/shared/topic"
+)
+
+// CentralID is the client id (and Mosquitto username) of central.
+const CentralID = "postern-central"
+
+// Env is a running broker.
+type Env struct {
+	// URL is where edges connect (tcp://127.0.0.1:port).
+	URL    string
+	Topics topic.Topics
+	// ForcesClientID: the broker replaces the client id with the username
+	// (Mosquitto) instead of refusing a mismatch (embedded).
+	ForcesClientID bool
+	Name           string
+
+	t       testing.TB
+	mu      sync.Mutex
+	pw      map[string]string
+	emb     *broker.Broker
+	addr    string
+	mosq    *exec.Cmd
+	dir     string
+	conf    string
+	passwdB string
+}
+
+// Password returns the password of account id (created on first use).
+func (e *Env) Password(id string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if pw, ok := e.pw[id]; ok {
+		return pw
+	}
+	pw := "pw-" + id + "-0123456789abcdef"
+	e.pw[id] = pw
+	if e.passwdB != "" {
+		e.addMosquittoUser(id, pw)
+	}
+	return pw
+}
+
+// EdgePasswordHash implements broker.EdgeAuth for the embedded broker.
+func (e *Env) EdgePasswordHash(_ context.Context, user string) (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	pw, ok := e.pw[user]
+	if !ok || user == CentralID {
+		return "", errors.New("no such edge")
+	}
+	return broker.HashPassword(pw), nil
+}
+
+// CentralOptions returns paho options for central's client on this broker
+// (in-process for the embedded broker, username/password for Mosquitto).
+func (e *Env) CentralOptions() *paho.ClientOptions {
+	o := paho.NewClientOptions().SetClientID(CentralID)
+	if e.mosq != nil || e.passwdB != "" {
+		return o.AddBroker(e.URL).SetUsername(CentralID).SetPassword(e.Password(CentralID))
+	}
+	return o.AddBroker("tcp://inproc").SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) {
+		return e.Dial()
+	})
+}
+
+// Dial connects in-process to the embedded broker (central's path).
+func (e *Env) Dial() (net.Conn, error) {
+	e.mu.Lock()
+	b := e.emb
+	e.mu.Unlock()
+	if b == nil {
+		return nil, errors.New("broker is down")
+	}
+	return b.Dial()
+}
+
+// Embedded starts central's embedded broker on a free loopback port.
+func Embedded(t testing.TB) *Env {
+	t.Helper()
+	e := &Env{t: t, Topics: topic.New(""), pw: map[string]string{}, addr: "127.0.0.1:0", Name: "embedded"}
+	e.Start()
+	e.URL = "tcp://" + e.addr
+	t.Cleanup(e.Stop)
+	return e
+}
+
+// Mosquitto starts a private Mosquitto with the shipped configuration. It
+// skips the test when Mosquitto is not installed, unless CI is set.
+func Mosquitto(t testing.TB) *Env {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		bin = "/usr/sbin/mosquitto"
+	}
+	passwd, err2 := exec.LookPath("mosquitto_passwd")
+	if _, err := os.Stat(bin); err != nil || err2 != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("mosquitto not installed: %v %v", err, err2)
+		}
+		t.Skip("mosquitto or mosquitto_passwd not installed (apt install mosquitto); set CI to make this fatal")
+	}
+	dir := t.TempDir()
+	e := &Env{t: t, Topics: topic.New(""), pw: map[string]string{}, dir: dir, passwdB: passwd, ForcesClientID: true, Name: "mosquitto"}
+	pwFile := filepath.Join(dir, "passwd")
+	if err := os.WriteFile(pwFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deploy := DeployDir()
+	conf, port := MosquittoConfig(t, filepath.Join(deploy, "postern.conf"), map[string]string{
+		"password_file":        pwFile,
+		"acl_file":             filepath.Join(deploy, "postern.acl"),
+		"persistence_location": dir + "/",
+	})
+	e.conf = filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(e.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.addr = fmt.Sprintf("127.0.0.1:%d", port)
+	e.URL = "tcp://" + e.addr
+	e.Password(CentralID)
+	e.mosq = &exec.Cmd{Path: bin} // marks the env as Mosquitto before Start
+	e.Start()
+	t.Cleanup(func() {
+		e.Stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "log"))
+			t.Logf("mosquitto log:\n%s", b)
+		}
+	})
+	return e
+}
+
+// DeployDir is the repository's deploy/mosquitto folder.
+func DeployDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "deploy", "mosquitto")
+}
+
+func (e *Env) addMosquittoUser(id, pw string) {
+	pwFile := filepath.Join(e.dir, "passwd")
+	if out, err := exec.Command(e.passwdB, "-b", pwFile, id, pw).CombinedOutput(); err != nil {
+		e.t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+	}
+	if e.mosq != nil && e.mosq.Process != nil {
+		// Reload the password file.
+		_ = e.mosq.Process.Signal(syscall.SIGHUP)
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Start (re)starts the broker on its address.
+func (e *Env) Start() {
+	e.t.Helper()
+	if e.mosq == nil {
+		b, err := broker.Start(broker.Options{Listen: e.addr, Topics: e.Topics, CentralClientID: CentralID, Edges: e})
+		if err != nil {
+			e.t.Fatalf("start embedded broker: %v", err)
+		}
+		e.mu.Lock()
+		e.emb = b
+		e.addr = b.Addr().String()
+		e.mu.Unlock()
+		return
+	}
+	cmd := exec.Command(e.mosq.Path, "-c", e.conf)
+	logf, err := os.OpenFile(filepath.Join(e.dir, "log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.mosq = cmd
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", e.addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("mosquitto did not start: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop stops the broker (Mosquitto saves its persistence file).
+func (e *Env) Stop() {
+	e.mu.Lock()
+	b := e.emb
+	e.emb = nil
+	e.mu.Unlock()
+	if b != nil {
+		b.Close()
+		return
+	}
+	if e.mosq != nil && e.mosq.Process != nil && e.mosq.ProcessState == nil {
+		_ = e.mosq.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = e.mosq.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = e.mosq.Process.Kill()
+			<-done
+		}
+	}
+}
+
+// MosquittoConfig returns the shipped configuration at path with the keys
+// in set replaced, every listener moved to a free loopback port without
+// TLS, and (as root) running as root. port is the first listener's.
+func MosquittoConfig(t testing.TB, path string, set map[string]string) (conf string, port int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var b strings.Builder
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		key, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+		if v, ok := set[key]; ok {
+			fmt.Fprintf(&b, "%s %s\n", key, v)
+			continue
+		}
+		switch key {
+		case "listener":
+			p := FreePort(t)
+			if port == 0 {
+				port = p
+			}
+			fmt.Fprintf(&b, "listener %d 127.0.0.1\n", p)
+			continue
+		case "certfile", "keyfile", "cafile", "tls_version":
+			continue
+		}
+		b.WriteString(line + "\n")
+	}
+	if os.Geteuid() == 0 {
+		b.WriteString("user root\n")
+	}
+	return b.String(), port
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

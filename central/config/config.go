@@ -1,0 +1,251 @@
+// Package config holds central's configuration: one struct tree decoded
+// from one TOML file, defaults in code, and one Validate function that names
+// the offending key. deploy/central.example.toml documents every key.
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/postern/postern/shared/configfile"
+)
+
+// Config is the whole central configuration.
+type Config struct {
+	// DataDir holds the SQLite database and the allowlist signing key.
+	DataDir string `toml:"data_dir"`
+
+	Log       Log       `toml:"log"`
+	HTTP      HTTP      `toml:"http"`
+	Database  Database  `toml:"database"`
+	MQTT      MQTT      `toml:"mqtt"`
+	Mail      Mail      `toml:"mail"`
+	DNS       DNS       `toml:"dns"`
+	Allowlist Allowlist `toml:"allowlist"`
+	Policy    Policy    `toml:"policy"`
+}
+
+// Log configures logging.
+type Log struct {
+	Format string `toml:"format"`
+	Level  string `toml:"level"`
+}
+
+// HTTP configures the web console, the registration form and the API.
+type HTTP struct {
+	Listen string `toml:"listen"`
+	// BaseURL is the externally visible URL (links in e-mails, enrolment).
+	BaseURL string `toml:"base_url"`
+	// TLSCert/TLSKey serve HTTPS directly; leave empty behind a proxy.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// SessionLifetime bounds a login session.
+	SessionLifetime time.Duration `toml:"session_lifetime"`
+	// IdentityHeader, when set, trusts this header (e.g. "X-Remote-User")
+	// as the staff identity, but only from TrustedProxies.
+	IdentityHeader string   `toml:"identity_header"`
+	TrustedProxies []string `toml:"trusted_proxies"`
+}
+
+// Database selects the store.
+type Database struct {
+	// URL empty means SQLite in data_dir; postgres://… means PostgreSQL.
+	URL string `toml:"url"`
+}
+
+// MQTT configures the broker link.
+type MQTT struct {
+	// Listen is the embedded broker's TCP listener; empty disables it.
+	Listen string `toml:"listen"`
+	// URL uses an external broker instead (tcp://, tls://).
+	URL         string `toml:"url"`
+	Username    string `toml:"username"`
+	Password    string `toml:"password"`
+	CAFile      string `toml:"ca_file"`
+	TopicPrefix string `toml:"topic_prefix"`
+	// ClientID is the persistent session name of this central instance.
+	ClientID string `toml:"client_id"`
+}
+
+// Mail configures central's own outgoing mail (confirmations, notices).
+type Mail struct {
+	Smarthost string `toml:"smarthost"`
+	From      string `toml:"from"`
+	Username  string `toml:"username"`
+	Password  string `toml:"password"`
+}
+
+// DNS configures the resolver for the live FCrDNS check.
+type DNS struct {
+	Resolvers []string      `toml:"resolvers"`
+	Timeout   time.Duration `toml:"timeout"`
+}
+
+// Allowlist configures snapshot publication.
+type Allowlist struct {
+	// ValidFor is how long edges keep enforcing a snapshot they cannot refresh.
+	ValidFor time.Duration `toml:"valid_for"`
+	// RepublishInterval re-signs and republishes even without changes, so
+	// valid_until keeps moving while central is healthy.
+	RepublishInterval time.Duration `toml:"republish_interval"`
+}
+
+// Policy holds registration defaults.
+type Policy struct {
+	AffiliatedDomains   []string      `toml:"affiliated_domains"`
+	RegistrationPeriod  time.Duration `toml:"registration_period"`
+	DefaultMessagesHour int           `toml:"default_messages_per_hour"`
+	DefaultRcptsHour    int           `toml:"default_recipients_per_hour"`
+}
+
+// Default returns production defaults, or with dev set the defaults for a
+// loopback developer run with no file.
+func Default(dev bool) Config {
+	c := Config{
+		DataDir: "/var/lib/postern-central",
+		Log:     Log{Format: "text", Level: "info"},
+		HTTP: HTTP{
+			Listen:          "0.0.0.0:8443",
+			SessionLifetime: 8 * time.Hour,
+		},
+		MQTT: MQTT{
+			Listen:      "0.0.0.0:8883",
+			TopicPrefix: "postern/v1",
+			ClientID:    "postern-central",
+		},
+		Mail:      Mail{From: "postern@localhost"},
+		DNS:       DNS{Timeout: 5 * time.Second},
+		Allowlist: Allowlist{ValidFor: 7 * 24 * time.Hour, RepublishInterval: time.Hour},
+		Policy: Policy{
+			RegistrationPeriod:  365 * 24 * time.Hour,
+			DefaultMessagesHour: 200,
+			DefaultRcptsHour:    500,
+		},
+	}
+	if dev {
+		c.DataDir = "data/central"
+		c.HTTP.Listen = "127.0.0.1:8480"
+		c.HTTP.BaseURL = "http://127.0.0.1:8480"
+		c.MQTT.Listen = "127.0.0.1:18883"
+		c.Policy.AffiliatedDomains = []string{"example.edu", ".example.edu"}
+	}
+	return c
+}
+
+// Load returns the defaults overlaid with the file at path (if any), validated.
+func Load(path string, dev bool) (Config, error) {
+	c := Default(dev)
+	if path != "" {
+		if err := configfile.Load(path, &c); err != nil {
+			return c, err
+		}
+	}
+	return c, c.Validate()
+}
+
+// Validate reports the first bad value by key.
+func (c *Config) Validate() error {
+	e := configfile.Errorf
+	if c.DataDir == "" {
+		return e("data_dir", "must not be empty")
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return e("log.format", "must be \"text\" or \"json\", not %q", c.Log.Format)
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "warning", "error":
+	default:
+		return e("log.level", "must be debug, info, warn or error, not %q", c.Log.Level)
+	}
+	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+		return e("http.listen", "%q is not host:port", c.HTTP.Listen)
+	}
+	if c.HTTP.BaseURL != "" {
+		u, err := url.Parse(c.HTTP.BaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return e("http.base_url", "must be an http(s) URL")
+		}
+	}
+	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
+		return e("http.tls_cert", "http.tls_cert and http.tls_key must be set together")
+	}
+	if c.HTTP.SessionLifetime < time.Minute {
+		return e("http.session_lifetime", "must be at least 1m")
+	}
+	if c.HTTP.IdentityHeader != "" && len(c.HTTP.TrustedProxies) == 0 {
+		return e("http.trusted_proxies", "must list the proxy addresses when http.identity_header is set")
+	}
+	for i, p := range c.HTTP.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			if _, err2 := netip.ParseAddr(p); err2 != nil {
+				return e(fmt.Sprintf("http.trusted_proxies[%d]", i), "%q is not an IP or CIDR", p)
+			}
+		}
+	}
+	if c.Database.URL != "" {
+		u, err := url.Parse(c.Database.URL)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql" && u.Scheme != "sqlite" && u.Scheme != "file") {
+			return e("database.url", "must be postgres://… (or empty for SQLite in data_dir)")
+		}
+	}
+	if c.MQTT.Listen == "" && c.MQTT.URL == "" {
+		return e("mqtt.listen", "either mqtt.listen (embedded broker) or mqtt.url (external broker) is needed")
+	}
+	if c.MQTT.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.MQTT.Listen); err != nil {
+			return e("mqtt.listen", "%q is not host:port", c.MQTT.Listen)
+		}
+	}
+	if c.MQTT.URL != "" {
+		u, err := url.Parse(c.MQTT.URL)
+		if err != nil || u.Host == "" {
+			return e("mqtt.url", "must be a URL like tcp://host:1883 or tls://host:8883")
+		}
+		switch u.Scheme {
+		case "tcp", "mqtt", "tls", "ssl", "mqtts", "ws", "wss":
+		default:
+			return e("mqtt.url", "unsupported scheme %q", u.Scheme)
+		}
+	}
+	if strings.Trim(c.MQTT.TopicPrefix, "/") == "" || strings.ContainsAny(c.MQTT.TopicPrefix, "+#") {
+		return e("mqtt.topic_prefix", "must be a non-empty topic without wildcards")
+	}
+	if c.MQTT.ClientID == "" {
+		return e("mqtt.client_id", "must not be empty")
+	}
+	if c.Mail.Smarthost != "" {
+		if _, _, err := net.SplitHostPort(c.Mail.Smarthost); err != nil {
+			return e("mail.smarthost", "%q is not host:port", c.Mail.Smarthost)
+		}
+	}
+	for i, r := range c.DNS.Resolvers {
+		if _, _, err := net.SplitHostPort(r); err != nil && net.ParseIP(r) == nil {
+			return e(fmt.Sprintf("dns.resolvers[%d]", i), "%q is not an IP or IP:port", r)
+		}
+	}
+	if c.DNS.Timeout < 100*time.Millisecond {
+		return e("dns.timeout", "must be at least 100ms")
+	}
+	if c.Allowlist.ValidFor < time.Hour {
+		return e("allowlist.valid_for", "must be at least 1h")
+	}
+	if c.Allowlist.RepublishInterval < time.Second || c.Allowlist.RepublishInterval >= c.Allowlist.ValidFor {
+		return e("allowlist.republish_interval", "must be at least 1s and below allowlist.valid_for")
+	}
+	if c.Policy.RegistrationPeriod < 24*time.Hour {
+		return e("policy.registration_period", "must be at least 24h")
+	}
+	if c.Policy.DefaultMessagesHour < 1 {
+		return e("policy.default_messages_per_hour", "must be at least 1")
+	}
+	if c.Policy.DefaultRcptsHour < 1 {
+		return e("policy.default_recipients_per_hour", "must be at least 1")
+	}
+	return nil
+}

@@ -1,0 +1,53 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/postern/postern/shared/configfile"
+)
+
+func TestExampleMatchesDefaults(t *testing.T) {
+	c := Default(false)
+	if err := configfile.Load("../../deploy/central.example.toml", &c); err != nil {
+		t.Fatal(err)
+	}
+	if want := Default(false); fmt.Sprintf("%+v", c) != fmt.Sprintf("%+v", want) { // nil and empty lists print alike
+		t.Errorf("deploy/central.example.toml differs from Default(false):\n got %+v\nwant %+v", c, want)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("example does not validate: %v", err)
+	}
+	dev := Default(true)
+	if err := dev.Validate(); err != nil {
+		t.Errorf("dev defaults do not validate: %v", err)
+	}
+}
+
+func TestBadValuesNameTheKey(t *testing.T) {
+	cases := []struct{ toml, key string }{
+		{"nope = 1", "nope"},
+		{"[http]\nlisten = \"x\"", "http.listen"},
+		{"[http]\nbase_url = \"ftp://x\"", "http.base_url"},
+		{"[http]\nidentity_header = \"X-User\"", "http.trusted_proxies"},
+		{"[database]\nurl = \"mysql://x\"", "database.url"},
+		{"[mqtt]\nlisten = \"\"\nurl = \"\"", "mqtt.listen"},
+		{"[mqtt]\nurl = \"http://x:1\"", "mqtt.url"},
+		{"[allowlist]\nvalid_for = \"1m\"", "allowlist.valid_for"},
+		{"[policy]\ndefault_messages_per_hour = 0", "policy.default_messages_per_hour"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.key, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "c.toml")
+			os.WriteFile(path, []byte(tc.toml), 0o600)
+			_, err := Load(path, true)
+			var ce *configfile.Error
+			if !errors.As(err, &ce) || ce.Key != tc.key {
+				t.Fatalf("Load(%q) = %v, want error naming %q", tc.toml, err, tc.key)
+			}
+		})
+	}
+}

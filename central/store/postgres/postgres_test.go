@@ -1,0 +1,94 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"testing"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/postern/postern/central/store"
+	"github.com/postern/postern/central/store/postgres"
+	"github.com/postern/postern/central/store/storetest"
+)
+
+// freshSchema creates an empty schema for one test and returns a URL whose
+// connections use it; the schema is dropped when the test ends.
+func freshSchema(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("POSTERN_TEST_POSTGRES")
+	if base == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("POSTERN_TEST_POSTGRES must be set in CI (see .ci/run)")
+		}
+		t.Skip("PostgreSQL tests skipped: set POSTERN_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	schema := "postern_test_" + hex.EncodeToString(b)
+	admin, err := sql.Open("pgx", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(`CREATE SCHEMA ` + schema); err != nil {
+		admin.Close()
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec(`DROP SCHEMA ` + schema + ` CASCADE`); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+		admin.Close()
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) func() store.Store {
+		u := freshSchema(t)
+		return func() store.Store {
+			s, err := postgres.Open(context.Background(), u, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+	})
+}
+
+// TestConcurrentOpen starts two instances on an empty schema at once:
+// migrations must run once and both must work.
+func TestConcurrentOpen(t *testing.T) {
+	u := freshSchema(t)
+	ctx := context.Background()
+	errs := make(chan error, 2)
+	stores := make(chan store.Store, 2)
+	for range 2 {
+		go func() {
+			s, err := postgres.Open(ctx, u, nil)
+			errs <- err
+			stores <- s
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		s := <-stores
+		defer s.Close()
+		if _, err := s.AllowlistVersion(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,307 @@
+// Package store defines central's registry storage: devices and their
+// senders, the audit log, events reported by edges, edges, staff users,
+// sessions and API tokens, and the monotonic allowlist version.
+//
+// Two implementations satisfy Store and pass the same suite
+// (central/store/storetest): SQLite (central/store/sqlite, the default, pure
+// Go) and PostgreSQL (central/store/postgres, for several central instances).
+//
+// Guarantees every implementation gives:
+//   - Every change that alters what edges enforce (a device entering or
+//     leaving the active or suspended state, or a limit change of such a
+//     device) bumps the allowlist version by one in the same transaction as
+//     the change, and writes an audit entry carrying that version. Two
+//     writers at once (two goroutines, two processes, two central instances
+//     on one PostgreSQL) get distinct, increasing versions.
+//   - AllowlistSnapshot is one consistent read: the version returned is the
+//     version of exactly the device set returned.
+//   - AddEvent stores an event id at most once.
+//   - RedeemEnrolment succeeds at most once per token.
+//   - Secrets (passwords, session ids, API tokens, enrolment and
+//     confirmation tokens, owner keys) are stored only as hashes; the store
+//     never sees the secrets themselves.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/postern/postern/shared/event"
+)
+
+// Errors. Implementations wrap them with context; test with errors.Is.
+var (
+	// ErrNotFound: no such device, edge, user, session, token or event.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: a device, edge or user with that key exists already.
+	ErrExists = errors.New("already exists")
+	// ErrTransition: the action is not allowed from the device's status
+	// (e.g. approving a revoked device).
+	ErrTransition = errors.New("not allowed in the device's current status")
+)
+
+// Status is a device's registration state.
+type Status string
+
+// Device states. Only Active and Suspended devices are in the allowlist.
+const (
+	Pending   Status = "pending"
+	Active    Status = "active"
+	Denied    Status = "denied"
+	Suspended Status = "suspended"
+	Revoked   Status = "revoked"
+	Expired   Status = "expired"
+)
+
+// Statuses lists every status, pending first (the console's order).
+var Statuses = []Status{Pending, Active, Suspended, Expired, Denied, Revoked}
+
+// Enforced reports whether edges see a device in this status.
+func (s Status) Enforced() bool { return s == Active || s == Suspended }
+
+// Valid reports whether s is a known status.
+func (s Status) Valid() bool {
+	for _, k := range Statuses {
+		if s == k {
+			return true
+		}
+	}
+	return false
+}
+
+// Device is one registration, keyed by its DNS name.
+type Device struct {
+	// Name is the device's DNS name, lower case without trailing dot.
+	Name string
+	// IPs are the addresses the requester gave at registration.
+	IPs          []string
+	Owner        string
+	Department   string
+	ContactEmail string
+	Purpose      string
+	// BehindFirewall: Name is a firewall/NAT's name; FirewallAccepted
+	// records that the requester takes responsibility for every system
+	// behind it (required when BehindFirewall is set).
+	BehindFirewall   bool
+	FirewallAccepted bool
+	Senders          []Sender
+	// Per-device limits; 0 means the edge default.
+	MessagesPerHour   int
+	RecipientsPerHour int
+	Status            Status
+	// StatusReason is the reason given with the last status change.
+	StatusReason string
+	// OwnerKeyHash identifies the owner (see central/auth.OwnerKey).
+	OwnerKeyHash string
+	// FCrDNS is the plain-English result of the last FCrDNS check, and
+	// FCrDNSOK whether it matched.
+	FCrDNS    string
+	FCrDNSOK  bool
+	ExpiresAt time.Time // zero until approved
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Sender is one functional sender address of a device.
+type Sender struct {
+	Address string
+	// Personal is set when the address looks like a person's mailbox
+	// (flagged for staff; see central/registry.LooksPersonal).
+	Personal bool
+	// ConfirmTokenHash is the hash of the confirmation link's token.
+	ConfirmTokenHash string
+	ConfirmSentAt    time.Time
+	ConfirmedAt      time.Time // zero: not confirmed
+}
+
+// Confirmed reports whether the sender confirmed its address.
+func (s Sender) Confirmed() bool { return !s.ConfirmedAt.IsZero() }
+
+// DeviceFilter selects devices for ListDevices.
+type DeviceFilter struct {
+	// Status, if not empty, keeps devices in one of these states.
+	Status []Status
+	// Query matches a substring of name, owner, department, contact or a
+	// sender address (case-insensitive).
+	Query string
+	// OwnerKeyHash, if set, keeps only that owner's devices.
+	OwnerKeyHash string
+	Limit        int // 0: 500
+	Offset       int
+}
+
+// AuditEntry is one change, who made it and why.
+type AuditEntry struct {
+	ID     int64
+	Time   time.Time
+	Actor  string // "staff:alice", "edge:bldg-12", "owner", "system", "cli"
+	Action string // "register", "approve", "deny", "suspend", …
+	// Device or Edge the entry is about (one of them).
+	Device     string
+	Edge       string
+	FromStatus Status
+	ToStatus   Status
+	Reason     string
+	// AllowlistVersion is the version this change produced (0: none).
+	AllowlistVersion int64
+}
+
+// AuditFilter selects audit entries (newest first).
+type AuditFilter struct {
+	Device string
+	Edge   string
+	Limit  int // 0: 200
+}
+
+// EventFilter selects events for ListEvents (newest first).
+type EventFilter struct {
+	Device string
+	Edge   string
+	Kind   event.Kind
+	Limit  int // 0: 100
+}
+
+// AllowlistDevice is one device as the snapshot carries it.
+type AllowlistDevice struct {
+	Name              string
+	Senders           []string
+	Status            Status // Active or Suspended
+	Reason            string // why suspended
+	MessagesPerHour   int
+	RecipientsPerHour int
+}
+
+// Edge is one enrolled (or to-be-enrolled) edge relay.
+type Edge struct {
+	// ID is the edge id (shared/topic.ValidEdgeID), also its MQTT username.
+	ID   string
+	Name string
+	Site string
+	// EnrolExpires is when the outstanding enrolment token expires (zero:
+	// none outstanding).
+	EnrolExpires time.Time
+	// Enrolled is set once credentials were issued.
+	Enrolled     bool
+	MQTTUsername string
+	PasswordHash string
+	Status       EdgeStatus
+	CreatedAt    time.Time
+}
+
+// EdgeStatus is what an edge last reported.
+type EdgeStatus struct {
+	Online           bool
+	LastSeen         time.Time
+	AllowlistVersion int64
+	QueueDepth       int
+	Outbox           int
+	Software         string
+	Counters         map[string]int64
+}
+
+// User is a staff account.
+type User struct {
+	Name string
+	// PasswordHash is a PHC string (central/auth); empty for SSO-only users.
+	PasswordHash string
+	CreatedAt    time.Time
+}
+
+// Session is a staff login session.
+type Session struct {
+	IDHash    string
+	User      string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// APIToken is a staff API token (hash only).
+type APIToken struct {
+	Hash      string
+	User      string
+	Label     string
+	CreatedAt time.Time
+}
+
+// Store is central's registry storage. All methods are safe for concurrent
+// use; see the package comment for the guarantees.
+type Store interface {
+	// CreateDevice stores a new pending registration (with an audit entry
+	// by actor). ErrExists if the name is taken.
+	CreateDevice(ctx context.Context, d Device, actor string) error
+	// Device returns one device with its senders.
+	Device(ctx context.Context, name string) (Device, error)
+	ListDevices(ctx context.Context, f DeviceFilter) ([]Device, error)
+	// CountDevices returns the number of devices per status.
+	CountDevices(ctx context.Context) (map[Status]int, error)
+	// SetFCrDNS records the result of the last live check.
+	SetFCrDNS(ctx context.Context, name, result string, ok bool) error
+
+	// Status changes. Each writes an audit entry with actor and reason and
+	// returns ErrTransition when not allowed from the current status.
+	// expires is the new expiry (approve, renew).
+	ApproveDevice(ctx context.Context, name, actor, reason string, expires time.Time) error
+	DenyDevice(ctx context.Context, name, actor, reason string) error
+	// SuspendDevice suspends an active device; suspending a suspended
+	// device is a no-op (edges may all report the same NDR failure).
+	SuspendDevice(ctx context.Context, name, actor, reason string) error
+	ReinstateDevice(ctx context.Context, name, actor, reason string) error
+	RevokeDevice(ctx context.Context, name, actor, reason string) error
+	// RenewDevice moves the expiry (re-certification); an expired device
+	// becomes active again.
+	RenewDevice(ctx context.Context, name, actor, reason string, expires time.Time) error
+	// ExpireDue expires active devices whose expiry is at or before now
+	// and returns their names.
+	ExpireDue(ctx context.Context, now time.Time, actor string) ([]string, error)
+	// SetLimits changes a device's hourly limits.
+	SetLimits(ctx context.Context, name, actor string, messagesPerHour, recipientsPerHour int) error
+
+	// SetSenderConfirmation records that a confirmation link (token hash)
+	// was sent to a sender address.
+	SetSenderConfirmation(ctx context.Context, device, address, tokenHash string, sent time.Time) error
+	// ConfirmSender marks the sender whose token hash matches as confirmed
+	// and returns it; ErrNotFound for an unknown token.
+	ConfirmSender(ctx context.Context, tokenHash string, at time.Time) (device, address string, err error)
+
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
+
+	// AllowlistVersion is the current allowlist version (at least 1).
+	AllowlistVersion(ctx context.Context) (int64, error)
+	// AllowlistSnapshot returns, in one consistent read, the version and
+	// every active or suspended device sorted by name.
+	AllowlistSnapshot(ctx context.Context) (version int64, devices []AllowlistDevice, err error)
+
+	// AddEvent stores e unless an event with its id exists.
+	AddEvent(ctx context.Context, e event.Event) (inserted bool, err error)
+	ListEvents(ctx context.Context, f EventFilter) ([]event.Event, error)
+
+	CreateEdge(ctx context.Context, e Edge) error
+	Edge(ctx context.Context, id string) (Edge, error)
+	ListEdges(ctx context.Context) ([]Edge, error)
+	// SetEdgeEnrolment stores a one-time enrolment token hash.
+	SetEdgeEnrolment(ctx context.Context, id, tokenHash string, expires time.Time) error
+	// RedeemEnrolment consumes an unexpired token (once) and returns its
+	// edge; ErrNotFound for an unknown, used or expired token.
+	RedeemEnrolment(ctx context.Context, tokenHash string) (Edge, error)
+	SetEdgeCredentials(ctx context.Context, id, mqttUsername, passwordHash string) error
+	EdgeByUsername(ctx context.Context, username string) (Edge, error)
+	UpdateEdgeStatus(ctx context.Context, id string, s EdgeStatus) error
+
+	CreateUser(ctx context.Context, u User) error
+	User(ctx context.Context, name string) (User, error)
+	ListUsers(ctx context.Context) ([]User, error)
+	SetUserPassword(ctx context.Context, name, passwordHash string) error
+
+	CreateSession(ctx context.Context, s Session) error
+	// Session returns an unexpired session (ErrNotFound otherwise).
+	Session(ctx context.Context, idHash string, now time.Time) (Session, error)
+	DeleteSession(ctx context.Context, idHash string) error
+	DeleteExpiredSessions(ctx context.Context, now time.Time) error
+
+	CreateAPIToken(ctx context.Context, t APIToken) error
+	// APIToken returns the token with that hash.
+	APIToken(ctx context.Context, hash string) (APIToken, error)
+
+	Close() error
+}

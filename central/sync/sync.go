@@ -1,0 +1,378 @@
+// Package sync is central's side of the sync contract (docs/CONTRACT.md).
+//
+// It publishes the signed allowlist snapshot (retained, QoS 1) at start,
+// on every change that affects enforcement (Changed) and every republish
+// interval; consumes the edges' events and status through a persistent
+// MQTT session (clean session off, fixed client id), so events published
+// while central is away are delivered when it returns; and serves the
+// HTTPS enrolment and snapshot-fetch endpoints.
+//
+// Guarantees:
+//   - An event is acknowledged to the broker only after it is stored; the
+//     store de-duplicates by event id, so redeliveries are harmless.
+//   - A newly stored ndr-undeliverable event suspends the device centrally
+//     ("suspended by edge X: NDR to S undeliverable") and triggers a new
+//     snapshot, which carries the suspension to every edge.
+//   - The edge id of an event or status is the one in its topic, which the
+//     broker's ACL ties to the edge's credentials; a payload cannot speak
+//     for another edge.
+package sync
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	stdsync "sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/postern/postern/shared/allowlist"
+	"github.com/postern/postern/shared/event"
+	"github.com/postern/postern/shared/topic"
+)
+
+// Source returns the allowlist as the store holds it now. The version must
+// grow with every change that affects enforcement.
+type Source interface {
+	Allowlist(ctx context.Context) (version int64, devices []allowlist.Device, err error)
+}
+
+// EventStore records events and applies the suspension policy.
+type EventStore interface {
+	// AddEvent stores e unless an event with its id exists; inserted
+	// reports which.
+	AddEvent(ctx context.Context, e event.Event) (inserted bool, err error)
+	// SuspendDevice suspends a device with an audit entry by actor.
+	SuspendDevice(ctx context.Context, name, actor, reason string) error
+}
+
+// StatusStore records edge status for the fleet view.
+type StatusStore interface {
+	UpdateEdgeStatus(ctx context.Context, s topic.Status) error
+}
+
+// Options configure a Service.
+type Options struct {
+	// BrokerURL is the broker central connects to. With the embedded
+	// broker set Dial (broker.Dial) and any URL ("tcp://inproc").
+	BrokerURL string
+	Dial      func() (net.Conn, error)
+	Username  string
+	Password  string
+	TLS       *tls.Config
+	// ClientID names central's persistent session (mqtt.client_id).
+	ClientID string
+	Topics   topic.Topics
+
+	Key               ed25519.PrivateKey
+	ValidFor          time.Duration // allowlist.valid_for
+	RepublishInterval time.Duration // allowlist.republish_interval
+
+	Source Source
+	Events EventStore
+	Status StatusStore
+	// Enrol and Auth are needed by the HTTP handlers (see Handler).
+	Enrol Enroller
+	Auth  EdgeAuth
+	// Edge is what enrolment tells a new edge.
+	Edge EdgeSettings
+
+	Clock func() time.Time
+	Log   *slog.Logger
+}
+
+// Service runs central's MQTT link.
+type Service struct {
+	o     Options
+	log   *slog.Logger
+	clock func() time.Time
+	mqtt  paho.Client
+
+	trigger chan struct{}
+
+	mu   stdsync.RWMutex
+	wire []byte // last encoded snapshot
+	etag string
+	ver  int64
+
+	published atomic.Int64
+	events    atomic.Int64
+	dups      atomic.Int64
+}
+
+// New checks opts. Nothing runs until Run.
+func New(o Options) (*Service, error) {
+	if o.Source == nil || o.Events == nil || o.Status == nil {
+		return nil, errors.New("sync: Source, Events and Status are required")
+	}
+	if len(o.Key) != ed25519.PrivateKeySize {
+		return nil, errors.New("sync: no allowlist signing key")
+	}
+	if o.ClientID == "" {
+		return nil, errors.New("sync: no MQTT client id")
+	}
+	if o.ValidFor <= 0 {
+		o.ValidFor = 7 * 24 * time.Hour
+	}
+	if o.RepublishInterval <= 0 || o.RepublishInterval >= o.ValidFor {
+		o.RepublishInterval = o.ValidFor / 4
+	}
+	if o.Topics == (topic.Topics{}) {
+		o.Topics = topic.New("")
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{o: o, log: o.Log.With("component", "sync"), clock: o.Clock, trigger: make(chan struct{}, 1)}, nil
+}
+
+// PublicKey is the key edges verify snapshots with.
+func (s *Service) PublicKey() ed25519.PublicKey { return s.o.Key.Public().(ed25519.PublicKey) }
+
+// Changed asks for a new snapshot now (coalesced: many calls while one is
+// being built give one more snapshot). Call it after every change that
+// affects enforcement.
+func (s *Service) Changed() {
+	select {
+	case s.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Current returns the last encoded snapshot, its ETag and version (nil
+// before the first build).
+func (s *Service) Current() (wire []byte, etag string, version int64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.wire, s.etag, s.ver
+}
+
+// Run connects to the broker and publishes and consumes until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	opts := paho.NewClientOptions().
+		AddBroker(s.o.BrokerURL).
+		SetClientID(s.o.ClientID).
+		SetUsername(s.o.Username).
+		SetPassword(s.o.Password).
+		SetCleanSession(false).
+		SetResumeSubs(true).
+		SetOrderMatters(false).
+		SetAutoAckDisabled(true).
+		SetDefaultPublishHandler(s.onMessage).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(30 * time.Second).
+		SetKeepAlive(30 * time.Second).
+		SetOnConnectHandler(s.onConnect).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			s.log.Warn("mqtt connection lost; reconnecting", "err", err)
+		})
+	if s.o.Dial != nil {
+		dial := s.o.Dial
+		opts.SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) { return dial() })
+	}
+	if s.o.TLS != nil {
+		opts.SetTLSConfig(s.o.TLS)
+	}
+	s.mqtt = paho.NewClient(opts)
+	s.mqtt.Connect()
+	s.publishLoop(ctx)
+	s.mqtt.Disconnect(500)
+	return ctx.Err()
+}
+
+func (s *Service) onConnect(cl paho.Client) {
+	s.log.Info("mqtt connected", "broker", s.o.BrokerURL, "client_id", s.o.ClientID)
+	go func() {
+		filters := map[string]byte{s.o.Topics.AllEvents(): 1, s.o.Topics.AllStatus(): 1}
+		tok := cl.SubscribeMultiple(filters, s.onMessage)
+		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			s.log.Error("mqtt subscribe failed", "err", tok.Error())
+		}
+		// A broker that lost its retained messages gets the snapshot back.
+		s.Changed()
+	}()
+}
+
+// publishLoop builds and publishes a snapshot at start, on Changed and
+// every RepublishInterval.
+func (s *Service) publishLoop(ctx context.Context) {
+	tick := time.NewTicker(s.o.RepublishInterval)
+	defer tick.Stop()
+	retry := time.Duration(0)
+	s.Changed()
+	for {
+		var after <-chan time.Time
+		if retry > 0 {
+			after = time.After(retry)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.trigger:
+		case <-tick.C:
+		case <-after:
+		}
+		if err := s.publish(ctx); err != nil {
+			s.log.Error("allowlist publish failed", "err", err)
+			retry = min(max(2*retry, time.Second), 30*time.Second)
+			continue
+		}
+		retry = 0
+	}
+}
+
+// publish builds, signs and publishes one snapshot and waits for the PUBACK.
+func (s *Service) publish(ctx context.Context) error {
+	start := s.clock()
+	ver, devs, err := s.o.Source.Allowlist(ctx)
+	if err != nil {
+		return fmt.Errorf("read allowlist: %w", err)
+	}
+	now := s.clock()
+	snap := allowlist.Snapshot{Version: ver, Issued: now, ValidUntil: now.Add(s.o.ValidFor), Devices: devs}
+	wire, err := allowlist.Encode(snap, s.o.Key)
+	if err != nil {
+		return fmt.Errorf("encode allowlist version %d: %w", ver, err)
+	}
+	s.mu.Lock()
+	s.wire, s.ver = wire, ver
+	s.etag = fmt.Sprintf(`"v%d-%d"`, ver, snap.Issued.UnixMilli())
+	s.mu.Unlock()
+	if s.mqtt == nil || !s.mqtt.IsConnectionOpen() {
+		return errors.New("not connected to the broker (edges can fetch over HTTPS meanwhile)")
+	}
+	tok := s.mqtt.Publish(s.o.Topics.Allowlist(), 1, true, wire)
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return errors.New("no PUBACK for the snapshot within 30s")
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("publish allowlist: %w", err)
+	}
+	s.published.Add(1)
+	s.log.Info("allowlist published", "version", ver, "devices", len(devs), "bytes", len(wire),
+		"valid_until", snap.ValidUntil, "took", s.clock().Sub(start).Round(time.Millisecond))
+	return nil
+}
+
+// onMessage handles events and status from edges. Messages are
+// acknowledged only once handled, so a store failure makes the broker
+// deliver them again after reconnecting.
+func (s *Service) onMessage(_ paho.Client, m paho.Message) {
+	edge, kind, ok := s.o.Topics.ParseEdge(m.Topic())
+	if !ok {
+		m.Ack()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 500 * time.Millisecond)
+		}
+		if kind == topic.KindEvents {
+			err = s.handleEvent(ctx, edge, m.Payload())
+		} else {
+			err = s.handleStatus(ctx, edge, m.Payload())
+		}
+		if err == nil || errors.Is(err, errMalformed) {
+			break
+		}
+	}
+	if err != nil && !errors.Is(err, errMalformed) {
+		s.log.Error("edge message not stored; the broker will redeliver it", "edge", edge, "topic", m.Topic(), "err", err)
+		return
+	}
+	if err != nil {
+		s.log.Warn("malformed message from edge dropped", "edge", edge, "topic", m.Topic(), "err", err)
+	}
+	m.Ack()
+}
+
+var errMalformed = errors.New("malformed")
+
+func (s *Service) handleEvent(ctx context.Context, edge string, payload []byte) error {
+	e, err := event.Unmarshal(payload)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	if e.Edge != edge {
+		s.log.Warn("event names another edge; using the topic's", "edge", edge, "claimed", e.Edge, "event_id", e.ID)
+		e.Edge = edge
+	}
+	inserted, err := s.o.Events.AddEvent(ctx, e)
+	if err != nil {
+		return fmt.Errorf("store event %s: %w", e.ID, err)
+	}
+	s.events.Add(1)
+	if !inserted {
+		s.dups.Add(1)
+		return nil
+	}
+	s.log.Info("edge event", "edge", edge, "event_id", e.ID, "kind", e.Kind, "device", e.Device, "queue_id", e.QueueID, "reason", e.Reason)
+	if e.Kind == event.NDRUndeliverable && e.Device != "" {
+		reason := fmt.Sprintf("suspended by edge %s: NDR to %s undeliverable", edge, ndrTarget(e))
+		if err := s.o.Events.SuspendDevice(ctx, e.Device, "edge:"+edge, reason); err != nil {
+			// The event is stored, so a redelivery would not retry this:
+			// retry here, then leave it to staff (the event is visible).
+			return fmt.Errorf("suspend %s: %w", e.Device, err)
+		}
+		s.log.Warn("device suspended", "device", e.Device, "edge", edge, "reason", reason, "queue_id", e.QueueID)
+		s.Changed()
+	}
+	return nil
+}
+
+// ndrTarget is the address the undeliverable NDR was sent to: the device's
+// sender.
+func ndrTarget(e event.Event) string {
+	if e.Sender != "" {
+		return e.Sender
+	}
+	if e.Recipient != "" {
+		return e.Recipient
+	}
+	return "its sender"
+}
+
+func (s *Service) handleStatus(ctx context.Context, edge string, payload []byte) error {
+	st, err := topic.UnmarshalStatus(payload)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	if st.Edge != edge {
+		return fmt.Errorf("%w: status of %q on %s's topic", errMalformed, st.Edge, edge)
+	}
+	// A last will (offline) carries no time: the edge was last seen at
+	// its previous heartbeat, which the store keeps.
+	if err := s.o.Status.UpdateEdgeStatus(ctx, st); err != nil {
+		return fmt.Errorf("store status of %s: %w", edge, err)
+	}
+	return nil
+}
+
+// Stats are counters for metrics and tests.
+type Stats struct {
+	Published, Events, Duplicates int64
+}
+
+// Stats returns the service's counters.
+func (s *Service) Stats() Stats {
+	return Stats{Published: s.published.Load(), Events: s.events.Load(), Duplicates: s.dups.Load()}
+}

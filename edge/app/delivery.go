@@ -1,0 +1,67 @@
+package app
+
+// The delivery side of the edge (owned by the delivery work, kept in its
+// own file so the assembly in app.go stays readable): metrics, the outbound
+// SMTP client, the queue runner and the queue tools on the admin endpoint.
+
+import (
+	"fmt"
+
+	"github.com/postern/postern/edge/delivery"
+	"github.com/postern/postern/edge/metrics"
+	"github.com/postern/postern/edge/queue"
+)
+
+// addDelivery builds the queue runner over e.Spool and attaches it as the
+// "queue" stage; with an admin endpoint it mounts /metrics and /queue.
+func (e *Edge) addDelivery() error {
+	cfg := e.Config
+	m := metrics.New()
+	m.WatchSpool(e.Spool, nil)
+	m.WatchDNS(func() metrics.DNSStats {
+		st := e.Resolver.Stats()
+		return metrics.DNSStats{Lookups: st.Lookups, CacheHits: st.CacheHits, Errors: st.Errors}
+	})
+	e.Metrics = m
+	mode, err := delivery.ParseTLSMode(cfg.Delivery.TLS)
+	if err != nil {
+		return fmt.Errorf("delivery.tls: %w", err)
+	}
+	dc, err := delivery.New(delivery.Options{
+		Hostname:          cfg.Hostname,
+		Resolver:          e.Resolver,
+		TLS:               delivery.StaticTLS{Mode: mode},
+		MXPort:            cfg.Delivery.MXPort,
+		Smarthost:         cfg.Delivery.Smarthost,
+		SmarthostUsername: cfg.Delivery.SmarthostUsername,
+		SmarthostPassword: cfg.Delivery.SmarthostPassword,
+		ConnectTimeout:    cfg.Delivery.ConnectTimeout,
+		CommandTimeout:    cfg.Delivery.CommandTimeout,
+		Logger:            e.Log.With("stage", "delivery"),
+	})
+	if err != nil {
+		return err
+	}
+	r, err := queue.New(queue.Options{
+		Spool:     e.Spool,
+		Deliverer: dc,
+		Hostname:  cfg.Hostname,
+		EdgeID:    cfg.Sync.EdgeID,
+		Delivery:  cfg.Delivery,
+		Suspender: e.Registry,
+		Events:    e.Events,
+		Metrics:   m,
+		Leases:    e.Spool.KV("lease/"),
+		Logger:    e.Log.With("stage", "queue"),
+	})
+	if err != nil {
+		return err
+	}
+	e.Queue = r
+	if e.Admin != nil {
+		e.Admin.Handle("GET /metrics", m.Handler())
+		r.Mount(e.Admin)
+	}
+	e.Add("queue", r.Run)
+	return nil
+}

@@ -1,0 +1,96 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/postern/postern/shared/configfile"
+)
+
+// The example file in deploy/ is the reference documentation: decoding it
+// must give exactly the code defaults, so the two cannot drift apart.
+func TestExampleMatchesDefaults(t *testing.T) {
+	c := Default(false)
+	c.Hostname = "x" // the example leaves hostname commented out
+	if err := configfile.Load("../../deploy/edge.example.toml", &c); err != nil {
+		t.Fatal(err)
+	}
+	want := Default(false)
+	want.Hostname = "x"
+	if fmt.Sprintf("%+v", c) != fmt.Sprintf("%+v", want) { // nil and empty lists print alike
+		t.Errorf("deploy/edge.example.toml differs from Default(false):\n got %+v\nwant %+v", c, want)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("example does not validate: %v", err)
+	}
+}
+
+func TestDevDefaultsValidate(t *testing.T) {
+	c := Default(true)
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.SMTP.Listen[0] != "127.0.0.1:2525" {
+		t.Errorf("dev listen = %v", c.SMTP.Listen)
+	}
+}
+
+func TestBadValuesNameTheKey(t *testing.T) {
+	cases := []struct{ toml, key string }{
+		{"bogus = 1", "bogus"},
+		{"[smtp]\nlisten_addr = []", "smtp.listen_addr"},
+		{"[smtp]\nlisten = [\"nonsense\"]", "smtp.listen[0]"},
+		{"[smtp]\nlocal_networks = [\"0.0.0.0/0\"]", "smtp.local_networks[0]"},
+		{"[smtp]\nlocal_networks = [\"10.0.0.0/33\"]", "smtp.local_networks[0]"},
+		{"[smtp]\ntls_min_version = \"1.4\"", "smtp.tls_min_version"},
+		{"[smtp]\nmax_line_length = 500", "smtp.max_line_length"},
+		{"[smtp]\naffiliated_domains = [\"exa mple.edu\"]", "smtp.affiliated_domains[0]"},
+		{"[smtp]\ntls_cert = \"a.pem\"", "smtp.tls_cert"},
+		{"[log]\nformat = \"xml\"", "log.format"},
+		{"[dns]\nresolvers = [\"not-an-ip\"]", "dns.resolvers[0]"},
+		{"[policy]\nmessages_per_hour = 0", "policy.messages_per_hour"},
+		{"[[devices]]\nname = \"a..b\"", "devices[0].name"},
+		{"[[devices]]\nname = \"a.example.edu\"\nstatus = \"gone\"", "devices[0].status"},
+		{"[[devices]]\nname = \"a.example.edu\"\nsenders = [\"not an address\"]", "devices[0].senders[0]"},
+		{"[[devices]]\nname = \"a.example.edu\"\n[[devices]]\nname = \"A.example.edu.\"", "devices[1].name"},
+		{"[delivery]\ntls = \"maybe\"", "delivery.tls"},
+		{"[delivery]\nretry_max = \"1s\"", "delivery.retry_max"},
+		{"[delivery]\nsmarthost_username = \"u\"", "delivery.smarthost_username"},
+		{"[spool]\nvalue_log_file_size = 10", "spool.value_log_file_size"},
+		{"[admin]\nlisten = \"0.0.0.0:9025\"", "admin.token"},
+		{"[sync]\nmqtt_url = \"ftp://x:1\"", "sync.mqtt_url"},
+		{"[sync]\ntopic_prefix = \"a/#\"", "sync.topic_prefix"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.key, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "edge.toml")
+			if err := os.WriteFile(path, []byte(tc.toml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path, true)
+			var ce *configfile.Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("Load(%q) = %v, want a *configfile.Error", tc.toml, err)
+			}
+			if ce.Key != tc.key {
+				t.Errorf("error names key %q, want %q (%v)", ce.Key, tc.key, err)
+			}
+			if !strings.Contains(err.Error(), tc.key) {
+				t.Errorf("message %q does not contain the key", err)
+			}
+		})
+	}
+}
+
+func TestSyntaxErrorHasPosition(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "edge.toml")
+	os.WriteFile(path, []byte("[smtp\nlisten = 1"), 0o600)
+	_, err := Load(path, false)
+	if err == nil || !strings.Contains(err.Error(), "line 1") {
+		t.Fatalf("want a positioned syntax error, got %v", err)
+	}
+}

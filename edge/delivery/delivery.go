@@ -1,0 +1,696 @@
+// Package delivery is the edge's outbound SMTP client: it takes one
+// message for one destination domain and tries to hand it, with all of its
+// recipients for that domain, to the domain's mail servers (or to the
+// configured smarthost), and reports a result per recipient.
+//
+// What it guarantees:
+//   - Routing follows RFC 5321 §5 and RFC 7505: MX hosts in preference
+//     order, a random order among equal preferences, the domain itself as
+//     an implicit MX when it has no MX records, each host's addresses in
+//     turn. A null MX or a domain that does not exist is a permanent
+//     failure; a DNS failure (SERVFAIL, timeout) is a temporary one.
+//   - One SMTP transaction per call, carrying every recipient; a refused
+//     RCPT fails only that recipient (4xx temporary, 5xx permanent).
+//   - A connection lost during or after DATA, before the final reply, is a
+//     temporary failure: the message is retried (a duplicate is possible,
+//     a loss is not).
+//   - STARTTLS is used whenever the server offers it; a TLSPolicy decides
+//     whether TLS is required and whether the certificate is verified.
+//     Whether TLS was used is part of the Outcome.
+//
+// Deliver does no queue bookkeeping: the queue runner decides what a
+// result means for the spool (retry, NDR, delete).
+package delivery
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/postern/postern/shared/resolver"
+)
+
+// Resolver is the DNS the client routes with (*resolver.Resolver).
+type Resolver interface {
+	LookupMX(ctx context.Context, domain string) ([]resolver.MX, error)
+	LookupIP(ctx context.Context, name string) ([]netip.Addr, error)
+}
+
+// Options configure a Client.
+type Options struct {
+	// Hostname is sent in EHLO (the edge's hostname).
+	Hostname string
+	Resolver Resolver
+	// TLS decides STARTTLS requirements (default StaticTLS{Opportunistic}).
+	TLS TLSPolicy
+	// MXPort is the port MX hosts are contacted on (delivery.mx_port, 25).
+	MXPort int
+	// Smarthost, when set ("host:port"), receives all mail instead of MX.
+	Smarthost string
+	// SmarthostUsername/Password authenticate to the smarthost (AUTH
+	// PLAIN), only over TLS or to a loopback address.
+	SmarthostUsername, SmarthostPassword string
+	ConnectTimeout                       time.Duration
+	CommandTimeout                       time.Duration
+	// Shuffle randomises hosts of equal preference (default: math/rand).
+	// Tests inject a deterministic one.
+	Shuffle func(n int, swap func(i, j int))
+	// MaxAddresses caps the addresses tried in one attempt (default 10).
+	MaxAddresses int
+	Logger       *slog.Logger
+}
+
+// Client delivers messages. It is safe for concurrent use; every Deliver
+// opens its own connection.
+type Client struct {
+	o      Options
+	log    *slog.Logger
+	dialer net.Dialer
+}
+
+// New checks opts and returns a Client.
+func New(opts Options) (*Client, error) {
+	if opts.Hostname == "" {
+		return nil, errors.New("delivery: Options.Hostname is empty")
+	}
+	if opts.Resolver == nil && opts.Smarthost == "" {
+		return nil, errors.New("delivery: Options.Resolver is nil")
+	}
+	if opts.TLS == nil {
+		opts.TLS = StaticTLS{Mode: Opportunistic}
+	}
+	if opts.MXPort == 0 {
+		opts.MXPort = 25
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 30 * time.Second
+	}
+	if opts.CommandTimeout <= 0 {
+		opts.CommandTimeout = 5 * time.Minute
+	}
+	if opts.Shuffle == nil {
+		opts.Shuffle = rand.Shuffle
+	}
+	if opts.MaxAddresses <= 0 {
+		opts.MaxAddresses = 10
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Smarthost != "" {
+		if _, _, err := splitHostPort(opts.Smarthost); err != nil {
+			return nil, fmt.Errorf("delivery: smarthost: %w", err)
+		}
+	}
+	return &Client{o: opts, log: opts.Logger, dialer: net.Dialer{Timeout: opts.ConnectTimeout}}, nil
+}
+
+// Rcpt is one recipient of a Job with its DSN parameters from intake.
+type Rcpt struct {
+	Addr   string
+	Notify []string // RFC 3461 NOTIFY values, e.g. "FAILURE", "DELAY"
+	ORCPT  string   // "rfc822;addr" as received
+}
+
+// Job is one message for one destination domain.
+type Job struct {
+	QueueID string
+	From    string // "" for the null sender
+	Domain  string // the recipients' domain (ignored with a smarthost)
+	Rcpts   []Rcpt
+	Data    []byte
+	// DSN parameters from MAIL, passed on when the next hop supports DSN.
+	Ret, EnvID string
+}
+
+// Status classifies a recipient's result.
+type Status int
+
+const (
+	// Temporary: try again later (4xx, network, DNS failure).
+	Temporary Status = iota
+	// Delivered: the next hop accepted the message for the recipient.
+	Delivered
+	// Permanent: the recipient cannot be delivered (5xx, null MX, no such
+	// domain).
+	Permanent
+)
+
+func (s Status) String() string {
+	switch s {
+	case Delivered:
+		return "delivered"
+	case Permanent:
+		return "permanent"
+	}
+	return "temporary"
+}
+
+// Result is what happened to one recipient.
+type Result struct {
+	Addr   string
+	Status Status
+	// Code and Enhanced are the reply code (e.g. 550, "5.1.1"); for a
+	// failure no server answered (DNS, connection) the edge assigns them.
+	Code     int
+	Enhanced string
+	// Text is the server's reply text, or a local explanation.
+	Text string
+	// RemoteMTA is the host name of the server that answered, "" when
+	// none did.
+	RemoteMTA string
+}
+
+// Outcome is the result of one Deliver call.
+type Outcome struct {
+	// Results has one entry per Job.Rcpts entry, in the same order.
+	Results []Result
+	// Host is the server the transaction ran with ("name [ip]:port"), or
+	// the last one tried when none got that far; "" when routing failed.
+	Host string
+	// TLS describes the TLS connection, "" for plaintext.
+	TLS string
+	// Summary is a one-line description for history and logs.
+	Summary string
+}
+
+// Deliver runs one delivery attempt for job. It never returns an error:
+// every failure is a Result. ctx bounds the whole attempt.
+func (c *Client) Deliver(ctx context.Context, job *Job) Outcome {
+	log := c.log.With("queue_id", job.QueueID, "domain", job.Domain)
+	out := Outcome{Results: make([]Result, len(job.Rcpts))}
+	fail := func(st Status, code int, enh, text, host string) Outcome {
+		for i, r := range job.Rcpts {
+			out.Results[i] = Result{Addr: r.Addr, Status: st, Code: code, Enhanced: enh, Text: text, RemoteMTA: host}
+		}
+		out.Summary = fmt.Sprintf("%s: %s", st, text)
+		return out
+	}
+	hosts, rerr := c.route(ctx, job.Domain)
+	if rerr != nil {
+		log.Info("delivery routing failed", "status", rerr.status.String(), "err", rerr.text)
+		return fail(rerr.status, rerr.code, rerr.enhanced, rerr.text, "")
+	}
+	var last *attemptError
+	tried := 0
+	for _, h := range hosts {
+		addrs := h.addrs
+		if addrs == nil {
+			var err error
+			addrs, err = c.o.Resolver.LookupIP(ctx, h.name)
+			if err != nil {
+				last = &attemptError{text: fmt.Sprintf("address lookup for %s: %v", h.name, err)}
+				if h.implicit && errors.Is(err, resolver.ErrNotFound) {
+					return fail(Permanent, 550, "5.1.2", fmt.Sprintf("domain %s has no MX and no address records", job.Domain), "")
+				}
+				log.Info("delivery host lookup failed", "host", h.name, "err", err)
+				continue
+			}
+		}
+		for _, a := range addrs {
+			if tried >= c.o.MaxAddresses || ctx.Err() != nil {
+				break
+			}
+			tried++
+			hp := net.JoinHostPort(a.String(), strconv.Itoa(h.port))
+			out.Host = fmt.Sprintf("%s [%s]:%d", h.name, a, h.port)
+			results, tlsDesc, aerr := c.try(ctx, job, h, hp)
+			if aerr == nil {
+				out.Results, out.TLS = results, tlsDesc
+				out.Summary = summarize(results)
+				log.Info("delivery attempt", "host", out.Host, "tls", tlsOrPlain(tlsDesc), "result", out.Summary)
+				return out
+			}
+			log.Info("delivery host failed", "host", out.Host, "tls", tlsOrPlain(tlsDesc), "err", aerr.text)
+			last = aerr
+			out.TLS = tlsDesc
+		}
+	}
+	switch {
+	case last == nil && ctx.Err() != nil:
+		last = &attemptError{text: "delivery attempt timed out"}
+	case last == nil:
+		last = &attemptError{text: "no usable mail server address"}
+	}
+	if last.code == 0 {
+		last.code, last.enhanced = 451, "4.4.1"
+	}
+	return fail(Temporary, last.code, last.enhanced, last.text, last.host)
+}
+
+func tlsOrPlain(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func summarize(rs []Result) string {
+	var d, t, p int
+	for _, r := range rs {
+		switch r.Status {
+		case Delivered:
+			d++
+		case Temporary:
+			t++
+		case Permanent:
+			p++
+		}
+	}
+	s := fmt.Sprintf("delivered %d, deferred %d, failed %d", d, t, p)
+	for _, r := range rs {
+		if r.Status != Delivered {
+			s += fmt.Sprintf("; %d %s %s", r.Code, r.Enhanced, oneLine(r.Text))
+			break
+		}
+	}
+	return s
+}
+
+// host is one next hop to try.
+type host struct {
+	name     string
+	port     int
+	addrs    []netip.Addr // set for IP literals
+	implicit bool         // the domain itself, used as implicit MX
+	smart    bool         // the smarthost
+}
+
+// routeError is a routing failure for every recipient.
+type routeError struct {
+	status   Status
+	code     int
+	enhanced string
+	text     string
+}
+
+// route returns the hosts to try for domain, in order.
+func (c *Client) route(ctx context.Context, domain string) ([]host, *routeError) {
+	if c.o.Smarthost != "" {
+		name, port, _ := splitHostPort(c.o.Smarthost)
+		h := host{name: name, port: port, smart: true}
+		if ip, err := netip.ParseAddr(name); err == nil {
+			h.addrs = []netip.Addr{ip}
+		}
+		return []host{h}, nil
+	}
+	domain = strings.TrimSuffix(strings.ToLower(domain), ".")
+	if ip, ok := addressLiteral(domain); ok {
+		return []host{{name: domain, port: c.o.MXPort, addrs: []netip.Addr{ip}}}, nil
+	}
+	mxs, err := c.o.Resolver.LookupMX(ctx, domain)
+	switch {
+	case errors.Is(err, resolver.ErrNullMX):
+		return nil, &routeError{Permanent, 556, "5.1.10", fmt.Sprintf("domain %s does not accept mail (null MX, RFC 7505)", domain)}
+	case errors.Is(err, resolver.ErrInvalidName):
+		return nil, &routeError{Permanent, 550, "5.1.2", fmt.Sprintf("%q is not a valid domain name", domain)}
+	case errors.Is(err, resolver.ErrNotFound) || (err == nil && len(mxs) == 0):
+		// No MX: the domain is its own implicit MX (RFC 5321 §5.1). If it
+		// does not exist at all, the address lookup says so.
+		return []host{{name: domain, port: c.o.MXPort, implicit: true}}, nil
+	case err != nil:
+		return nil, &routeError{Temporary, 451, "4.4.3", fmt.Sprintf("MX lookup for %s failed: %v", domain, err)}
+	}
+	mxs = append([]resolver.MX(nil), mxs...)
+	sort.SliceStable(mxs, func(i, j int) bool { return mxs[i].Pref < mxs[j].Pref })
+	// Random order among equal preferences (RFC 5321 §5.1).
+	for i := 0; i < len(mxs); {
+		j := i
+		for j < len(mxs) && mxs[j].Pref == mxs[i].Pref {
+			j++
+		}
+		group := mxs[i:j]
+		c.o.Shuffle(len(group), func(a, b int) { group[a], group[b] = group[b], group[a] })
+		i = j
+	}
+	hosts := make([]host, 0, len(mxs))
+	for _, mx := range mxs {
+		name := strings.TrimSuffix(mx.Host, ".")
+		if name == "" {
+			continue
+		}
+		hosts = append(hosts, host{name: name, port: c.o.MXPort})
+	}
+	return hosts, nil
+}
+
+// addressLiteral parses a domain of the form [192.0.2.1] or [IPv6:...].
+func addressLiteral(d string) (netip.Addr, bool) {
+	if !strings.HasPrefix(d, "[") || !strings.HasSuffix(d, "]") {
+		return netip.Addr{}, false
+	}
+	s := strings.TrimPrefix(strings.TrimPrefix(d[1:len(d)-1], "ipv6:"), "IPv6:")
+	ip, err := netip.ParseAddr(s)
+	return ip, err == nil
+}
+
+func splitHostPort(hp string) (string, int, error) {
+	h, p, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 1 || n > 65535 {
+		return "", 0, fmt.Errorf("bad port in %q", hp)
+	}
+	return h, n, nil
+}
+
+// attemptError is a failure at connection level (before the transaction
+// produced results): the next address or host is tried.
+type attemptError struct {
+	code     int
+	enhanced string
+	text     string
+	host     string // remote MTA name when a server answered
+}
+
+// errTLSFailed marks a STARTTLS failure that opportunistic mode may retry
+// in plaintext.
+var errTLSFailed = errors.New("STARTTLS failed")
+
+// try runs one connection to addr (ip:port) for host h.
+func (c *Client) try(ctx context.Context, job *Job, h host, addr string) ([]Result, string, *attemptError) {
+	req, err := c.o.TLS.Requirement(ctx, job.Domain, h.name)
+	if err != nil {
+		return nil, "", &attemptError{code: 451, enhanced: "4.7.5", text: fmt.Sprintf("TLS policy for %s: %v", h.name, err)}
+	}
+	res, tlsDesc, aerr, tlsErr := c.session(ctx, job, h, addr, req, true)
+	if tlsErr && req.Mode == Opportunistic {
+		// A broken STARTTLS must not stop mail that opportunistic TLS
+		// would have sent in plaintext anyway: reconnect without it.
+		c.log.Info("STARTTLS failed, retrying in plaintext", "queue_id", job.QueueID, "host", h.name, "addr", addr, "err", aerr.text)
+		res, tlsDesc, aerr, _ = c.session(ctx, job, h, addr, req, false)
+	}
+	return res, tlsDesc, aerr
+}
+
+// session is one SMTP connection. tlsFailed reports a STARTTLS failure.
+func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req TLSRequirement, useTLS bool) (res []Result, tlsDesc string, aerr *attemptError, tlsFailed bool) {
+	conn, err := c.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, "", &attemptError{code: 451, enhanced: "4.4.1", text: fmt.Sprintf("connect to %s (%s): %v", h.name, addr, unwrapNet(err))}, false
+	}
+	// The go-smtp client has no context: closing the connection when ctx
+	// ends unblocks whatever it waits for.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	var cur net.Conn = conn
+	defer func() { cur.Close() }()
+
+	sc := c.newSMTP(conn)
+	if err := sc.Hello(c.o.Hostname); err != nil {
+		return nil, "", c.connErr(h, "greeting/EHLO", err), false
+	}
+	offered, _ := sc.Extension("STARTTLS")
+	var state *tls.ConnectionState
+	switch {
+	case offered && useTLS:
+		tc, err := c.startTLS(ctx, conn, req, h.name)
+		if err != nil {
+			return nil, "", &attemptError{code: 451, enhanced: "4.7.5", host: h.name, text: fmt.Sprintf("STARTTLS with %s: %v", h.name, err)}, true
+		}
+		cur = tc
+		st := tc.ConnectionState()
+		state = &st
+		tlsDesc = tlsString(state)
+		sc = c.newSMTP(&greetedConn{Conn: tc, r: io.MultiReader(strings.NewReader("220 after STARTTLS\r\n"), tc)})
+		if err := sc.Hello(c.o.Hostname); err != nil {
+			return nil, tlsDesc, c.connErr(h, "EHLO after STARTTLS", err), false
+		}
+	case req.Mode != Opportunistic:
+		sc.Quit()
+		why := "does not offer STARTTLS"
+		if offered {
+			why = "STARTTLS failed earlier"
+		}
+		return nil, "", &attemptError{code: 451, enhanced: "4.7.5", host: h.name,
+			text: fmt.Sprintf("%s %s, and delivery.tls = %q requires it", h.name, why, req.Mode)}, false
+	}
+	if h.smart && c.o.SmarthostUsername != "" {
+		if state == nil && !isLoopback(addr) {
+			sc.Quit()
+			return nil, "", &attemptError{code: 451, enhanced: "4.7.5", host: h.name, text: "smarthost credentials are only sent over TLS, and TLS was not used"}, false
+		}
+		if err := sc.Auth(sasl.NewPlainClient("", c.o.SmarthostUsername, c.o.SmarthostPassword)); err != nil {
+			return nil, tlsDesc, c.connErr(h, "AUTH", err), false
+		}
+	}
+	res, aerr = c.transaction(sc, job, h)
+	if aerr == nil {
+		sc.Quit()
+	}
+	return res, tlsDesc, aerr, false
+}
+
+func (c *Client) newSMTP(conn net.Conn) *smtp.Client {
+	sc := smtp.NewClient(conn)
+	sc.CommandTimeout = c.o.CommandTimeout
+	sc.SubmissionTimeout = c.o.CommandTimeout
+	return sc
+}
+
+// startTLS sends STARTTLS on the raw connection and runs the handshake.
+// It reads the 220 reply itself with an unbuffered view of conn, so that
+// bytes a man in the middle injected before the handshake (the STARTTLS
+// command injection class, CVE-2011-0411) are never read as replies.
+func (c *Client) startTLS(ctx context.Context, conn net.Conn, req TLSRequirement, hostName string) (*tls.Conn, error) {
+	conn.SetDeadline(time.Now().Add(c.o.CommandTimeout))
+	if _, err := io.WriteString(conn, "STARTTLS\r\n"); err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(conn, 512)
+	code, msg, err := textproto.NewReader(br).ReadResponse(220)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %d %s", errTLSFailed, code, oneLine(msg))
+	}
+	if br.Buffered() > 0 {
+		return nil, fmt.Errorf("%w: data after the STARTTLS reply (injection attempt?)", errTLSFailed)
+	}
+	tc := tls.Client(conn, clientConfig(req, hostName))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("%w: handshake: %v", errTLSFailed, err)
+	}
+	conn.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// greetedConn replays a greeting before the TLS stream so a fresh
+// go-smtp client (which waits for a 220) can run on a connection that
+// already did STARTTLS; go-smtp does not export its STARTTLS step.
+type greetedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (g *greetedConn) Read(p []byte) (int, error) { return g.r.Read(p) }
+
+// transaction runs MAIL, RCPT and DATA. A nil attemptError means the
+// results are final for this attempt.
+func (c *Client) transaction(sc *smtp.Client, job *Job, h host) ([]Result, *attemptError) {
+	res := make([]Result, len(job.Rcpts))
+	for i, r := range job.Rcpts {
+		res[i] = Result{Addr: r.Addr, Status: Temporary, RemoteMTA: h.name}
+	}
+	all := func(st Status, code int, enh, text string) []Result {
+		for i := range res {
+			res[i].Status, res[i].Code, res[i].Enhanced, res[i].Text = st, code, enh, text
+		}
+		return res
+	}
+	utf8 := !isASCII(job.From)
+	for _, r := range job.Rcpts {
+		utf8 = utf8 || !isASCII(r.Addr)
+	}
+	if ok, _ := sc.Extension("SMTPUTF8"); utf8 && !ok {
+		sc.Quit()
+		return all(Permanent, 553, "5.6.7", h.name+" does not support SMTPUTF8, needed for a non-ASCII address"), nil
+	}
+	if max, ok := sc.MaxMessageSize(); ok && max > 0 && len(job.Data) > max {
+		sc.Quit()
+		return all(Permanent, 552, "5.3.4", fmt.Sprintf("message size %d exceeds the limit %d of %s", len(job.Data), max, h.name)), nil
+	}
+	mo := &smtp.MailOptions{Size: int64(len(job.Data)), UTF8: utf8, EnvelopeID: job.EnvID}
+	switch strings.ToUpper(job.Ret) {
+	case "FULL":
+		mo.Return = smtp.DSNReturnFull
+	case "HDRS":
+		mo.Return = smtp.DSNReturnHeaders
+	}
+	if err := sc.Mail(job.From, mo); err != nil {
+		if se, ok := asSMTP(err); ok {
+			st, code, enh := classify(se)
+			return all(st, code, enh, se.Message), nil
+		}
+		return nil, c.connErr(h, "MAIL", err)
+	}
+	var accepted []int
+	for i, r := range job.Rcpts {
+		err := sc.Rcpt(r.Addr, rcptOptions(r))
+		if err == nil {
+			accepted = append(accepted, i)
+			continue
+		}
+		if se, ok := asSMTP(err); ok {
+			res[i].Status, res[i].Code, res[i].Enhanced = classify(se)
+			res[i].Text = se.Message
+			continue
+		}
+		// Nothing was sent yet: the next host can have the whole job.
+		return nil, c.connErr(h, "RCPT", err)
+	}
+	if len(accepted) == 0 {
+		sc.Quit()
+		return res, nil
+	}
+	some := func(st Status, code int, enh, text string) []Result {
+		for _, i := range accepted {
+			res[i].Status, res[i].Code, res[i].Enhanced, res[i].Text = st, code, enh, text
+		}
+		return res
+	}
+	w, err := sc.Data()
+	if err != nil {
+		if se, ok := asSMTP(err); ok {
+			st, code, enh := classify(se)
+			return some(st, code, enh, se.Message), nil
+		}
+		return nil, c.connErr(h, "DATA", err)
+	}
+	if _, err := w.Write(job.Data); err != nil {
+		return some(Temporary, 451, "4.4.2", fmt.Sprintf("connection to %s lost during DATA: %v", h.name, unwrapNet(err))), nil
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		if se, ok := asSMTP(err); ok {
+			st, code, enh := classify(se)
+			return some(st, code, enh, se.Message), nil
+		}
+		// The message may or may not have been taken: retrying risks a
+		// duplicate, not retrying risks a loss. Retry.
+		return some(Temporary, 451, "4.4.2", fmt.Sprintf("connection to %s lost after DATA: %v", h.name, unwrapNet(err))), nil
+	}
+	text := "ok"
+	if resp != nil && resp.StatusText != "" {
+		text = resp.StatusText
+	}
+	return some(Delivered, 250, "2.0.0", text), nil
+}
+
+func rcptOptions(r Rcpt) *smtp.RcptOptions {
+	o := &smtp.RcptOptions{}
+	for _, n := range r.Notify {
+		o.Notify = append(o.Notify, smtp.DSNNotify(strings.ToUpper(n)))
+	}
+	if r.ORCPT != "" {
+		typ, addr, ok := strings.Cut(r.ORCPT, ";")
+		if ok && addr != "" {
+			switch strings.ToLower(typ) {
+			case "rfc822":
+				if isASCII(addr) {
+					o.OriginalRecipientType, o.OriginalRecipient = smtp.DSNAddressTypeRFC822, addr
+				}
+			case "utf-8":
+				o.OriginalRecipientType, o.OriginalRecipient = smtp.DSNAddressTypeUTF8, addr
+			}
+		}
+	}
+	if len(o.Notify) == 0 && o.OriginalRecipient == "" {
+		return nil
+	}
+	return o
+}
+
+// connErr turns a failure before the transaction had results into an
+// attemptError.
+func (c *Client) connErr(h host, stage string, err error) *attemptError {
+	if se, ok := asSMTP(err); ok {
+		_, code, enh := classify(se)
+		// A server that refuses us at greeting/EHLO/MAIL level is tried
+		// again later (or the next MX now): record its reply.
+		if code >= 500 {
+			code, enh = 451, "4.4.0"
+		}
+		return &attemptError{code: code, enhanced: enh, host: h.name,
+			text: fmt.Sprintf("%s at %s: %d %s", stage, h.name, se.Code, oneLine(se.Message))}
+	}
+	return &attemptError{code: 451, enhanced: "4.4.2", text: fmt.Sprintf("%s at %s: %v", stage, h.name, unwrapNet(err))}
+}
+
+func asSMTP(err error) (*smtp.SMTPError, bool) {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) && se.Code >= 200 {
+		return se, true
+	}
+	return nil, false
+}
+
+// classify maps a reply to a status and its codes, filling in an enhanced
+// code when the server gave none.
+func classify(se *smtp.SMTPError) (Status, int, string) {
+	enh := ""
+	if e := se.EnhancedCode; e[0] >= 2 && e[0] <= 5 {
+		enh = fmt.Sprintf("%d.%d.%d", e[0], e[1], e[2])
+	}
+	switch {
+	case se.Code >= 500:
+		if enh == "" || enh[0] != '5' {
+			enh = "5.0.0"
+		}
+		return Permanent, se.Code, enh
+	case se.Code >= 400:
+		if enh == "" || enh[0] != '4' {
+			enh = "4.0.0"
+		}
+		return Temporary, se.Code, enh
+	case se.Code >= 200 && se.Code < 300:
+		if enh == "" {
+			enh = "2.0.0"
+		}
+		return Delivered, se.Code, enh
+	}
+	return Temporary, 451, "4.0.0"
+}
+
+func unwrapNet(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err
+	}
+	return err
+}
+
+func isLoopback(hostport string) bool {
+	h, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(h)
+	return err == nil && ip.IsLoopback()
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -1,0 +1,339 @@
+// Package policy is the edge's relay policy as pure decisions: given who the
+// client is (IP, FCrDNS result), what the registry says about it, the
+// envelope and the rate-limit state, it answers "accept" (nil) or a *Reply
+// with an RFC 5321 code and an RFC 3463 enhanced code. It performs no I/O:
+// DNS answers come in as values (Identity, DomainStatus) so every rule is
+// table-tested.
+//
+// The rules (PRODUCT.md, "The relay policy"):
+//   - only clients in the local networks (554 5.7.1);
+//   - affiliated recipients from any local client;
+//   - other recipients only for registered, active devices identified by
+//     FCrDNS (550 5.7.1 with the registration URL; 451 4.4.3 when DNS
+//     failed, never a 5xx);
+//   - a valid sender whose domain can receive mail, no null sender, and a
+//     registered sender for external mail from a device with a sender list;
+//   - hourly message and recipient limits per device or client IP
+//     (450 4.7.1), a per-message recipient limit (452 4.5.3);
+//   - suspended devices are refused (550 5.7.1 with the contact);
+//   - recipients with routing in the local part (%, !, @) and address
+//     literals are never relayed.
+//
+// Every decision is made at MAIL or RCPT, except those that need the message
+// (From header, line endings, size), which are made at the end of DATA and
+// before the message is stored, so the edge never accepts mail it would
+// refuse to relay.
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/postern/postern/edge/config"
+	"github.com/postern/postern/edge/registry"
+	"github.com/postern/postern/shared/address"
+)
+
+// Config is what the policy needs from the edge configuration.
+type Config struct {
+	LocalNetworks     []netip.Prefix
+	Affiliated        address.DomainList
+	RegisterURL       string
+	BulkURL           string
+	Contact           string
+	MessagesPerHour   int
+	RecipientsPerHour int
+	MaxRecipients     int
+}
+
+// NewConfig extracts the policy configuration from the edge's.
+func NewConfig(c config.Config) (Config, error) {
+	pc := Config{
+		RegisterURL:       c.Policy.RegisterURL,
+		BulkURL:           c.Policy.BulkURL,
+		Contact:           c.Policy.Contact,
+		MessagesPerHour:   c.Policy.MessagesPerHour,
+		RecipientsPerHour: c.Policy.RecipientsPerHour,
+		MaxRecipients:     c.SMTP.MaxRecipients,
+	}
+	for _, n := range c.SMTP.LocalNetworks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return pc, fmt.Errorf("policy: smtp.local_networks: %w", err)
+		}
+		pc.LocalNetworks = append(pc.LocalNetworks, p.Masked())
+	}
+	dl, err := address.NewDomainList(c.SMTP.AffiliatedDomains)
+	if err != nil {
+		return pc, fmt.Errorf("policy: smtp.affiliated_domains: %w", err)
+	}
+	pc.Affiliated = dl
+	return pc, nil
+}
+
+// Registry is the view of registered devices the policy needs
+// (*registry.Registry).
+type Registry interface {
+	Lookup(name string) (registry.Device, bool)
+	Stale() bool
+}
+
+// Limiter reserves and refunds hourly tokens (*ratelimit.Limiter).
+type Limiter interface {
+	Take(key string, n, perHour int) bool
+	Refund(key string, n, perHour int)
+}
+
+// Policy applies the rules. It is safe for concurrent use; per-transaction
+// state lives in Txn.
+type Policy struct {
+	cfg   Config
+	reg   Registry
+	msgs  Limiter
+	rcpts Limiter
+}
+
+// New returns a policy. msgs and rcpts are the message and recipient
+// limiters.
+func New(cfg Config, reg Registry, msgs, rcpts Limiter) *Policy {
+	return &Policy{cfg: cfg, reg: reg, msgs: msgs, rcpts: rcpts}
+}
+
+// Identity is what forward-confirmed reverse DNS said about the client.
+type Identity struct {
+	// Name is the confirmed name (PTR -> name -> A/AAAA contains the IP),
+	// or "" when none was confirmed.
+	Name string
+	// Explain says what was found when no name was confirmed, for the
+	// refusal text and events ("no PTR record", "PTR=x, A=y").
+	Explain string
+	// TempFail is set when the lookup failed temporarily (timeout,
+	// SERVFAIL): external recipients then get a 4xx.
+	TempFail bool
+}
+
+// DomainStatus is the result of asking whether a domain can receive mail.
+type DomainStatus int
+
+// Domain check results.
+const (
+	DomainOK DomainStatus = iota
+	DomainNoMail
+	DomainTempFail
+)
+
+// DomainChecker answers whether a sender domain can receive mail (MX, or
+// A/AAAA as implicit MX). The SMTP layer adapts the resolver to it.
+type DomainChecker func(domain string) DomainStatus
+
+// Txn is one client's state across a session's transactions. Create it
+// with NewTxn when the client connects; it is not safe for concurrent use.
+type Txn struct {
+	IP       netip.Addr
+	Identity Identity
+
+	// Device is the registered device (when Registered) as looked up at
+	// MAIL.
+	Device     registry.Device
+	Registered bool
+	// Sender is the canonical reverse-path of the open transaction.
+	Sender     string
+	Recipients []string
+
+	open      bool
+	rateKey   string
+	who       string
+	msgLimit  int
+	rcptLimit int
+	tookMsg   int
+	tookRcpts int
+	senderLP  string // sender local part, lower case
+	senderDom string
+}
+
+// NewTxn starts the per-client state.
+func NewTxn(ip netip.Addr, id Identity) *Txn {
+	return &Txn{IP: ip.Unmap(), Identity: id}
+}
+
+// Local reports whether ip is in the local networks.
+func (p *Policy) Local(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, n := range p.cfg.LocalNetworks {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// Connect decides whether a client may talk to the edge at all.
+func (p *Policy) Connect(ip netip.Addr) *Reply {
+	if !p.Local(ip) {
+		return NotLocal(ip.Unmap().String())
+	}
+	return nil
+}
+
+// Mail decides MAIL FROM. sender is the reverse-path as the SMTP layer
+// parsed it ("" for <>). check is consulted only for a syntactically valid
+// sender of a client that passed every earlier rule. On acceptance one
+// message token is reserved; Abort returns it.
+func (p *Policy) Mail(t *Txn, sender string, check DomainChecker) *Reply {
+	p.Abort(t) // a second MAIL replaces the open transaction
+	if r := p.Connect(t.IP); r != nil {
+		return r
+	}
+	t.Device, t.Registered = registry.Device{}, false
+	if t.Identity.Name != "" {
+		t.Device, t.Registered = p.reg.Lookup(t.Identity.Name)
+	}
+	if t.Registered && !t.Device.Active() {
+		return Suspended(t.Device.Name, t.Device.Reason, p.cfg.Contact)
+	}
+	if sender == "" {
+		return NullSender()
+	}
+	a, err := address.ParsePath(sender)
+	if err != nil || a.IsLiteral || a.Domain == "" {
+		return SenderSyntax(sender)
+	}
+	switch check(a.Domain) {
+	case DomainNoMail:
+		return SenderDomain(a.Domain)
+	case DomainTempFail:
+		return DNSTemporary("sender domain " + a.Domain)
+	}
+
+	t.rateKey, t.who = "ip:"+t.IP.String(), "Client "+t.IP.String()
+	t.msgLimit, t.rcptLimit = p.cfg.MessagesPerHour, p.cfg.RecipientsPerHour
+	if t.Registered {
+		t.rateKey, t.who = "dev:"+t.Device.Name, "Device "+t.Device.Name
+		if t.Device.MessagesPerHour > 0 {
+			t.msgLimit = t.Device.MessagesPerHour
+		}
+		if t.Device.RecipientsPerHour > 0 {
+			t.rcptLimit = t.Device.RecipientsPerHour
+		}
+	}
+	if !p.msgs.Take(t.rateKey, 1, t.msgLimit) {
+		return MessageRate(t.who, t.msgLimit, p.cfg.BulkURL)
+	}
+	t.tookMsg = 1
+	t.open = true
+	t.Sender = a.Local + "@" + a.Domain
+	t.senderLP, t.senderDom = strings.ToLower(a.Local), a.Domain
+	return nil
+}
+
+// Rcpt decides one RCPT TO. On acceptance it returns the canonical
+// recipient to store (domain in canonical A-label form) and reserves one
+// recipient token. dup reports a recipient already accepted in this
+// transaction (accepted again, stored once).
+func (p *Policy) Rcpt(t *Txn, rcpt string) (canon string, dup bool, r *Reply) {
+	if !t.open {
+		// The SMTP layer never calls Rcpt without an accepted MAIL; be
+		// safe anyway.
+		return "", false, NullSender()
+	}
+	a, err := address.ParsePath(rcpt)
+	if err != nil || a.Local == "" {
+		return "", false, RecipientSyntax(rcpt)
+	}
+	if a.IsLiteral {
+		return "", false, RecipientLiteral(rcpt)
+	}
+	if a.Domain == "" {
+		return "", false, RecipientSyntax(rcpt)
+	}
+	if strings.ContainsAny(a.Local, "%!@") {
+		return "", false, RecipientRouting(rcpt)
+	}
+	canon = a.Local + "@" + a.Domain
+	for _, have := range t.Recipients {
+		if strings.EqualFold(have, canon) {
+			return have, true, nil
+		}
+	}
+	if !p.cfg.Affiliated.Contains(a.Domain) {
+		if r := p.external(t); r != nil {
+			return "", false, r
+		}
+	}
+	if p.cfg.MaxRecipients > 0 && len(t.Recipients) >= p.cfg.MaxRecipients {
+		return "", false, TooManyRecipients(p.cfg.MaxRecipients)
+	}
+	if !p.rcpts.Take(t.rateKey, 1, t.rcptLimit) {
+		return "", false, RecipientRate(t.who, t.rcptLimit, p.cfg.BulkURL)
+	}
+	t.tookRcpts++
+	t.Recipients = append(t.Recipients, canon)
+	return canon, false, nil
+}
+
+// external applies the rules for a recipient outside the affiliated
+// domains.
+func (p *Policy) external(t *Txn) *Reply {
+	id := t.Identity
+	if id.Name == "" {
+		if id.TempFail {
+			return DNSTemporary("the client's DNS name (" + t.IP.String() + ")")
+		}
+		why := id.Explain
+		if why == "" {
+			why = "no forward-confirmed DNS name"
+		}
+		return NotRegistered(t.IP.String(), why, p.cfg.RegisterURL)
+	}
+	if !t.Registered {
+		return NotRegistered(t.IP.String(), "name "+id.Name+" is not registered", p.cfg.RegisterURL)
+	}
+	if t.Device.Source == registry.SourceCentral && p.reg.Stale() {
+		return AllowlistStale()
+	}
+	if len(t.Device.Senders) > 0 && !p.senderListed(t) {
+		return SenderNotRegistered(t.Sender, t.Device.Name, p.cfg.RegisterURL)
+	}
+	return nil
+}
+
+// senderListed compares case-insensitively: local parts are in theory
+// case-sensitive, but no mail system that matters treats them so, and a
+// device configured with "Scanner@" must not be refused for it.
+func (p *Policy) senderListed(t *Txn) bool {
+	for _, s := range t.Device.Senders {
+		a, err := address.ParsePath(s)
+		if err != nil {
+			continue
+		}
+		if strings.ToLower(a.Local) == t.senderLP && a.Domain == t.senderDom {
+			return true
+		}
+	}
+	return false
+}
+
+// Abort ends the open transaction without a stored message: reserved
+// tokens are returned. Safe to call when no transaction is open.
+func (p *Policy) Abort(t *Txn) {
+	if t.tookMsg > 0 {
+		p.msgs.Refund(t.rateKey, t.tookMsg, t.msgLimit)
+	}
+	if t.tookRcpts > 0 {
+		p.rcpts.Refund(t.rateKey, t.tookRcpts, t.rcptLimit)
+	}
+	t.reset()
+}
+
+// Commit ends the open transaction with a stored message: the reserved
+// tokens stay spent.
+func (p *Policy) Commit(t *Txn) { t.reset() }
+
+func (t *Txn) reset() {
+	t.open = false
+	t.tookMsg, t.tookRcpts = 0, 0
+	t.Sender = ""
+	t.Recipients = nil
+	t.senderLP, t.senderDom = "", ""
+}

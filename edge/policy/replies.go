@@ -1,0 +1,229 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Reply is a refusal: an SMTP reply with an RFC 3463 enhanced status code.
+// A nil *Reply means "accept". Reason is a short, stable description for
+// logs and for the refusal events central aggregates (for example
+// "not registered" or "FCrDNS mismatch: PTR=a.example, A=192.0.2.9").
+type Reply struct {
+	Code     int
+	Enhanced [3]int
+	Text     string
+	Reason   string
+}
+
+func (r *Reply) Error() string {
+	return fmt.Sprintf("%d %d.%d.%d %s", r.Code, r.Enhanced[0], r.Enhanced[1], r.Enhanced[2], r.Text)
+}
+
+// Temporary reports whether the reply is a 4xx.
+func (r *Reply) Temporary() bool { return r.Code/100 == 4 }
+
+const maxText = 480
+
+func reply(code int, cls, subj, detail int, reason, format string, args ...any) *Reply {
+	return &Reply{Code: code, Enhanced: [3]int{cls, subj, detail}, Text: sanitize(fmt.Sprintf(format, args...)), Reason: reason}
+}
+
+// sanitize keeps a reply on one line of printable ASCII: client-supplied
+// strings end up in replies and must not be able to inject a second line.
+//
+// RFC 5321 §4.5.3.1.5 limits a reply line to 512 octets: texts are cut at
+// maxText (the code and enhanced code take the rest).
+func sanitize(s string) string {
+	if len(s) > maxText {
+		s = s[:maxText-3] + "..."
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x20 || r > 0x7e {
+			b.WriteByte('?')
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// Every refusal text of the edge lives below, so that they stay
+// consistent. Codes follow RFC 5321 and RFC 3463.
+
+// NotLocal: the client is outside smtp.local_networks.
+func NotLocal(ip string) *Reply {
+	return reply(554, 5, 7, 1, "not a local network",
+		"Access denied: %s is not on a network this relay serves", ip)
+}
+
+// Suspended: the device is suspended (locally or centrally).
+func Suspended(device, why, contact string) *Reply {
+	if why == "" {
+		why = "suspended by the relay administrators"
+	}
+	return reply(550, 5, 7, 1, "device suspended",
+		"Device %s is suspended (%s); contact %s to have it reinstated", device, why, contact)
+}
+
+// NullSender: "<>" from a device.
+func NullSender() *Reply {
+	return reply(550, 5, 7, 1, "null sender",
+		"The null sender <> is not accepted from devices; use the device's sender address")
+}
+
+// SenderSyntax: MAIL FROM is not a valid address.
+func SenderSyntax(addr string) *Reply {
+	return reply(553, 5, 1, 7, "bad sender syntax",
+		"Sender address <%s> is not a valid mailbox", addr)
+}
+
+// SenderDomain: the sender's domain has no MX or address record, so
+// non-delivery reports could not be returned.
+func SenderDomain(domain string) *Reply {
+	return reply(550, 5, 1, 8, "sender domain cannot receive mail",
+		"Sender domain %s cannot receive mail (no MX or A/AAAA record), so bounces could not be returned", domain)
+}
+
+// DNSTemporary: a DNS lookup failed temporarily; never a 5xx.
+func DNSTemporary(what string) *Reply {
+	return reply(451, 4, 4, 3, "DNS failure",
+		"Temporary DNS failure looking up %s; try again later", what)
+}
+
+// MessageRate: over the hourly message limit.
+func MessageRate(who string, perHour int, bulkURL string) *Reply {
+	return reply(450, 4, 7, 1, "message rate limit",
+		"%s has reached its limit of %d messages per hour; for bulk mail use %s", who, perHour, bulkURL)
+}
+
+// RecipientRate: over the hourly recipient limit.
+func RecipientRate(who string, perHour int, bulkURL string) *Reply {
+	return reply(450, 4, 7, 1, "recipient rate limit",
+		"%s has reached its limit of %d recipients per hour; for bulk mail use %s", who, perHour, bulkURL)
+}
+
+// TooManyRecipients: over smtp.max_recipients in one message.
+func TooManyRecipients(max int) *Reply {
+	return reply(452, 4, 5, 3, "too many recipients",
+		"Too many recipients (at most %d per message); send the rest in another message", max)
+}
+
+// RecipientSyntax: RCPT TO is not a valid address.
+func RecipientSyntax(addr string) *Reply {
+	return reply(553, 5, 1, 3, "bad recipient syntax",
+		"Recipient address <%s> is not a valid mailbox", addr)
+}
+
+// RecipientRouting: %, ! or @ in a local part (percent hack, bang path,
+// quoted routing) — never relayed.
+func RecipientRouting(addr string) *Reply {
+	return reply(550, 5, 7, 1, "routing in local part",
+		"Recipient <%s> contains routing characters (%%, ! or @) in its local part; this relay does not route such addresses", addr)
+}
+
+// RecipientLiteral: user@[IP] recipients are never relayed.
+func RecipientLiteral(addr string) *Reply {
+	return reply(550, 5, 7, 1, "address literal",
+		"Recipient <%s> is an address literal; this relay delivers only to domain names", addr)
+}
+
+// NotRegistered: an external recipient from a client that is not a
+// registered device. why explains what FCrDNS found.
+func NotRegistered(ip, why, registerURL string) *Reply {
+	return reply(550, 5, 7, 1, "not registered: "+why,
+		"Relaying denied: %s is not a registered device (%s). Mail outside the organisation needs a registration: %s", ip, why, registerURL)
+}
+
+// SenderNotRegistered: a registered device used a sender address that is
+// not in its registration, for an external recipient.
+func SenderNotRegistered(sender, device, registerURL string) *Reply {
+	return reply(550, 5, 7, 1, "sender not registered",
+		"Sender <%s> is not registered for device %s; use a registered sender address or update the registration at %s", sender, device, registerURL)
+}
+
+// AllowlistStale: central's allowlist expired and could not be renewed.
+func AllowlistStale() *Reply {
+	return reply(451, 4, 7, 0, "allowlist stale",
+		"The relay's device allowlist is out of date; try again later")
+}
+
+// FromMissing: no From header.
+func FromMissing() *Reply {
+	return reply(550, 5, 6, 0, "From header missing",
+		"The message has no From: header (RFC 5322 requires one)")
+}
+
+// FromMultiple: more than one From header.
+func FromMultiple() *Reply {
+	return reply(550, 5, 6, 0, "From header repeated",
+		"The message has more than one From: header (RFC 5322 allows one)")
+}
+
+// FromInvalid: the From header does not parse.
+func FromInvalid() *Reply {
+	return reply(550, 5, 6, 0, "From header invalid",
+		"The message's From: header is not a valid address list (RFC 5322)")
+}
+
+// HeaderInvalid: the header section does not parse at all.
+func HeaderInvalid() *Reply {
+	return reply(550, 5, 6, 0, "header invalid",
+		"The message header is not valid (RFC 5322)")
+}
+
+// BareNewline: a bare LF or bare CR in DATA (SMTP smuggling defence).
+func BareNewline() *Reply {
+	return reply(550, 5, 5, 2, "bare newline",
+		"Message refused: bare <LF> or <CR> line ending received; lines must end with <CR><LF>")
+}
+
+// LineTooLong: a line beyond smtp.max_line_length.
+func LineTooLong(max int) *Reply {
+	return reply(500, 5, 5, 2, "line too long",
+		"Line too long (at most %d octets including CRLF)", max)
+}
+
+// MessageTooBig: over smtp.max_message_size.
+func MessageTooBig(max int64) *Reply {
+	return reply(552, 5, 3, 4, "message too big",
+		"Message exceeds the size limit of %d bytes", max)
+}
+
+// SpoolFull: the spool's disk is full; never 250.
+func SpoolFull() *Reply {
+	return reply(452, 4, 3, 1, "spool full",
+		"Insufficient system storage; try again later")
+}
+
+// SpoolError: the message could not be stored durably.
+func SpoolError() *Reply {
+	return reply(451, 4, 3, 0, "spool error",
+		"Local error storing the message; try again later")
+}
+
+// DataTimeout: the client took longer than smtp.data_timeout for DATA.
+func DataTimeout() *Reply {
+	return reply(421, 4, 4, 2, "data timeout",
+		"Timeout receiving the message; closing connection")
+}
+
+// TooManyConnections: over smtp.max_connections or
+// smtp.max_connections_per_ip.
+func TooManyConnections(scope string) *Reply {
+	return reply(421, 4, 7, 0, "too many connections",
+		"Too many connections %s; try again later", scope)
+}
+
+// TooManyErrors: over smtp.max_errors in one session.
+func TooManyErrors() *Reply {
+	return reply(421, 4, 7, 0, "too many errors",
+		"Too many errors in this session; closing connection")
+}
+
+// ShuttingDown: the edge is stopping.
+func ShuttingDown() *Reply {
+	return reply(421, 4, 3, 2, "shutting down",
+		"Service shutting down; try again later")
+}

@@ -1,0 +1,281 @@
+// Package registry holds the devices an edge relays external mail for: the
+// static [[devices]] of the edge configuration merged with the allowlist
+// central pushes, plus local suspensions.
+//
+// Guarantees:
+//   - Lookup is lock-free: it reads an immutable snapshot published with an
+//     atomic pointer swap, so an SMTP session never sees half an update.
+//   - A local suspension (Suspend) is persisted before Suspend returns and
+//     is effective for the next Lookup; it survives restarts.
+//   - A local suspension is cleared only when central sends a snapshot
+//     issued after the suspension that lists the device as active (staff
+//     reinstated it centrally).
+//   - Merging: a device named in both the static configuration and central's
+//     allowlist takes central's entry (central is the system of record;
+//     static devices are for standalone edges).
+package registry
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postern/postern/edge/config"
+)
+
+// Device statuses.
+const (
+	StatusActive    = "active"
+	StatusSuspended = "suspended"
+)
+
+// Device sources.
+const (
+	SourceConfig  = "config"
+	SourceCentral = "central"
+)
+
+// Device is one registered device, identified by its DNS name.
+type Device struct {
+	Name    string
+	Senders []string
+	// Status is StatusActive or StatusSuspended.
+	Status string
+	// MessagesPerHour and RecipientsPerHour override the policy defaults
+	// when above zero.
+	MessagesPerHour, RecipientsPerHour int
+	// Source is SourceConfig or SourceCentral.
+	Source string
+	// Reason says why a device is suspended (empty when active).
+	Reason string
+}
+
+// Active reports whether the device may relay.
+func (d Device) Active() bool { return d.Status == StatusActive }
+
+// Store persists local suspensions. *spool.Bucket satisfies it; keys are
+// device names, values small JSON documents.
+type Store interface {
+	Set(key string, value []byte) error
+	Delete(key string) error
+	Iterate(fn func(key string, value []byte) error) error
+}
+
+// suspension is the persisted form of a local suspension.
+type suspension struct {
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// snapshot is immutable once published.
+type snapshot struct {
+	devices    map[string]Device
+	version    int64
+	applied    bool // a central allowlist was applied at least once
+	validUntil time.Time
+}
+
+// Registry is safe for concurrent use.
+type Registry struct {
+	clock func() time.Time
+	kv    Store
+
+	mu       sync.Mutex // serialises writers
+	static   map[string]Device
+	central  map[string]Device
+	version  int64
+	issued   time.Time
+	until    time.Time
+	applied  bool
+	suspends map[string]suspension
+
+	snap atomic.Pointer[snapshot]
+}
+
+// New builds a registry from the static devices of the configuration and
+// loads the local suspensions persisted in kv (which may be nil for a
+// registry that forgets suspensions at exit, as in tests). clock may be nil
+// (time.Now).
+func New(static []config.Device, kv Store, clock func() time.Time) (*Registry, error) {
+	if clock == nil {
+		clock = time.Now
+	}
+	r := &Registry{
+		clock:    clock,
+		kv:       kv,
+		static:   map[string]Device{},
+		central:  map[string]Device{},
+		suspends: map[string]suspension{},
+	}
+	for _, d := range static {
+		name := Canonical(d.Name)
+		if name == "" {
+			return nil, errors.New("registry: static device with empty name")
+		}
+		st := d.Status
+		if st == "" {
+			st = StatusActive
+		}
+		r.static[name] = Device{
+			Name:              name,
+			Senders:           append([]string(nil), d.Senders...),
+			Status:            st,
+			MessagesPerHour:   d.MessagesPerHour,
+			RecipientsPerHour: d.RecipientsPerHour,
+			Source:            SourceConfig,
+		}
+	}
+	if kv != nil {
+		err := kv.Iterate(func(key string, value []byte) error {
+			var s suspension
+			if err := json.Unmarshal(value, &s); err != nil {
+				return fmt.Errorf("suspension %q: %w", key, err)
+			}
+			r.suspends[Canonical(key)] = s
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("registry: loading suspensions: %w", err)
+		}
+	}
+	r.publishLocked()
+	return r, nil
+}
+
+// Canonical is the form device names are compared in: lower case, without
+// a trailing dot.
+func Canonical(name string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(name)), ".")
+}
+
+// Lookup returns the device registered under name (a DNS name as FCrDNS
+// confirmed it), with local suspensions applied.
+func (r *Registry) Lookup(name string) (Device, bool) {
+	d, ok := r.snap.Load().devices[Canonical(name)]
+	return d, ok
+}
+
+// Devices returns every known device, sorted by name.
+func (r *Registry) Devices() []Device {
+	s := r.snap.Load()
+	out := make([]Device, 0, len(s.devices))
+	for _, d := range s.devices {
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Version is the version of the central allowlist in force (0 if none).
+func (r *Registry) Version() int64 { return r.snap.Load().version }
+
+// Stale reports whether a central allowlist was applied and its validity
+// has run out. Policy then answers external relay from central-registered
+// devices with a temporary refusal; affiliated mail still flows and static
+// devices are unaffected.
+func (r *Registry) Stale() bool {
+	s := r.snap.Load()
+	return s.applied && !s.validUntil.IsZero() && r.clock().After(s.validUntil)
+}
+
+// SetCentral replaces central's allowlist atomically. issued is when
+// central signed it; validUntil when it stops being trusted (zero = no
+// expiry). A local suspension older than issued is cleared when the
+// snapshot lists the device as active. Callers (sync) are responsible for
+// refusing older versions; SetCentral ignores a version below the current.
+func (r *Registry) SetCentral(version int64, issued time.Time, devices []Device, validUntil time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.applied && version < r.version {
+		return
+	}
+	central := make(map[string]Device, len(devices))
+	for _, d := range devices {
+		d.Name = Canonical(d.Name)
+		if d.Name == "" {
+			continue
+		}
+		if d.Status == "" {
+			d.Status = StatusActive
+		}
+		d.Source = SourceCentral
+		d.Senders = append([]string(nil), d.Senders...)
+		central[d.Name] = d
+	}
+	for name, s := range r.suspends {
+		d, ok := central[name]
+		if ok && d.Active() && issued.After(s.At) {
+			if r.kv != nil {
+				// Best effort: if the delete fails the suspension comes
+				// back after a restart until the next snapshot clears it
+				// again, which errs on the safe side.
+				_ = r.kv.Delete(name)
+			}
+			delete(r.suspends, name)
+		}
+	}
+	r.central = central
+	r.version = version
+	r.issued = issued
+	r.until = validUntil
+	r.applied = true
+	r.publishLocked()
+}
+
+// Suspend suspends a device locally, at once and persistently (for
+// example when an NDR to its sender could not be delivered).
+func (r *Registry) Suspend(name, reason string) error {
+	name = Canonical(name)
+	if name == "" {
+		return errors.New("registry: suspend: empty device name")
+	}
+	s := suspension{Reason: reason, At: r.clock()}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.kv != nil {
+		b, err := json.Marshal(s)
+		if err != nil {
+			return fmt.Errorf("registry: suspend %s: %w", name, err)
+		}
+		if err := r.kv.Set(name, b); err != nil {
+			return fmt.Errorf("registry: suspend %s: %w", name, err)
+		}
+	}
+	r.suspends[name] = s
+	r.publishLocked()
+	return nil
+}
+
+// publishLocked builds and publishes a new snapshot. r.mu must be held.
+func (r *Registry) publishLocked() {
+	m := make(map[string]Device, len(r.static)+len(r.central))
+	for n, d := range r.static {
+		m[n] = d
+	}
+	for n, d := range r.central {
+		m[n] = d // central wins for the same name
+	}
+	for n, s := range r.suspends {
+		d, ok := m[n]
+		if !ok {
+			// Suspended but not (or no longer) registered: keep the
+			// record so that a later registration does not undo it
+			// silently; it is not a device for Lookup.
+			continue
+		}
+		d.Status = StatusSuspended
+		d.Reason = s.Reason
+		m[n] = d
+	}
+	r.snap.Store(&snapshot{
+		devices:    m,
+		version:    r.version,
+		applied:    r.applied,
+		validUntil: r.until,
+	})
+}

@@ -1,0 +1,232 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Group commit.
+//
+// Every write goes to one committer goroutine as a request. The committer
+// takes the first request, drains whatever else is already waiting (up to
+// maxBatchOps), runs them one after the other against a single Badger
+// transaction and commits it once. With SyncWrites, Badger's commit returns
+// after one value-log msync and one memtable-WAL msync (db.go
+// writeRequests/writeToLSM, value.go valueLog.write), so every request in
+// the batch shares those syncs. While a batch is being synced the next one
+// accumulates in the channel: the more concurrent writers, the bigger the
+// batch. (Relying on Badger's own write-loop batching alone is not enough:
+// it syncs the value log once per batch but the WAL once per transaction.)
+//
+// Requests see the writes of earlier requests in the same batch (the
+// transaction reads its own pending writes), so a batch behaves exactly like
+// the requests run one by one. A request first reads and checks, then
+// returns its writes; a request that fails writes nothing.
+
+const maxBatchOps = 128
+
+// space is how much free-disk headroom a request needs.
+type space uint8
+
+const (
+	spaceNone    space = iota // deletes: always allowed, they free space
+	spaceSmall                // envelope rewrites, bucket writes: MinFree/2
+	spaceMinimum              // Puts: MinFree plus their own bytes
+)
+
+type mutation struct {
+	key []byte
+	val []byte
+	del bool
+}
+
+type request struct {
+	// apply reads through txn and returns the writes to make. It may be
+	// run twice (if the batch had to be split) and must not have side
+	// effects outside its own closure.
+	apply func(txn *badger.Txn) ([]mutation, error)
+	// exclusive, when set instead of apply, runs between batches while no
+	// transaction is open (value-log reclaim).
+	exclusive func() error
+	need      space
+	bytes     int64 // for spaceMinimum
+	done      chan error
+}
+
+// submit hands r to the committer and waits for its result.
+func (s *Spool) submit(r *request) error {
+	r.done = make(chan error, 1)
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return ErrClosed
+	}
+	s.reqs <- r
+	s.closeMu.RUnlock()
+	return <-r.done
+}
+
+func (s *Spool) commitLoop() {
+	defer close(s.committed)
+	batch := make([]*request, 0, maxBatchOps)
+	for r := range s.reqs {
+		batch = append(batch[:0], r)
+	drain:
+		for len(batch) < maxBatchOps {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		s.commitBatch(batch)
+		clear(batch)
+	}
+}
+
+// batchState is one open transaction of the committer.
+type batchState struct {
+	txn      *badger.Txn
+	included []*request
+	size     int64
+	count    int64
+	body     int64 // bytes of Puts (value-log space)
+}
+
+func (s *Spool) commitBatch(batch []*request) {
+	free, ferr := freeBytes(s.dir)
+	if ferr != nil {
+		s.log.Warn("spool: cannot read free disk space", "err", ferr)
+	}
+	// Badger refuses a transaction above 15% of the memtable size
+	// (ErrTxnTooBig); stay well below by half.
+	maxSize, maxCount := s.db.MaxBatchSize()/2, s.db.MaxBatchCount()/2
+	b := &batchState{txn: s.db.NewTransaction(true)}
+	for _, r := range batch {
+		if r.exclusive != nil {
+			s.flushBatch(b)
+			r.done <- r.exclusive()
+			b = &batchState{txn: s.db.NewTransaction(true)}
+			continue
+		}
+		if ferr == nil && !s.roomFor(r, free) {
+			r.done <- fmt.Errorf("%w: %d bytes free, reserve %d", ErrFull, free, s.minFree)
+			continue
+		}
+		muts, err := r.apply(b.txn)
+		if err != nil {
+			r.done <- err
+			continue
+		}
+		size, count := s.estimate(muts)
+		// A transaction's values all land in one value-log file, so keep a
+		// batch's bodies within about one file (mmap space on 32-bit ARM).
+		if b.size+size > maxSize || b.count+count > maxCount || b.body+r.bytes > s.vlogMax {
+			if len(b.included) > 0 {
+				s.flushBatch(b)
+				b = &batchState{txn: s.db.NewTransaction(true)}
+				if muts, err = r.apply(b.txn); err != nil {
+					r.done <- err
+					continue
+				}
+				size, count = s.estimate(muts)
+			}
+			if size > maxSize || count > maxCount {
+				r.done <- fmt.Errorf("spool: write of %d bytes in %d entries is too large: %w",
+					size, count, badger.ErrTxnTooBig)
+				continue
+			}
+		}
+		if err := applyMutations(b.txn, muts); err != nil {
+			// The transaction now holds part of r: give up the whole batch.
+			err = fmt.Errorf("spool: stage write: %w", classify(err))
+			b.txn.Discard()
+			for _, q := range b.included {
+				q.done <- err
+			}
+			r.done <- err
+			b = &batchState{txn: s.db.NewTransaction(true)}
+			continue
+		}
+		b.included = append(b.included, r)
+		b.size += size
+		b.count += count
+		b.body += r.bytes
+		if r.need == spaceMinimum {
+			free -= r.bytes
+		}
+	}
+	s.flushBatch(b)
+}
+
+func (s *Spool) roomFor(r *request, free int64) bool {
+	switch r.need {
+	case spaceMinimum:
+		return free-r.bytes >= s.minFree
+	case spaceSmall:
+		return free >= s.minFree/2
+	}
+	return true
+}
+
+// flushBatch commits b (one fsync for all its requests) and answers them.
+func (s *Spool) flushBatch(b *batchState) {
+	if len(b.included) == 0 {
+		b.txn.Discard()
+		return
+	}
+	before := s.syncErrs.Load()
+	err := b.txn.Commit()
+	if err == nil && s.syncErrs.Load() != before {
+		// Badger logged a value-log sync failure but committed anyway: the
+		// bodies may not be on disk, so do not claim durability.
+		s.syncErrMu.Lock()
+		msg := s.syncErr
+		s.syncErrMu.Unlock()
+		err = errors.New(msg)
+	}
+	if err != nil {
+		err = fmt.Errorf("spool: commit %d writes: %w", len(b.included), classify(err))
+		s.log.Error("spool write failed", "err", err)
+	}
+	s.commits.Add(1)
+	s.writes.Add(int64(len(b.included)))
+	for _, r := range b.included {
+		r.done <- err
+	}
+}
+
+// estimate mirrors Badger's Entry.estimateSizeAndSetThreshold: values at or
+// above the threshold cost only a value pointer in the transaction.
+func (s *Spool) estimate(muts []mutation) (size, count int64) {
+	for _, m := range muts {
+		v := int64(len(m.val))
+		if v >= valueThreshold {
+			v = 12
+		}
+		size += int64(len(m.key)) + v + 2 + 8
+		count++
+	}
+	return size, count
+}
+
+func applyMutations(txn *badger.Txn, muts []mutation) error {
+	for _, m := range muts {
+		var err error
+		if m.del {
+			err = txn.Delete(m.key)
+		} else {
+			err = txn.Set(m.key, m.val)
+		}
+		if err != nil {
+			return fmt.Errorf("key %q: %w", m.key, err)
+		}
+	}
+	return nil
+}

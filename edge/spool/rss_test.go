@@ -1,0 +1,102 @@
+package spool
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+const rssEnv = "POSTERN_SPOOL_RSS_DIR"
+
+// procStatus returns a field of /proc/self/status in KiB.
+func procStatus(field string) int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+// TestHelperIdleRSS is the child of TestIdleRSS: it opens a spool that
+// already holds the queued mail (as an edge does after a restart), stays
+// idle, and prints its resident set.
+func TestHelperIdleRSS(t *testing.T) {
+	dir := os.Getenv(rssEnv)
+	if dir == "" {
+		t.Skip("helper process for TestIdleRSS")
+	}
+	s, err := Open(Options{Dir: dir, GCInterval: time.Hour})
+	if err != nil {
+		fmt.Println("error", err)
+		return
+	}
+	defer s.Close()
+	due, err := s.Due(time.Now(), 0) // what a queue runner does at start
+	if err != nil {
+		fmt.Println("error", err)
+		return
+	}
+	time.Sleep(3 * time.Second) // idle
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Printf("rss_kib %d anon_kib %d file_kib %d hwm_kib %d heap_inuse_kib %d sys_kib %d due %d\n",
+		procStatus("VmRSS"), procStatus("RssAnon"), procStatus("RssFile"), procStatus("VmHWM"),
+		ms.HeapInuse>>10, ms.Sys>>10, len(due))
+}
+
+// TestIdleRSS measures the resident memory of a process that has the
+// spool open with 1,000 queued 10 KB messages and idles. The target for an
+// idle edge is under 40 MB.
+func TestIdleRSS(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("RSS measurement skipped in -short mode and under -race (shadow memory)")
+	}
+	dir := t.TempDir()
+	opts := testOptions(dir)
+	opts.ValueLogFileSize = 64 << 20 // production default
+	s := openTest(t, opts)
+	data := body(10<<10, 3)
+	for range 1000 {
+		mustPut(t, s, testEnv(time.Now().Add(time.Hour)), data)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperIdleRSS$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), rssEnv+"="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	var rss, anon, file, hwm, heap, sys, due int64
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "rss_kib") {
+			if _, err := fmt.Sscanf(l, "rss_kib %d anon_kib %d file_kib %d hwm_kib %d heap_inuse_kib %d sys_kib %d due %d",
+				&rss, &anon, &file, &hwm, &heap, &sys, &due); err != nil {
+				t.Fatalf("parse %q: %v", l, err)
+			}
+		}
+	}
+	if rss <= 0 {
+		t.Fatalf("no measurement from child:\n%s", out)
+	}
+	t.Logf("idle with 1000 queued 10 KB messages: RSS %.1f MiB (anonymous %.1f, file-backed %.1f; peak %.1f), Go heap in use %.1f MiB, Go sys %.1f MiB",
+		float64(rss)/1024, float64(anon)/1024, float64(file)/1024, float64(hwm)/1024, float64(heap)/1024, float64(sys)/1024)
+	if rss > 40<<10 {
+		t.Errorf("idle RSS %d KiB exceeds the 40 MiB target", rss)
+	}
+}

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package spool
+
+// trimMappings is a no-op outside Linux.
+func trimMappings(string) int { return 0 }

@@ -1,0 +1,86 @@
+package resolver
+
+import (
+	"container/list"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// cacheKey identifies one question.
+type cacheKey struct {
+	name  string // lower-case FQDN
+	qtype uint16
+}
+
+// result is the outcome of one question: the answer section (CNAMEs
+// included) or a definite negative (err is ErrNXDomain or ErrNoData).
+// Temporary failures are never stored.
+type result struct {
+	rrs     []dns.RR
+	err     error
+	ttl     time.Duration // how long it may be cached (0 = not at all)
+	expires time.Time     // set when cached
+}
+
+// cache is a bounded LRU of results, each kept until its expiry.
+type cache struct {
+	mu    sync.Mutex
+	max   int
+	ll    *list.List // front = most recently used; values are *entry
+	items map[cacheKey]*list.Element
+}
+
+type entry struct {
+	key cacheKey
+	res result
+}
+
+func newCache(max int) *cache {
+	return &cache{max: max, ll: list.New(), items: map[cacheKey]*list.Element{}}
+}
+
+// get returns the unexpired result for k.
+func (c *cache) get(k cacheKey, now time.Time) (result, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.items[k]
+	if !ok {
+		return result{}, false
+	}
+	e := el.Value.(*entry)
+	if !now.Before(e.res.expires) {
+		c.ll.Remove(el)
+		delete(c.items, k)
+		return result{}, false
+	}
+	c.ll.MoveToFront(el)
+	return e.res, true
+}
+
+// put stores res, evicting the least recently used entry when full.
+func (c *cache) put(k cacheKey, res result) {
+	if c.max <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[k]; ok {
+		el.Value.(*entry).res = res
+		c.ll.MoveToFront(el)
+		return
+	}
+	c.items[k] = c.ll.PushFront(&entry{key: k, res: res})
+	for c.ll.Len() > c.max {
+		old := c.ll.Back()
+		c.ll.Remove(old)
+		delete(c.items, old.Value.(*entry).key)
+	}
+}
+
+func (c *cache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ll.Len()
+}

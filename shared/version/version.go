@@ -1,0 +1,22 @@
+// Package version reports the build's version, set at link time with
+// -ldflags "-X github.com/postern/postern/shared/version.Version=…".
+package version
+
+import "runtime/debug"
+
+// Version is the release version; "dev" for local builds.
+var Version = "dev"
+
+// String returns the version with the VCS revision when known.
+func String() string {
+	v := Version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " (" + s.Value[:12] + ")"
+			}
+		}
+		v += " " + bi.GoVersion
+	}
+	return v
+}
