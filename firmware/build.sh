@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Postern edge appliance images with gokrazy (`make firmware`).
 #
-#   firmware/build.sh [vm] [pi]        default: both
+#   firmware/build.sh [vm] [pi]            build images (default: both)
+#   firmware/build.sh update HOST pi|vm    build and install on a running edge
+#                                          over HTTP (A/B root, then reboot)
+#   firmware/build.sh logs HOST pi|vm      stream postern-edge's log lines
 #
 # Output: firmware/out/postern-edge-<instance>.img (sparse raw disk images
 # with a formatted /perm partition), ready for `dd`, Raspberry Pi Imager or
@@ -46,16 +49,12 @@ version="${VERSION:-$(git -C "$repo" describe --tags --always --dirty 2>/dev/nul
 instances=("$@")
 [ ${#instances[@]} -gt 0 ] || instances=(vm pi)
 
-build_one() {
-	local inst="$1" size work img
-	case "$inst" in
-	vm) size="${VM_STORAGE_BYTES:-1610612736}" ;;
-	pi) size="${PI_STORAGE_BYTES:-4294967296}" ;;
-	*) die "unknown instance $inst (vm or pi)" ;;
-	esac
+# prepare INSTANCE [HOST]: copies the instance to $out/gokrazy and completes
+# it (builddir for our module, version, seed, overlay, update host).
+prepare() {
+	local inst="$1" host="${2:-}" work
 	[ -f "$here/instances/$inst/config.json" ] || die "no firmware/instances/$inst/config.json"
 	work="$out/gokrazy/$inst"
-	img="$out/postern-edge-$inst.img"
 	rm -rf "$work"
 	mkdir -p "$out/gokrazy"
 	cp -r "$here/instances/$inst" "$work"
@@ -76,6 +75,9 @@ build_one() {
 		filter="$filter | .PackageConfig[\"github.com/postern/postern/firmware/cmd/postern-appliance\"].ExtraFilePaths[\"/etc/postern\"] = \"$seed\""
 		log "baking $seed into /etc/postern of the $inst image"
 	fi
+	if [ -n "$host" ]; then
+		filter="$filter | .Update.Hostname = \"$host\""
+	fi
 	jq --arg ld "$ldflags" "$filter" "$work/config.json" >"$work/config.json.new"
 	if [ -n "${FIRMWARE_OVERLAY:-}" ]; then
 		jq -f "$FIRMWARE_OVERLAY" "$work/config.json.new" >"$work/config.json"
@@ -83,7 +85,17 @@ build_one() {
 	else
 		mv "$work/config.json.new" "$work/config.json"
 	fi
+}
 
+build_one() {
+	local inst="$1" size img
+	case "$inst" in
+	vm) size="${VM_STORAGE_BYTES:-1610612736}" ;;
+	pi) size="${PI_STORAGE_BYTES:-4294967296}" ;;
+	*) die "unknown instance $inst (vm or pi)" ;;
+	esac
+	img="$out/postern-edge-$inst.img"
+	prepare "$inst"
 	log "building $img ($inst, version $version)"
 	local t0=$SECONDS gokout
 	rm -f "$img"
@@ -105,6 +117,22 @@ build_one() {
 	log "built $img in $((SECONDS - t0))s: $(du -h --apparent-size "$img" | cut -f1) image, $(du -h "$img" | cut -f1) used"
 }
 
+gok() { (cd "$here/tools" && go tool gok --parent_dir "$out/gokrazy" "$@"); }
+
+case "${1:-}" in
+update | logs)
+	[ $# = 3 ] || die "usage: firmware/build.sh $1 HOST pi|vm"
+	case "$3" in vm | pi) ;; *) die "unknown instance $3 (vm or pi)" ;; esac
+	prepare "$3" "$2"
+	if [ "$1" = update ]; then
+		log "updating $2 ($3, version $version)"
+		gok -i "$3" update || die "gok update $2"
+	else
+		gok -i "$3" logs -s postern-appliance
+	fi
+	exit 0
+	;;
+esac
 for inst in "${instances[@]}"; do
 	build_one "$inst"
 done

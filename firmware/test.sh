@@ -9,7 +9,11 @@
 #  3. waits for the SMTP banner and for /healthz on the admin port;
 #  4. sends one message from the host through the appliance to the sink on
 #     the host (the guest reaches it as 10.0.2.2) and checks it arrived;
-#  5. reads the edge's RSS from gokrazy's web interface, powers the VM off.
+#  5. reads the edge's RSS from gokrazy's web interface;
+#  6. updates the running VM over HTTP with a new build (`gok update`, as an
+#     operator would in the field), waits for the new version's banner,
+#     checks /perm survived (same admin token) and relays a second message;
+#  7. powers the VM off.
 #
 # Figures (image size, boot time to banner, RSS) are printed and written to
 # firmware/out/test/figures.txt. Nothing leaves the machine: the test image
@@ -17,7 +21,7 @@
 # gateway, which maps to the host's loopback.
 #
 # Environment: FIRMWARE_TEST_TIMEOUT (seconds for boot, default 240),
-# FIRMWARE_TEST_KEEP=1 keeps the work folder.
+# FIRMWARE_TEST_UPDATE=0 skips step 6, FIRMWARE_TEST_KEEP=1 keeps the image.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
@@ -150,39 +154,41 @@ qemu-system-aarch64 -machine virt,highmem=off -cpu cortex-a72 -smp 2 -m 1024 \
 	-drive file="$img",format=raw \
 	-device e1000,netdev=net0,romfile= \
 	-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$smtp_port-:25,hostfwd=tcp:127.0.0.1:$admin_port-:9025,hostfwd=tcp:127.0.0.1:$http_port-:80" \
-	-display none -serial "file:$t/serial.log" -no-reboot -pidfile "$t/qemu.pid" \
+	-display none -serial "file:$t/serial.log" -pidfile "$t/qemu.pid" \
 	>"$t/qemu.log" 2>&1 &
 qemu_pid=$!
 pids+=("$qemu_pid")
 elapsed() { echo "$(date +%s.%N) $start" | awk '{printf "%.1f", $1 - $2}'; }
 
-# 3. SMTP banner through the forwarded port (hostfwd accepts before the
-# guest answers, so wait for the 220 line itself).
-banner=""
-deadline=$((SECONDS + boot_timeout))
-while [ $SECONDS -lt $deadline ]; do
-	kill -0 "$qemu_pid" 2>/dev/null || fail "qemu exited (see $t/qemu.log)"
-	banner="$(timeout 3 bash -c "exec 3<>/dev/tcp/127.0.0.1/$smtp_port; head -1 <&3; printf 'QUIT\r\n' >&3" 2>/dev/null | tr -d '\r' || true)"
-	case "$banner" in 220*) break ;; esac
+# wait_banner: the SMTP banner through the forwarded port (hostfwd accepts
+# before the guest answers, so wait for the 220 line itself), then /healthz.
+wait_banner() {
 	banner=""
-	sleep 1
-done
-[ -n "$banner" ] || fail "no SMTP banner within ${boot_timeout}s"
-boot_s="$(elapsed)"
-log "SMTP banner after ${boot_s}s: $banner"
+	local deadline=$((SECONDS + boot_timeout)) health=""
+	while [ $SECONDS -lt $deadline ]; do
+		kill -0 "$qemu_pid" 2>/dev/null || fail "qemu exited (see $t/qemu.log)"
+		banner="$(timeout 3 bash -c "exec 3<>/dev/tcp/127.0.0.1/$smtp_port; head -1 <&3; printf 'QUIT\r\n' >&3" 2>/dev/null | tr -d '\r' || true)"
+		case "$banner" in 220*) break ;; esac
+		banner=""
+		sleep 1
+	done
+	[ -n "$banner" ] || fail "no SMTP banner within ${boot_timeout}s"
+	banner_s="$(elapsed)"
+	log "SMTP banner after ${banner_s}s: $banner"
+	for _ in $(seq 60); do
+		health="$(curl -s -m 3 -H "Authorization: Bearer $admin_token" "http://127.0.0.1:$admin_port/healthz" || true)"
+		[ "$health" = ok ] && break
+		sleep 1
+	done
+	[ "$health" = ok ] || fail "/healthz on the admin port answered '${health}'"
+	log "/healthz ok after $(elapsed)s"
+}
 
-health=""
-for _ in $(seq 60); do
-	health="$(curl -s -m 3 -H "Authorization: Bearer $admin_token" "http://127.0.0.1:$admin_port/healthz" || true)"
-	[ "$health" = ok ] && break
-	sleep 1
-done
-[ "$health" = ok ] || fail "/healthz on the admin port answered '${health}'"
-log "/healthz ok after $(elapsed)s"
-
-# 4. One message from the host through the appliance to the sink.
-marker="firmware-test-$(date +%s)-$RANDOM"
-cat >"$t/message.eml" <<EOF
+# relay N: one message from the host through the appliance to the sink.
+relay() {
+	local marker got=""
+	marker="firmware-test-$1-$(date +%s)-$RANDOM"
+	cat >"$t/message.eml" <<EOF
 From: Scanner <scanner@example.edu>
 To: Someone <someone@example.edu>
 Subject: $marker
@@ -191,20 +197,25 @@ Message-ID: <$marker@firmware-test.example.edu>
 
 Scanned document $marker.
 EOF
-sed -i 's/$/\r/' "$t/message.eml"
-curl -sS -m 60 "smtp://127.0.0.1:$smtp_port" --mail-from scanner@example.edu \
-	--mail-rcpt someone@example.edu --upload-file "$t/message.eml" 2>"$t/curl.log" ||
-	fail "SMTP submission refused: $(cat "$t/curl.log")"
-log "message accepted by the appliance; waiting for the sink"
-got=""
-for _ in $(seq 90); do
-	got="$(grep -l "$marker" "$sink_dir"/*.eml 2>/dev/null | head -1 || true)"
-	[ -n "$got" ] && break
-	sleep 1
-done
-[ -n "$got" ] || fail "message was accepted (spooled) but did not reach the sink within 90s"
-grep -q '^X-Sink-To: someone@example.edu' "$got" || fail "sink got the wrong envelope: $(head -2 "$got")"
-log "delivered to the sink after $(elapsed)s: $got"
+	sed -i 's/$/\r/' "$t/message.eml"
+	curl -sS -m 60 "smtp://127.0.0.1:$smtp_port" --mail-from scanner@example.edu \
+		--mail-rcpt someone@example.edu --upload-file "$t/message.eml" 2>"$t/curl.log" ||
+		fail "SMTP submission refused: $(cat "$t/curl.log")"
+	log "message $1 accepted by the appliance; waiting for the sink"
+	for _ in $(seq 90); do
+		got="$(grep -l "$marker" "$sink_dir"/*.eml 2>/dev/null | head -1 || true)"
+		[ -n "$got" ] && break
+		sleep 1
+	done
+	[ -n "$got" ] || fail "message $1 was accepted (spooled) but did not reach the sink within 90s"
+	grep -q '^X-Sink-To: someone@example.edu' "$got" || fail "sink got the wrong envelope: $(head -2 "$got")"
+	log "message $1 delivered to the sink after $(elapsed)s: $got"
+}
+
+# 3. and 4.
+wait_banner
+boot_s="$banner_s"
+relay 1
 
 # 5. RSS of the edge (gokrazy supervises it as /user/postern-appliance,
 # which exec'd postern-edge) from the web interface's overview.
@@ -212,7 +223,34 @@ rss="$(curl -s -m 10 -u "gokrazy:$gkpw" "http://127.0.0.1:$http_port/" |
 	sed -n 's#.*title="/user/postern-appliance uses \([0-9.]* MiB\) RSS".*#\1#p' | head -1 || true)"
 [ -n "$rss" ] || rss="unknown (gokrazy web interface did not answer)"
 
+# 6. Update in the field: a new build over HTTP, A/B switch, reboot.
+update_s="skipped"
+if [ "${FIRMWARE_TEST_UPDATE:-1}" != 0 ]; then
+	new_version="firmware-test-update-$RANDOM"
+	cp "$t/overlay.jq" "$t/overlay-update.jq"
+	printf '| .Update.HTTPPort = "%s"\n' "$http_port" >>"$t/overlay-update.jq"
+	log "updating the running VM to version $new_version (gok update)"
+	u0=$SECONDS
+	FIRMWARE_OUT="$t" POSTERN_SEED_DIR="$t/seed" FIRMWARE_OVERLAY="$t/overlay-update.jq" VERSION="$new_version" \
+		"$here/build.sh" update 127.0.0.1 vm >"$t/update.log" 2>&1 ||
+		{ sed -E 's#//gokrazy:[^@]*@#//gokrazy:***@#' "$t/update.log" | tail -20 >&2; fail "gok update"; }
+	start=$(date +%s.%N)
+	# The old edge may still answer until the reboot: wait for the new one.
+	new_seen=""
+	for _ in $(seq "$boot_timeout"); do
+		if edge_logs | grep -q "postern-edge starting.*$new_version"; then new_seen=1; break; fi
+		sleep 1
+	done
+	[ -n "$new_seen" ] || fail "the updated edge ($new_version) did not start"
+	wait_banner
+	update_s="$((SECONDS - u0))s (new edge's banner ${banner_s}s after gok update returned)"
+	relay 2
+	log "update ok: version $new_version runs with the configuration and token kept on /perm"
+fi
+
 edge_logs >"$t/edge.log" || true
+
+# 7. Power off through gokrazy (stops the edge with SIGTERM, unmounts /perm).
 curl -s -m 30 -u "gokrazy:$gkpw" -X POST "http://127.0.0.1:$http_port/poweroff" >/dev/null 2>&1 || true
 for _ in $(seq 30); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 1; done
 if kill -0 "$qemu_pid" 2>/dev/null; then
@@ -225,6 +263,7 @@ image: $img_size (sparse; $img_used used)
 image build: ${build_s}s
 boot to SMTP banner (TCG, 2 vCPU): ${boot_s}s
 postern-edge RSS after one message: $rss
+gok update to banner: $update_s
 EOF
 log "PASS"
 sed 's/^/  /' "$t/figures.txt" >&2

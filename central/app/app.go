@@ -1,16 +1,317 @@
-// Package app assembles the running central service.
+// Package app assembles the running central service: the store (SQLite in
+// data_dir, or PostgreSQL from database.url), the registry logic, the web
+// pages, the JSON API, the embedded MQTT broker (or an external one) and
+// the sync service that publishes the signed allowlist.
+//
+// Change notification: the registry calls Changed after every change it
+// makes; Changed is the sync service's trigger, which builds and publishes
+// a new snapshot. Changes made elsewhere — the CLI while serve runs,
+// another central instance on the same PostgreSQL — are noticed by a
+// watcher that polls the store's allowlist version every VersionPoll and
+// triggers a publish when it moved.
 package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
 
+	"github.com/postern/postern/central/api"
+	"github.com/postern/postern/central/auth"
+	"github.com/postern/postern/central/broker"
 	"github.com/postern/postern/central/config"
+	"github.com/postern/postern/central/mailer"
+	"github.com/postern/postern/central/registry"
+	"github.com/postern/postern/central/store"
+	"github.com/postern/postern/central/store/postgres"
+	"github.com/postern/postern/central/store/sqlite"
+	csync "github.com/postern/postern/central/sync"
+	"github.com/postern/postern/central/web"
+	"github.com/postern/postern/shared/allowlist"
+	"github.com/postern/postern/shared/resolver"
+	"github.com/postern/postern/shared/topic"
 )
+
+// VersionPoll is how often serve looks for allowlist changes made outside
+// this process.
+var VersionPoll = 2 * time.Second
+
+// KeyFile is the allowlist signing key inside data_dir.
+const KeyFile = "allowlist.key"
+
+// OpenStore opens the configured store: PostgreSQL when database.url is a
+// postgres URL, else SQLite in data_dir.
+func OpenStore(ctx context.Context, cfg config.Config) (store.Store, error) {
+	u := cfg.Database.URL
+	if strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://") {
+		return postgres.Open(ctx, u, nil)
+	}
+	path := filepath.Join(cfg.DataDir, sqlite.FileName)
+	if rest, ok := strings.CutPrefix(u, "sqlite://"); ok && rest != "" {
+		path = rest
+	} else if rest, ok := strings.CutPrefix(u, "file:"); ok && rest != "" {
+		path = rest
+	}
+	return sqlite.Open(ctx, path, nil)
+}
+
+// BaseURL is http.base_url, or a URL made from http.listen.
+func BaseURL(cfg config.Config) string {
+	if cfg.HTTP.BaseURL != "" {
+		return strings.TrimRight(cfg.HTTP.BaseURL, "/")
+	}
+	scheme := "http"
+	if cfg.HTTP.TLSCert != "" {
+		scheme = "https"
+	}
+	host, port, _ := net.SplitHostPort(cfg.HTTP.Listen)
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+// Registry builds the registry logic from the configuration (used by
+// serve and the CLI). changed may be nil.
+func Registry(cfg config.Config, st store.Store, changed func(), log *slog.Logger) (*registry.Service, error) {
+	res, err := resolver.New(resolver.Options{Servers: cfg.DNS.Resolvers, Timeout: cfg.DNS.Timeout, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("dns resolver: %w", err)
+	}
+	reg := &registry.Service{
+		Store: st, DNS: res, BaseURL: BaseURL(cfg), Period: cfg.Policy.RegistrationPeriod,
+		DefaultMessagesPerHour: cfg.Policy.DefaultMessagesHour, DefaultRecipientsPerHour: cfg.Policy.DefaultRcptsHour,
+		AffiliatedDomains: cfg.Policy.AffiliatedDomains, Changed: changed, Log: log,
+	}
+	if cfg.Mail.Smarthost != "" {
+		reg.Mail = &mailer.Mailer{Addr: cfg.Mail.Smarthost, From: cfg.Mail.From, Username: cfg.Mail.Username, Password: cfg.Mail.Password}
+	}
+	return reg, nil
+}
+
+// Handler is central's whole HTTP surface: the sync endpoints, the API and
+// the web pages.
+func Handler(syncHandler, apiHandler, webHandler http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	if syncHandler != nil {
+		mux.Handle("/api/v1/sync/", syncHandler)
+	}
+	mux.Handle("/api/v1/", apiHandler)
+	mux.Handle("/", webHandler)
+	return mux
+}
+
+// notifier forwards Changed to the sync service once it exists.
+type notifier struct {
+	mu sync.Mutex
+	f  func()
+}
+
+func (n *notifier) set(f func()) { n.mu.Lock(); n.f = f; n.mu.Unlock() }
+
+// Changed triggers a snapshot publish.
+func (n *notifier) Changed() {
+	n.mu.Lock()
+	f := n.f
+	n.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
 
 // Serve runs central and blocks until ctx is cancelled.
 func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	log.Info("central placeholder running", "http", cfg.HTTP.Listen)
-	<-ctx.Done()
-	return nil
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	st, err := OpenStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	note := &notifier{}
+	reg, err := Registry(cfg, st, note.Changed, log.With("component", "registry"))
+	if err != nil {
+		return err
+	}
+	if reg.Mail == nil {
+		log.Warn("mail.smarthost is not set: sender confirmation links are shown to staff on each device page instead of being mailed")
+	}
+	key, err := allowlist.LoadOrCreateKey(filepath.Join(cfg.DataDir, KeyFile))
+	if err != nil {
+		return err
+	}
+	topics := topic.New(cfg.MQTT.TopicPrefix)
+	adapter := csync.Store{S: st, Log: log}
+
+	var tlsCfg *tls.Config
+	if cfg.HTTP.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+		if err != nil {
+			return fmt.Errorf("http.tls_cert: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	so := csync.Options{
+		ClientID: cfg.MQTT.ClientID, Topics: topics, Key: key,
+		ValidFor: cfg.Allowlist.ValidFor, RepublishInterval: cfg.Allowlist.RepublishInterval,
+		Source: adapter, Events: adapter, Status: adapter, Enrol: adapter, Auth: adapter,
+		Edge: csync.EdgeSettings{CentralURL: BaseURL(cfg), AffiliatedDomains: cfg.Policy.AffiliatedDomains},
+		Log:  log,
+	}
+	if cfg.MQTT.URL != "" {
+		so.BrokerURL, so.Username, so.Password = cfg.MQTT.URL, cfg.MQTT.Username, cfg.MQTT.Password
+		so.Edge.MQTTURL = cfg.MQTT.URL
+		if u, _ := url.Parse(cfg.MQTT.URL); u != nil && (u.Scheme == "tls" || u.Scheme == "ssl" || u.Scheme == "mqtts") {
+			so.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+			if cfg.MQTT.CAFile != "" {
+				pem, err := os.ReadFile(cfg.MQTT.CAFile)
+				if err != nil {
+					return fmt.Errorf("mqtt.ca_file: %w", err)
+				}
+				pool := x509.NewCertPool()
+				if !pool.AppendCertsFromPEM(pem) {
+					return fmt.Errorf("mqtt.ca_file: no certificates in %s", cfg.MQTT.CAFile)
+				}
+				so.TLS.RootCAs = pool
+			}
+		}
+	} else {
+		b, err := broker.Start(broker.Options{Listen: cfg.MQTT.Listen, TLS: tlsCfg, Topics: topics, CentralClientID: cfg.MQTT.ClientID, Edges: adapter, Log: log})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		so.BrokerURL, so.Dial = "tcp://inproc", b.Dial
+		so.Edge.MQTTURL = brokerURL(cfg, b.Addr().String(), tlsCfg != nil)
+	}
+	svc, err := csync.New(so)
+	if err != nil {
+		return err
+	}
+	note.set(svc.Changed)
+
+	proxy, err := auth.NewProxy(cfg.HTTP.IdentityHeader, cfg.HTTP.TrustedProxies)
+	if err != nil {
+		return err
+	}
+	w, err := web.New(web.Options{Registry: reg, Store: st, BaseURL: BaseURL(cfg), SessionLifetime: cfg.HTTP.SessionLifetime,
+		SecureCookies: strings.HasPrefix(BaseURL(cfg), "https://"), Proxy: proxy, Log: log})
+	if err != nil {
+		return err
+	}
+	a, err := api.New(api.Options{Registry: reg, Store: st, Log: log})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler: Handler(svc.Handler(), a, w), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, TLSConfig: tlsCfg,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	log.Info("central web console, API and enrolment listening", "addr", ln.Addr().String(), "url", BaseURL(cfg))
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if err := svc.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			errc <- fmt.Errorf("sync: %w", err)
+		}
+	})
+	wg.Go(func() { housekeeping(ctx, st, reg, note, log) })
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = srv.Shutdown(sctx)
+	wg.Wait()
+	return runErr
+}
+
+// brokerURL is the address edges are told for the embedded broker.
+func brokerURL(cfg config.Config, listen string, tlsOn bool) string {
+	host, port, _ := net.SplitHostPort(listen)
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if u, err := url.Parse(BaseURL(cfg)); err == nil && u.Hostname() != "" {
+			host = u.Hostname()
+		}
+	}
+	scheme := "tcp"
+	if tlsOn {
+		scheme = "tls"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+// housekeeping expires registrations, drops old sessions and notices
+// allowlist changes made outside this process.
+func housekeeping(ctx context.Context, st store.Store, reg *registry.Service, note *notifier, log *slog.Logger) {
+	poll := time.NewTicker(VersionPoll)
+	defer poll.Stop()
+	hourly := time.NewTicker(time.Minute)
+	defer hourly.Stop()
+	last, _ := st.AllowlistVersion(ctx)
+	expire := func() {
+		if _, err := reg.ExpireDue(ctx); err != nil && ctx.Err() == nil {
+			log.Error("expiring registrations failed", "err", err)
+		}
+		if err := st.DeleteExpiredSessions(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			log.Error("deleting expired sessions failed", "err", err)
+		}
+	}
+	expire()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hourly.C:
+			expire()
+		case <-poll.C:
+			v, err := st.AllowlistVersion(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Warn("reading the allowlist version failed", "err", err)
+				}
+				continue
+			}
+			if v != last {
+				log.Info("allowlist changed outside this process; publishing", "version", v, "previous", last)
+				last = v
+				note.Changed()
+			}
+		}
+	}
 }

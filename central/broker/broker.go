@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	stdsync "sync"
 	"sync/atomic"
 	"time"
 
@@ -67,6 +68,10 @@ type Broker struct {
 	srv *mqtt.Server
 	ln  net.Listener
 	log *slog.Logger
+
+	mu     stdsync.Mutex
+	inproc map[net.Conn]struct{} // server ends of Dial connections
+	closed bool
 }
 
 const inprocListener = "inproc"
@@ -132,6 +137,14 @@ func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= f.min && f.Handler.Enabled(ctx, l)
 }
 
+func (f levelFilter) WithAttrs(as []slog.Attr) slog.Handler {
+	return levelFilter{f.Handler.WithAttrs(as), f.min}
+}
+
+func (f levelFilter) WithGroup(name string) slog.Handler {
+	return levelFilter{f.Handler.WithGroup(name), f.min}
+}
+
 // Addr is the address the broker listens on.
 func (b *Broker) Addr() net.Addr { return b.ln.Addr() }
 
@@ -140,7 +153,22 @@ func (b *Broker) Addr() net.Addr { return b.ln.Addr() }
 // configured central client id.
 func (b *Broker) Dial() (net.Conn, error) {
 	client, server := net.Pipe()
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, errors.New("broker: closed")
+	}
+	if b.inproc == nil {
+		b.inproc = map[net.Conn]struct{}{}
+	}
+	b.inproc[server] = struct{}{}
+	b.mu.Unlock()
 	go func() {
+		defer func() {
+			b.mu.Lock()
+			delete(b.inproc, server)
+			b.mu.Unlock()
+		}()
 		if err := b.srv.EstablishConnection(inprocListener, server); err != nil && !isClosed(err) {
 			b.log.Debug("in-process mqtt connection ended", "err", err)
 		}
@@ -154,7 +182,17 @@ func isClosed(err error) bool {
 }
 
 // Close stops the broker and disconnects every client.
-func (b *Broker) Close() error { return b.srv.Close() }
+func (b *Broker) Close() error {
+	// In-process connections belong to no listener, so the server would
+	// wait for them forever: end them first.
+	b.mu.Lock()
+	b.closed = true
+	for c := range b.inproc {
+		c.Close()
+	}
+	b.mu.Unlock()
+	return b.srv.Close()
+}
 
 // HashPassword returns the stored form of an edge's MQTT password. The
 // passwords are 256-bit random strings issued by central, so a plain

@@ -3,9 +3,7 @@ package sync
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/postern/postern/central/auth"
 	"github.com/postern/postern/central/broker"
 	"github.com/postern/postern/shared/allowlist"
 )
@@ -82,19 +81,9 @@ type EdgeConfig struct {
 	AffiliatedDomains []string `json:"affiliated_domains,omitempty"`
 }
 
-// NewToken returns a fresh one-time enrolment token (for the console/CLI
-// that creates edges) and the hash to store with SetEdgeEnrolment.
-func NewToken() (token, hash string) {
-	token = randomString(24)
-	return token, HashToken(token)
-}
-
-// HashToken is the stored form of an enrolment token (SHA-256, hex). The
-// token is 192 random bits, so no slow hash is needed.
-func HashToken(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
-}
+// HashToken is the stored form of an enrolment token; it is the same as
+// central/auth's (SHA-256, hex), which issues the tokens.
+func HashToken(token string) string { return auth.HashToken(token) }
 
 func randomString(n int) string {
 	b := make([]byte, n)

@@ -91,7 +91,8 @@ check_common() { # check_common NAME CONF
 run_foreground() {
 	local n="$1" cfg="$2"
 	shift 2
-	runuser -u "$n" -- "/usr/bin/$n" "$@" -config "$cfg" >"$work/$n-run.log" 2>&1 &
+	# setpriv execs (runuser would stay in between and eat the exit status).
+	setpriv --reuid="$n" --regid="$n" --init-groups -- "/usr/bin/$n" "$@" -config "$cfg" >"$work/$n-run.log" 2>&1 &
 	fg_pid=$!
 	pids+=("$fg_pid")
 }

@@ -91,6 +91,10 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("app: data_dir: %w", err)
 	}
+	cfg, err := withEnrolment(cfg, log) // sync.go
+	if err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
 	e := &Edge{Config: cfg, Log: log, Events: &EventSwitch{log: log}}
 	sp, err := spool.Open(spool.Options{
 		Dir:              filepath.Join(cfg.DataDir, "spool"),
@@ -153,6 +157,10 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 		})
 	}
 	if err := e.addDelivery(); err != nil {
+		e.SMTP.Close()
+		return fail(err)
+	}
+	if err := e.addSync(); err != nil { // sync.go
 		e.SMTP.Close()
 		return fail(err)
 	}

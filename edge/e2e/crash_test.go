@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,7 +21,11 @@ import (
 // earlier rounds' messages).
 func TestCrashLosesNothingAcknowledged(t *testing.T) {
 	d := zone(t)
-	e := newEdge(t, d.Addr, devices)
+	// Delivery must not remove what the test checks: MX connections go
+	// to a closed port (a temporary failure) and are retried much later.
+	closed := freePort(t)
+	_, port, _ := net.SplitHostPort(closed)
+	e := newEdge(t, d.Addr, devices+"\n[delivery]\nmx_port = "+port+"\nretry_min = \"1h\"\nretry_max = \"2h\"\n")
 	acked := map[string]string{} // queue id -> body sent
 	rounds := 4
 	if testing.Short() {

@@ -128,8 +128,9 @@ func TestDeliveryThroughBinary(t *testing.T) {
 
 	// 1. Delivered, byte for byte.
 	body := "From: Scanner <scanner@example.edu>\r\nTo: a@example.com\r\nSubject: scan 1\r\n" +
-		"Message-ID: <scan1@example.edu>\r\n\r\nPage 1\r\n..dot-stuffed line\r\n\r\nend\r\n"
-	id := send(t, e.smtp, []string{"a@example.com"}, body)
+		"Message-ID: <scan1@example.edu>\r\n\r\nPage 1\r\n.a line starting with a dot\r\n\r\nend\r\n"
+	// The raw client does not dot-stuff: stuff here what SMTP requires.
+	id := send(t, e.smtp, []string{"a@example.com"}, strings.ReplaceAll(body, "\r\n.", "\r\n.."))
 	got := w.rcptMX.Wait(t, 1, 10*time.Second)[0]
 	if got.From != "scanner@example.edu" || len(got.To) != 1 || got.To[0] != "a@example.com" {
 		t.Fatalf("envelope %q -> %v", got.From, got.To)
@@ -224,7 +225,8 @@ func TestDeliveryThroughBinary(t *testing.T) {
 	}
 
 	// 5. The device's sender cannot receive NDRs: the next NDR fails, the
-	// device is suspended and refused at RCPT with 550 5.7.1.
+	// device is suspended and refused (the intake answers 550 5.7.1 at MAIL
+	// or RCPT).
 	refuseSender.Store(true)
 	send(t, e.smtp, []string{"nobody@example.com"}, "From: scanner@example.edu\r\nSubject: scan 4\r\n\r\nx\r\n")
 	deadline = time.Now().Add(15 * time.Second)
@@ -234,10 +236,12 @@ func TestDeliveryThroughBinary(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.hello()
-		c.cmd("MAIL FROM:<scanner@example.edu>")
-		r, _ := c.cmd("RCPT TO:<a@example.com>")
+		r, _ := c.cmd("MAIL FROM:<scanner@example.edu>")
+		if strings.HasPrefix(r, "250") {
+			r, _ = c.cmd("RCPT TO:<a@example.com>")
+		}
 		c.conn.Close()
-		if strings.HasPrefix(r, "550 5.7.1") {
+		if strings.HasPrefix(r, "550 5.7.1") && strings.Contains(r, "suspended") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -250,8 +254,11 @@ func TestDeliveryThroughBinary(t *testing.T) {
 	e.start()
 	c, _ := dial(t, e.smtp, 10)
 	c.hello()
-	c.cmd("MAIL FROM:<scanner@example.edu>")
-	if r, _ := c.cmd("RCPT TO:<a@example.com>"); !strings.HasPrefix(r, "550 5.7.1") {
+	r, _ := c.cmd("MAIL FROM:<scanner@example.edu>")
+	if strings.HasPrefix(r, "250") {
+		r, _ = c.cmd("RCPT TO:<a@example.com>")
+	}
+	if !strings.HasPrefix(r, "550 5.7.1") {
 		t.Errorf("suspension lost over restart: %q", r)
 	}
 	c.conn.Close()

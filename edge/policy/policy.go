@@ -195,7 +195,7 @@ func (p *Policy) Mail(t *Txn, sender string, check DomainChecker) *Reply {
 	if sender == "" {
 		return NullSender()
 	}
-	a, err := address.ParsePath(sender)
+	a, err := address.ParsePath(requote(sender))
 	if err != nil || a.IsLiteral || a.Domain == "" {
 		return SenderSyntax(sender)
 	}
@@ -222,7 +222,7 @@ func (p *Policy) Mail(t *Txn, sender string, check DomainChecker) *Reply {
 	}
 	t.tookMsg = 1
 	t.open = true
-	t.Sender = a.Local + "@" + a.Domain
+	t.Sender = a.String()
 	t.senderLP, t.senderDom = strings.ToLower(a.Local), a.Domain
 	return nil
 }
@@ -237,7 +237,7 @@ func (p *Policy) Rcpt(t *Txn, rcpt string) (canon string, dup bool, r *Reply) {
 		// safe anyway.
 		return "", false, NullSender()
 	}
-	a, err := address.ParsePath(rcpt)
+	a, err := address.ParsePath(requote(rcpt))
 	if err != nil || a.Local == "" {
 		return "", false, RecipientSyntax(rcpt)
 	}
@@ -247,10 +247,14 @@ func (p *Policy) Rcpt(t *Txn, rcpt string) (canon string, dup bool, r *Reply) {
 	if a.Domain == "" {
 		return "", false, RecipientSyntax(rcpt)
 	}
+	// The address package treats % and ! as plain characters (delivered to
+	// the domain after the last @). The edge is stricter: a device has no
+	// business with percent hacks, bang paths or quoted "@", and refusing
+	// them means no downstream system can be tricked into routing them.
 	if strings.ContainsAny(a.Local, "%!@") {
 		return "", false, RecipientRouting(rcpt)
 	}
-	canon = a.Local + "@" + a.Domain
+	canon = a.String()
 	for _, have := range t.Recipients {
 		if strings.EqualFold(have, canon) {
 			return have, true, nil
@@ -336,4 +340,46 @@ func (t *Txn) reset() {
 	t.Sender = ""
 	t.Recipients = nil
 	t.senderLP, t.senderDom = "", ""
+}
+
+// requote restores the quoting go-smtp removed: its parser returns the
+// contents of a quoted local part ("john smith"@example.edu arrives as
+// john smith@example.edu). A local part that is not a dot-atom is quoted
+// again, so that the address package sees what the client sent and the
+// last "@" is the one that separates the domain. Mail and Rcpt therefore
+// take paths in go-smtp's unquoted form.
+func requote(path string) string {
+	at := strings.LastIndexByte(path, '@')
+	if at <= 0 || isDotAtom(path[:at]) {
+		return path
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < at; i++ {
+		if c := path[i]; c == '"' || c == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(path[i])
+	}
+	b.WriteByte('"')
+	b.WriteString(path[at:])
+	return b.String()
+}
+
+// isDotAtom reports whether s is an RFC 5321 dot-string (UTF-8 allowed,
+// RFC 6531).
+func isDotAtom(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 0x80, c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-/=?^_`{|}~.", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -334,3 +334,36 @@ func TestReplyLength(t *testing.T) {
 		t.Fatalf("reply line of %d octets", len(r.Error())+2)
 	}
 }
+
+func TestQuotedLocalParts(t *testing.T) {
+	f := newFixture(t)
+	txn := NewTxn(netip.MustParseAddr("10.0.0.9"), Identity{})
+	if r := f.pol.Mail(txn, "a@example.edu", domains(nil)); r != nil {
+		t.Fatal(r)
+	}
+	// go-smtp hands over quoted local parts without their quotes.
+	canon, _, r := f.pol.Rcpt(txn, "john smith@Example.EDU")
+	if r != nil || canon != `"john smith"@example.edu` {
+		t.Fatalf("quoted local part: %q %v", canon, r)
+	}
+	if _, _, r := f.pol.Rcpt(txn, "user@evil.com@example.edu"); code(r) != "550 5.7.1" {
+		t.Fatalf(`"user@evil.com"@example.edu: %v`, r)
+	}
+	for in, want := range map[string]string{
+		"a@b":        "a@b",
+		"a b@c":      `"a b"@c`,
+		`a"b@c`:      `"a\"b"@c`,
+		"a.@c":       `"a."@c`,
+		"x@y@c":      `"x@y"@c`,
+		"ünï@c":      "ünï@c",
+		"noat":       "noat",
+		`back\sl@c`:  `"back\\sl"@c`,
+		"a..b@c":     `"a..b"@c`,
+		"o'neil+x@c": "o'neil+x@c",
+		"@c":         "@c",
+	} {
+		if got := requote(in); got != want {
+			t.Errorf("requote(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -110,8 +110,9 @@ func (r *Runner) withIdle(id string, fn func(env *spool.Envelope) error) error {
 	return fn(env)
 }
 
-// Retry makes id due now. A message being delivered is left alone (it is
-// being tried already); a held message must be released first.
+// Retry makes id due now. For a message being delivered right now, the
+// retry happens as soon as that attempt ends (if it leaves anything to
+// do); a held message must be released first.
 func (r *Runner) Retry(id string) error {
 	err := r.withIdle(id, func(env *spool.Envelope) error {
 		if env.Held {
@@ -121,6 +122,12 @@ func (r *Runner) Retry(id string) error {
 		return r.sp.Update(env)
 	})
 	if errors.Is(err, ErrBusy) {
+		r.mu.Lock()
+		if r.inflight[id] {
+			r.retry[id] = true
+		}
+		r.mu.Unlock()
+		r.log.Info("operator: retry after the attempt in progress", "queue_id", id)
 		return nil
 	}
 	if err == nil {

@@ -142,8 +142,9 @@ type Runner struct {
 
 	mu       sync.Mutex
 	inflight map[string]bool
-	slots    int            // connections in use
-	domains  map[string]int // connections per domain
+	retry    map[string]bool // operator asked for a retry while in flight
+	slots    int             // connections in use
+	domains  map[string]int  // connections per domain
 
 	done chan struct{} // a delivery finished (coalesced)
 	kick chan struct{} // an operator action made something due (coalesced)
@@ -203,6 +204,7 @@ func New(o Options) (*Runner, error) {
 	return &Runner{
 		o: o, sp: o.Spool, log: o.Logger, clock: o.Clock,
 		inflight: map[string]bool{},
+		retry:    map[string]bool{},
 		domains:  map[string]int{},
 		done:     make(chan struct{}, 1),
 		kick:     make(chan struct{}, 1),
@@ -288,7 +290,12 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 			defer r.wg.Done()
 			defer func() {
 				r.dropLease(leased.ID)
-				r.release(leased.ID, domains)
+				if r.release(leased.ID, domains) && ctx.Err() == nil {
+					// An operator asked for a retry during the attempt.
+					if err := r.Retry(leased.ID); err != nil && !errors.Is(err, spool.ErrNotFound) {
+						r.log.Warn("queue: deferred operator retry failed", "queue_id", leased.ID, "err", err)
+					}
+				}
 				signal(r.done)
 			}()
 			r.deliver(ctx, leased)
@@ -373,9 +380,13 @@ func (r *Runner) reserve(id string, domains []string) bool {
 	return true
 }
 
-func (r *Runner) release(id string, domains []string) {
+// release frees the slots of id and reports whether an operator asked
+// for a retry while it was in flight.
+func (r *Runner) release(id string, domains []string) (retry bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	retry = r.retry[id]
+	delete(r.retry, id)
 	delete(r.inflight, id)
 	r.slots -= len(domains)
 	for _, d := range domains {
@@ -383,6 +394,7 @@ func (r *Runner) release(id string, domains []string) {
 			delete(r.domains, d)
 		}
 	}
+	return retry
 }
 
 // domainOf returns the lower-cased domain of addr.

@@ -152,3 +152,11 @@ func TestSelfSignedKept(t *testing.T) {
 		t.Fatal("missing configured certificate accepted")
 	}
 }
+
+func TestNonLocalOnImplicitTLS(t *testing.T) {
+	e := startEdge(t, edgeOpts{tls: true})
+	c := dialFrom(t, e.tlsAdr, 200, true)
+	if r := c.reply(); !strings.HasPrefix(r, "554 5.7.1") {
+		t.Fatalf("non-local client on the TLS listener: %q", r)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -42,13 +43,14 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 }
 
 type session struct {
-	srv  *Server
-	conn *smtp.Conn
-	gc   *gatedConn
-	ip   netip.Addr
-	helo string
-	tls  *tls.ConnectionState
-	log  *slog.Logger // with client_ip (and device once known)
+	srv   *Server
+	conn  *smtp.Conn
+	gc    *gatedConn
+	ip    netip.Addr
+	helo  string
+	tls   *tls.ConnectionState
+	log   *slog.Logger // with client_ip (and client_name once known)
+	named bool
 
 	txn  *policy.Txn
 	env  *spool.Envelope
@@ -101,9 +103,10 @@ func (s *session) identity() policy.Identity {
 		cancel()
 		// A temporary failure is retried on the next transaction.
 		st.identified = !st.identity.TempFail
-		if st.identity.Name != "" {
-			s.log = s.srv.log.With("client_ip", s.ip.String(), "client_name", st.identity.Name)
-		}
+	}
+	if st.identity.Name != "" && !s.named {
+		s.log = s.log.With("client_name", st.identity.Name)
+		s.named = true
 	}
 	return st.identity
 }
@@ -219,7 +222,7 @@ func (s *session) Data(r io.Reader) error {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "RCPT first"}
 	}
 	log := s.mlog
-	s.conn.Conn().SetReadDeadline(srv.clock().Add(srv.opts.SMTP.DataTimeout))
+	s.conn.Conn().SetReadDeadline(time.Now().Add(srv.opts.SMTP.DataTimeout)) // real time: a network deadline
 
 	body, bare, err := readMessage(r, srv.opts.SMTP.MaxMessageSize)
 	if err != nil {

@@ -498,3 +498,47 @@ func waitEvent(t *testing.T, e *testEdge, match func(event.Event) bool) {
 	}
 	t.Fatalf("event not seen; have %+v", e.events.all())
 }
+
+// TestOpenRelayThroughSMTP sends the classic relay tricks over TCP from an
+// unregistered client: nothing may be accepted for a domain outside the
+// affiliated ones, and nothing reaches the spool for one.
+func TestOpenRelayThroughSMTP(t *testing.T) {
+	e := startEdge(t, edgeOpts{})
+	tests := []struct{ rcpt, want string }{
+		{"<user%gmail.com@example.edu>", "550 5.7.1"},   // percent hack
+		{"<gmail.com!user@example.edu>", "550 5.7.1"},   // bang path
+		{`<"user@gmail.com"@example.edu>`, "550 5.7.1"}, // quoted @
+		{"<@example.edu:user@gmail.com>", "550 5.7.1"},  // source route (go-smtp strips it)
+		{"<@example.edu,@x.example.edu:user@gmail.com>", "550 5.7.1"},
+		{"<user@[127.0.0.1]>", "550 5.7.1"},           // IP literal
+		{"<user@[IPv6:::1]>", "550 5.7.1"},            // IPv6 literal
+		{"<user@gmail.com.>", "550 5.7.1"},            // trailing dot
+		{"<user@example.edu.gmail.com>", "550 5.7.1"}, // lookalike suffix
+		{"<user@evilexample.edu>", "550 5.7.1"},       // no label boundary
+		{"<user@xn--exmple-cua.edu>", "550 5.7.1"},    // punycode lookalike
+		{"<user@exämple.edu>", "550 5.7.1"},           // U-label lookalike
+		{"<USER@GMAIL.COM>", "550 5.7.1"},             // mixed case
+		{"<user@EXAMPLE.EDU.>", "250"},                // mixed case + trailing dot: affiliated
+		{`<"john smith"@example.edu>`, "250"},         // quoted, affiliated
+	}
+	for _, tc := range tests {
+		c := e.dial(20)
+		c.hello()
+		c.expect("MAIL FROM:<a@example.edu>", "250")
+		r := c.cmd("RCPT TO:" + tc.rcpt)
+		if !strings.HasPrefix(r, tc.want) && !(tc.want == "550 5.7.1" && strings.HasPrefix(r, "5")) {
+			t.Errorf("RCPT TO:%s = %q, want %s", tc.rcpt, r, tc.want)
+		}
+		c.expect("QUIT", "221")
+	}
+	c := e.dial(20)
+	c.hello()
+	c.expect("MAIL FROM:<a@example.edu>", "250")
+	c.expect(`RCPT TO:<"john smith"@example.edu>`, "250")
+	c.expect("DATA", "354")
+	c.send(message("quoted") + ".\r\n")
+	env, _ := e.spooled(queued(t, c.reply()))
+	if env.Recipients[0].Addr != `"john smith"@example.edu` {
+		t.Fatalf("stored %q", env.Recipients[0].Addr)
+	}
+}

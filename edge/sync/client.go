@@ -289,10 +289,10 @@ func (c *Client) Run(ctx context.Context) error {
 		SetDefaultPublishHandler(c.onMessage).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
-		SetConnectRetryInterval(2 * time.Second).
+		SetConnectRetryInterval(2*time.Second).
 		SetMaxReconnectInterval(c.o.MaxReconnectInterval).
-		SetConnectTimeout(10 * time.Second).
-		SetKeepAlive(30 * time.Second).
+		SetConnectTimeout(10*time.Second).
+		SetKeepAlive(30*time.Second).
 		SetBinaryWill(c.o.Topics.Status(c.o.EdgeID), will, 1, true).
 		SetOnConnectHandler(c.onConnect).
 		SetConnectionLostHandler(c.onLost)

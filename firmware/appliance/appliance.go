@@ -36,13 +36,16 @@ const (
 	TokenName = "enroll-token"
 	// CentralURLName holds central's base URL, for enrolment.
 	CentralURLName = "central-url"
+	// CentralCAName optionally holds the PEM CA that signed central's
+	// certificate (default: the system roots).
+	CentralCAName = "central-ca.pem"
 	// EnrolmentName is written by `postern-edge enroll` (see edge/enroll).
 	EnrolmentName = "enrolment.json"
 )
 
-// Enroller redeems token at central. The appliance runs
-// `postern-edge enroll`; tests pass a function.
-type Enroller func(ctx context.Context, configPath, centralURL, token string) error
+// Enroller redeems token at central; caFile is empty for the system roots.
+// The appliance runs `postern-edge enroll`; tests pass a function.
+type Enroller func(ctx context.Context, configPath, centralURL, token, caFile string) error
 
 // Options says where the appliance keeps its state.
 type Options struct {
@@ -124,7 +127,8 @@ func Prepare(ctx context.Context, o Options) (Result, error) {
 		log.Error("enrolment skipped", "err", res.EnrolErr)
 		return res, nil
 	}
-	if err := o.Enroll(ctx, res.ConfigPath, central, token); err != nil {
+	caFile := firstPath(CentralCAName, o.DataDir, o.SeedDir)
+	if err := o.Enroll(ctx, res.ConfigPath, central, token, caFile); err != nil {
 		res.EnrolErr = fmt.Errorf("appliance: enrol at %s: %w", central, err)
 		log.Error("enrolment failed: running standalone, will retry at next start", "err", res.EnrolErr)
 		return res, nil
@@ -218,6 +222,20 @@ func readFirst(name string, dirs ...string) (value, path string) {
 		}
 	}
 	return "", ""
+}
+
+// firstPath returns the path of name in the first folder that has it, or "".
+func firstPath(name string, dirs ...string) string {
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		p := filepath.Join(d, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
 }
 
 // writeFileAtomic writes data to path through a synced temp file and a

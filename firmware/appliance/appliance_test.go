@@ -11,7 +11,7 @@ import (
 	"github.com/postern/postern/edge/config"
 )
 
-type call struct{ config, central, token string }
+type call struct{ config, central, token, ca string }
 
 func TestPrepare(t *testing.T) {
 	type files map[string]string
@@ -48,7 +48,7 @@ func TestPrepare(t *testing.T) {
 		{
 			name:     "token and central URL: enrolled once, token removed",
 			data:     files{ConfigName: "# mine\n", TokenName: "tok-123\n", CentralURLName: "https://central.example.edu\n"},
-			calls:    []call{{ConfigName, "https://central.example.edu", "tok-123"}},
+			calls:    []call{{ConfigName, "https://central.example.edu", "tok-123", ""}},
 			enrolled: true,
 			config:   "# mine\n",
 		},
@@ -56,7 +56,7 @@ func TestPrepare(t *testing.T) {
 			name:      "enrolment fails: edge still runs, token kept for the next start",
 			data:      files{ConfigName: "# mine\n", TokenName: "tok-123", CentralURLName: "https://central.example.edu"},
 			enrollErr: errors.New("central unreachable"),
-			calls:     []call{{ConfigName, "https://central.example.edu", "tok-123"}},
+			calls:     []call{{ConfigName, "https://central.example.edu", "tok-123", ""}},
 			enrolErr:  true,
 			tokenKept: true,
 			config:    "# mine\n",
@@ -76,9 +76,9 @@ func TestPrepare(t *testing.T) {
 		},
 		{
 			name:     "token baked into the image, comments skipped",
-			seed:     files{ConfigName: "# seed\n", TokenName: "# from the console\ntok-seed\n", CentralURLName: "https://central.example.edu"},
+			seed:     files{ConfigName: "# seed\n", TokenName: "# from the console\ntok-seed\n", CentralURLName: "https://central.example.edu", CentralCAName: "PEM"},
 			created:  true,
-			calls:    []call{{ConfigName, "https://central.example.edu", "tok-seed"}},
+			calls:    []call{{ConfigName, "https://central.example.edu", "tok-seed", "etc/" + CentralCAName}},
 			enrolled: true,
 			config:   "# seed\n",
 		},
@@ -110,8 +110,11 @@ func TestPrepare(t *testing.T) {
 			var calls []call
 			res, err := Prepare(context.Background(), Options{
 				DataDir: data, SeedDir: seed,
-				Enroll: func(_ context.Context, cfg, central, token string) error {
-					calls = append(calls, call{filepath.Base(cfg), central, token})
+				Enroll: func(_ context.Context, cfg, central, token, ca string) error {
+					if ca != "" {
+						ca = filepath.Base(filepath.Dir(ca)) + "/" + filepath.Base(ca)
+					}
+					calls = append(calls, call{filepath.Base(cfg), central, token, ca})
 					return tc.enrollErr
 				},
 			})

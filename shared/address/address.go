@@ -3,202 +3,301 @@
 // affiliated-domain list.
 //
 // Guarantees that the relay policy relies on:
-//   - The domain of an Address is the text after the local part's '@' in
-//     one canonical form (lower case, IDNA A-labels, no trailing dot), so
-//     two spellings of one domain compare equal and a lookalike never does.
+//   - The Domain of an Address is exactly the text after the local part and
+//     its '@', in one canonical form (lower case, IDNA A-labels, no trailing
+//     dot), so two spellings of one domain compare equal, and a lookalike
+//     (Cyrillic 'а' for Latin 'a', say) is a different A-label that never
+//     matches. Mail for the Address goes to that domain and nowhere else.
 //   - '%' and '!' are ordinary local-part characters: they are never
-//     interpreted as routing ("percent hack", bang paths).
-//   - Source routes (<@a,@b:user@d>) are refused, not silently stripped.
-//   - Address literals ([192.0.2.1], [IPv6:…]) are flagged and never match
-//     an affiliated domain.
+//     interpreted as routing (the "percent hack", bang paths). An '@' inside
+//     a quoted local part ("user@evil.com"@example.edu) is part of the local
+//     part. A second unquoted '@' (user@evil.com@example.edu) is a syntax
+//     error, never guessed at.
+//   - Source routes (<@a,@b:user@d>) are refused with ErrSourceRoute, not
+//     silently stripped.
+//   - Address literals ([192.0.2.1], [IPv6:2001:db8::1]) are flagged, and
+//     are never members of a DomainList.
+//   - Every accepted Address is within the RFC 5321 §4.5.3.1 limits in its
+//     canonical form (local part 64 octets, domain 253, path 256), and
+//     re-parses to itself: Parse(a.String()) == a.
+//   - Every error wraps one of the exported sentinels (test with errors.Is)
+//     and its text says what exactly is wrong.
 package address
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode"
 	"unicode/utf8"
-
-	"golang.org/x/net/idna"
 )
 
-// Limits from RFC 5321 §4.5.3.1.
+// Limits from RFC 5321 §4.5.3.1. MaxDomain is the SMTP limit; a DNS name
+// (without its trailing dot) is further limited to MaxDNSName octets, which
+// CanonicalDomain enforces.
 const (
 	MaxLocalPart = 64
 	MaxDomain    = 255
-	MaxPath      = 256
+	MaxDNSName   = 253
+	MaxLabel     = 63
+	MaxPath      = 256 // including the angle brackets
 )
 
-// Errors returned by the parsers; test with errors.Is. The wrapped message
-// says what exactly is wrong.
+// sentinel is an error that can sit under another sentinel, so that
+// errors.Is(ErrDomain-based error, ErrSyntax) holds.
+type sentinel struct {
+	msg    string
+	parent error
+}
+
+func (e *sentinel) Error() string { return e.msg }
+func (e *sentinel) Unwrap() error { return e.parent }
+
+// Errors returned by the parsers; test with errors.Is. The returned error
+// wraps one of these and adds what exactly is wrong.
 var (
-	ErrNullSender  = errors.New("null reverse-path <>")
-	ErrSourceRoute = errors.New("source routes are not accepted")
-	ErrSyntax      = errors.New("malformed address")
-	ErrTooLong     = errors.New("address too long")
-	ErrDomain      = errors.New("invalid domain")
+	// ErrNullSender: the path is empty ("" or "<>"). It is valid as a
+	// MAIL FROM reverse-path (bounces), never as a mailbox.
+	ErrNullSender error = &sentinel{msg: "null path <>"}
+	// ErrSourceRoute: the path carries an RFC 5321 source route
+	// (<@relay:user@domain>), which Postern does not honour.
+	ErrSourceRoute error = &sentinel{msg: "source route not accepted"}
+	// ErrSyntax: the address is malformed.
+	ErrSyntax error = &sentinel{msg: "address syntax error"}
+	// ErrDomain: the domain (or address literal) is malformed. It is also
+	// an ErrSyntax.
+	ErrDomain error = &sentinel{msg: "invalid domain", parent: ErrSyntax}
+	// ErrTooLong: a length limit of RFC 5321 §4.5.3.1 is exceeded.
+	ErrTooLong error = &sentinel{msg: "address too long"}
 )
-
-// Address is a parsed RFC 5321 mailbox.
-type Address struct {
-	// Local is the local part in canonical RFC 5321 form: quoted only when
-	// it is not a valid dot-atom. Its case is kept (local parts are
-	// case-sensitive to the receiving system).
-	Local string
-	// Domain is canonical: lower case, IDNA A-labels, no trailing dot. For
-	// address literals it is the bracketed literal, e.g. "[192.0.2.1]" or
-	// "[IPv6:2001:db8::1]".
-	Domain    string
-	IsLiteral bool
-	Literal   netip.Addr
-}
-
-// String returns local@domain in canonical form.
-func (a Address) String() string { return a.Local + "@" + a.Domain }
-
-// UnicodeDomain returns the domain with U-labels, for display.
-func (a Address) UnicodeDomain() string {
-	if a.IsLiteral {
-		return a.Domain
-	}
-	u, err := idna.Display.ToUnicode(a.Domain)
-	if err != nil {
-		return a.Domain
-	}
-	return u
-}
 
 func errf(base error, format string, args ...any) error {
 	return fmt.Errorf("%w: %s", base, fmt.Sprintf(format, args...))
 }
 
-// Parse parses a mailbox, with or without angle brackets. "" and "<>" give
-// ErrNullSender.
+// Address is a parsed RFC 5321 mailbox.
+type Address struct {
+	// Local is the local part in canonical RFC 5321 form: bare when its
+	// value is a dot-string, otherwise quoted with '"' and '\' escaped
+	// ("john doe", "a\"b"). Case is kept: local parts are case-sensitive
+	// to the receiving system. It may contain UTF-8 (SMTPUTF8, RFC 6531).
+	Local string
+	// Domain is canonical: lower case, IDNA A-labels, no trailing dot. For
+	// an address literal it is the bracketed literal in canonical form,
+	// e.g. "[192.0.2.1]" or "[IPv6:2001:db8::1]".
+	Domain string
+	// IsLiteral is set when Domain is an address literal.
+	IsLiteral bool
+	// Literal is the literal's IP address when IsLiteral.
+	Literal netip.Addr
+}
+
+// String returns local@domain in canonical form (no angle brackets).
+func (a Address) String() string { return a.Local + "@" + a.Domain }
+
+// UnicodeDomain returns the domain with U-labels, for display. Literals
+// and names that cannot be converted are returned unchanged.
+func (a Address) UnicodeDomain() string {
+	if a.IsLiteral {
+		return a.Domain
+	}
+	return unicodeDomain(a.Domain)
+}
+
+// NeedsSMTPUTF8 reports whether the address can only be sent with the
+// SMTPUTF8 extension (RFC 6531), i.e. the local part is not ASCII. The
+// domain never needs it: it is always in A-label form.
+func (a Address) NeedsSMTPUTF8() bool {
+	for i := 0; i < len(a.Local); i++ {
+		if a.Local[i] >= utf8.RuneSelf {
+			return true
+		}
+	}
+	return false
+}
+
+// Parse parses a mailbox, with or without angle brackets. It is the same
+// as ParsePath: "" and "<>" give ErrNullSender, source routes
+// ErrSourceRoute.
 func Parse(s string) (Address, error) { return ParsePath(s) }
 
-// ParsePath parses a MAIL FROM or RCPT TO path. The angle brackets are
-// expected but tolerated when missing; source routes are refused.
+// ParsePath parses a MAIL FROM or RCPT TO path, "<local@domain>". Missing
+// angle brackets are tolerated (some clients and libraries drop them);
+// unbalanced ones are not. No surrounding space is allowed. Source routes
+// are refused with ErrSourceRoute; the null path ("<>" or "") gives
+// ErrNullSender, which the caller accepts or refuses as its context
+// requires.
 func ParsePath(s string) (Address, error) {
-	if len(s) > MaxPath+2 {
-		return Address{}, errf(ErrTooLong, "path longer than %d octets", MaxPath)
-	}
 	p := s
 	if strings.HasPrefix(p, "<") {
-		if !strings.HasSuffix(p, ">") || len(p) < 2 {
-			return Address{}, errf(ErrSyntax, "unbalanced angle brackets")
+		if len(p) < 2 || !strings.HasSuffix(p, ">") {
+			return Address{}, errf(ErrSyntax, "%s: '<' without closing '>'", quote(s))
 		}
 		p = p[1 : len(p)-1]
 	} else if strings.HasSuffix(p, ">") {
-		return Address{}, errf(ErrSyntax, "unbalanced angle brackets")
+		return Address{}, errf(ErrSyntax, "%s: '>' without opening '<'", quote(s))
 	}
 	if p == "" {
 		return Address{}, ErrNullSender
 	}
 	if len(p)+2 > MaxPath {
-		return Address{}, errf(ErrTooLong, "path longer than %d octets", MaxPath)
+		return Address{}, errf(ErrTooLong, "path is %d octets, the limit is %d", len(p)+2, MaxPath)
 	}
 	if p[0] == '@' {
-		return Address{}, ErrSourceRoute
+		if strings.IndexByte(p, ':') > 0 {
+			return Address{}, errf(ErrSourceRoute, "%s: send to the final mailbox without the @relay: prefix", quote(s))
+		}
+		return Address{}, errf(ErrSyntax, "%s: empty local part", quote(s))
 	}
 	local, rest, err := parseLocal(p)
 	if err != nil {
-		return Address{}, err
+		return Address{}, fmt.Errorf("%w (in %s)", err, quote(s))
 	}
-	if !strings.HasPrefix(rest, "@") {
-		return Address{}, errf(ErrSyntax, "missing @domain")
+	switch {
+	case rest == "":
+		return Address{}, errf(ErrSyntax, "%s: missing @domain", quote(s))
+	case rest[0] != '@':
+		r, _ := utf8.DecodeRuneInString(rest)
+		return Address{}, errf(ErrSyntax, "%s: character %q not allowed in local part (quote the local part)", quote(s), r)
 	}
-	rest = rest[1:]
+	dom := rest[1:]
+	if strings.IndexByte(dom, '@') >= 0 {
+		return Address{}, errf(ErrSyntax, "%s: more than one unquoted '@' (an '@' in the local part must be quoted)", quote(s))
+	}
 	a := Address{Local: local}
-	if strings.HasPrefix(rest, "[") {
-		lit, ip, err := parseLiteral(rest)
+	if strings.HasPrefix(dom, "[") {
+		a.Domain, a.Literal, err = parseLiteral(dom)
 		if err != nil {
 			return Address{}, err
 		}
-		a.Domain, a.IsLiteral, a.Literal = lit, true, ip
-		return a, nil
+		a.IsLiteral = true
+	} else {
+		if dom == "" {
+			return Address{}, errf(ErrDomain, "%s: empty domain", quote(s))
+		}
+		a.Domain, err = CanonicalDomain(dom)
+		if err != nil {
+			return Address{}, err
+		}
 	}
-	d, err := CanonicalDomain(rest)
-	if err != nil {
-		return Address{}, err
+	// The canonical form can be longer than the input (U-labels become
+	// punycode); it is what goes on the wire, so it must fit too.
+	if n := len(a.Local) + 1 + len(a.Domain) + 2; n > MaxPath {
+		return Address{}, errf(ErrTooLong, "canonical path <%s> is %d octets, the limit is %d", a.String(), n, MaxPath)
 	}
-	a.Domain = d
 	return a, nil
 }
 
-// isAtext reports whether c may appear in an atom (RFC 5322 atext, plus
-// UTF-8 octets for SMTPUTF8, RFC 6531).
+// quote renders user input for an error text: quoted, escaped, and cut
+// short so that an error never carries a huge or control-laden string.
+func quote(s string) string {
+	const max = 80
+	if len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return fmt.Sprintf("%q…", s[:cut])
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// isAtext reports whether c may appear in an atom: RFC 5322 atext, plus
+// any UTF-8 octet for SMTPUTF8 (RFC 6531 §3.3); UTF-8 validity is checked
+// on the whole local part afterwards.
 func isAtext(c byte) bool {
 	switch {
 	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
 		return true
-	case c >= 0x80:
+	case c >= utf8.RuneSelf:
 		return true
 	}
 	return strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0
 }
 
-// parseLocal reads a local part from the start of p and returns its
-// canonical form and the rest of p (starting at '@').
-func parseLocal(p string) (string, string, error) {
-	var local string
-	var rest string
-	if strings.HasPrefix(p, `"`) {
+// isQtext reports whether c may appear unescaped in a quoted string
+// (RFC 5321 qtextSMTP, plus UTF-8 octets).
+func isQtext(c byte) bool {
+	return c == ' ' || c == '!' || ('#' <= c && c <= '[') || (']' <= c && c <= '~') || c >= utf8.RuneSelf
+}
+
+// parseLocal reads a local part (dot-string or quoted-string) from the
+// start of p and returns its canonical form and the rest of p.
+func parseLocal(p string) (local, rest string, err error) {
+	var value string
+	if p[0] == '"' {
 		var b strings.Builder
-		i := 1
-		closed := false
-		for i < len(p) {
+		i, closed := 1, false
+		for i < len(p) && !closed {
 			c := p[i]
 			switch {
 			case c == '"':
 				closed = true
 			case c == '\\':
-				if i+1 >= len(p) || p[i+1] < 32 || p[i+1] > 126 {
-					return "", "", errf(ErrSyntax, "bad quoted-pair in local part")
+				if i+1 >= len(p) || p[i+1] < ' ' || p[i+1] > '~' {
+					return "", "", errf(ErrSyntax, "'\\' in quoted local part must be followed by a printable ASCII character")
 				}
 				b.WriteByte(p[i+1])
-				i += 2
-				continue
-			case c == 32 || c == 33 || (c >= 35 && c <= 91) || (c >= 93 && c <= 126) || c >= 0x80:
+				i++
+			case isQtext(c):
 				b.WriteByte(c)
 			default:
 				return "", "", errf(ErrSyntax, "character 0x%02x not allowed in quoted local part", c)
 			}
-			if closed {
-				break
-			}
 			i++
 		}
 		if !closed {
-			return "", "", errf(ErrSyntax, "unterminated quoted local part")
+			return "", "", errf(ErrSyntax, "quoted local part has no closing '\"'")
 		}
-		local = canonicalLocal(b.String())
-		rest = p[i+1:]
+		value, rest = b.String(), p[i:]
 	} else {
 		i := 0
 		for i < len(p) && (isAtext(p[i]) || p[i] == '.') {
 			i++
 		}
-		dot := p[:i]
-		if dot == "" {
+		value, rest = p[:i], p[i:]
+		if value == "" {
 			return "", "", errf(ErrSyntax, "empty local part")
 		}
-		if !isDotAtom(dot) {
-			return "", "", errf(ErrSyntax, "local part %q is not a dot-atom (leading, trailing or double dot)", dot)
+		if !isDotString(value) {
+			return "", "", errf(ErrSyntax, "local part %s has a leading, trailing or double dot (quote it if it is meant)", quote(value))
 		}
-		local = dot
-		rest = p[i:]
 	}
-	if !utf8.ValidString(local) {
+	if !utf8.ValidString(value) {
 		return "", "", errf(ErrSyntax, "local part is not valid UTF-8")
 	}
+	for _, r := range value {
+		if r >= utf8.RuneSelf && unsafeRune(r) {
+			return "", "", errf(ErrSyntax, "local part contains control or bidirectional-override character %U", r)
+		}
+	}
+	local = canonicalLocal(value)
 	if len(local) > MaxLocalPart {
-		return "", "", errf(ErrTooLong, "local part longer than %d octets", MaxLocalPart)
+		return "", "", errf(ErrTooLong, "local part is %d octets, the limit is %d", len(local), MaxLocalPart)
 	}
 	return local, rest, nil
 }
 
-func isDotAtom(s string) bool {
+// unsafeRune reports non-ASCII runes refused in a local part although
+// RFC 6532 would let them through: C1 controls, line and paragraph
+// separators, and the bidirectional controls that make text display in
+// a different order than it is stored ("Trojan Source"), so that an
+// address shown in a log or the central console reads as what it is.
+func unsafeRune(r rune) bool {
+	switch {
+	case unicode.Is(unicode.Cc, r):
+		return true
+	case r == '\u2028', r == '\u2029', r == '\u061c', r == '\u200e', r == '\u200f':
+		return true
+	case '\u202a' <= r && r <= '\u202e', '\u2066' <= r && r <= '\u2069':
+		return true
+	}
+	return false
+}
+
+// isDotString reports whether s is an RFC 5321 Dot-string: atoms
+// separated by single dots.
+func isDotString(s string) bool {
 	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
 		return false
 	}
@@ -210,10 +309,11 @@ func isDotAtom(s string) bool {
 	return true
 }
 
-// canonicalLocal gives the shortest RFC 5321 form of an unquoted local part
-// value: bare when it is a dot-atom, else quoted with '"' and '\' escaped.
+// canonicalLocal gives the shortest RFC 5321 form of a local part value:
+// bare when it is a Dot-string, else quoted with '"' and '\' escaped
+// (RFC 5321 §4.1.2 recommends not quoting when not needed).
 func canonicalLocal(v string) string {
-	if isDotAtom(v) {
+	if isDotString(v) {
 		return v
 	}
 	var b strings.Builder
@@ -228,168 +328,28 @@ func canonicalLocal(v string) string {
 	return b.String()
 }
 
+// parseLiteral parses an RFC 5321 address literal, "[192.0.2.1]" or
+// "[IPv6:2001:db8::1]", and returns its canonical text and address.
+// General address literals ("[tag:content]"), IPv4-mapped IPv6 addresses,
+// zones and IPv4 with leading zeros are refused.
 func parseLiteral(s string) (string, netip.Addr, error) {
-	if !strings.HasSuffix(s, "]") || strings.Count(s, "[") != 1 || strings.Count(s, "]") != 1 {
-		return "", netip.Addr{}, errf(ErrDomain, "malformed address literal %q", s)
+	if len(s) < 2 || s[len(s)-1] != ']' || strings.Count(s, "[") != 1 || strings.Count(s, "]") != 1 {
+		return "", netip.Addr{}, errf(ErrDomain, "malformed address literal %s", quote(s))
 	}
 	body := s[1 : len(s)-1]
 	if len(body) > 5 && strings.EqualFold(body[:5], "IPv6:") {
 		ip, err := netip.ParseAddr(body[5:])
-		if err != nil || !ip.Is6() || ip.Is4In6() || ip.Zone() != "" {
-			return "", netip.Addr{}, errf(ErrDomain, "bad IPv6 address literal %q", s)
+		if err != nil || !ip.Is6() || ip.Zone() != "" {
+			return "", netip.Addr{}, errf(ErrDomain, "%s is not an IPv6 address literal", quote(s))
+		}
+		if ip.Is4In6() {
+			return "", netip.Addr{}, errf(ErrDomain, "%s: IPv4-mapped IPv6 literal not accepted, write [%s]", quote(s), ip.Unmap())
 		}
 		return "[IPv6:" + ip.String() + "]", ip, nil
 	}
 	ip, err := netip.ParseAddr(body)
 	if err != nil || !ip.Is4() {
-		return "", netip.Addr{}, errf(ErrDomain, "bad address literal %q", s)
+		return "", netip.Addr{}, errf(ErrDomain, "%s is not an address literal ([192.0.2.1] or [IPv6:2001:db8::1])", quote(s))
 	}
 	return "[" + ip.String() + "]", ip, nil
-}
-
-var profile = idna.New(
-	idna.MapForLookup(),
-	idna.Transitional(false),
-	idna.BidiRule(),
-	idna.ValidateLabels(true),
-	idna.StrictDomainName(true),
-	idna.VerifyDNSLength(true),
-)
-
-// CanonicalDomain returns the canonical form of a domain name: IDNA
-// A-labels (punycode), lower case, without a trailing dot. It refuses empty
-// names, address literals and names that are not valid host names.
-func CanonicalDomain(s string) (string, error) {
-	d := strings.TrimSuffix(s, ".")
-	if d == "" {
-		return "", errf(ErrDomain, "empty domain")
-	}
-	if len(d) > MaxDomain {
-		return "", errf(ErrTooLong, "domain longer than %d octets", MaxDomain)
-	}
-	if strings.HasPrefix(d, "[") {
-		return "", errf(ErrDomain, "%q is an address literal, not a domain name", s)
-	}
-	a, err := profile.ToASCII(d)
-	if err != nil {
-		return "", errf(ErrDomain, "%q: %v", s, err)
-	}
-	a = strings.ToLower(a)
-	for _, l := range strings.Split(a, ".") {
-		if l == "" || len(l) > 63 {
-			return "", errf(ErrDomain, "%q has an empty or over-long label", s)
-		}
-		if l[0] == '-' || l[len(l)-1] == '-' {
-			return "", errf(ErrDomain, "%q has a label starting or ending with '-'", s)
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
-				return "", errf(ErrDomain, "%q contains %q", s, c)
-			}
-		}
-		if strings.HasPrefix(l, "xn--") {
-			if _, err := idna.Lookup.ToUnicode(l); err != nil {
-				return "", errf(ErrDomain, "%q has an invalid punycode label: %v", s, err)
-			}
-		}
-	}
-	if len(a) > MaxDomain {
-		return "", errf(ErrTooLong, "domain longer than %d octets", MaxDomain)
-	}
-	return a, nil
-}
-
-// Pattern is one affiliated-domain entry: an exact domain ("example.edu")
-// or its subdomains (".example.edu" or "*.example.edu", which do not
-// include example.edu itself: list both to get both).
-type Pattern struct {
-	Domain     string // canonical
-	Subdomains bool
-}
-
-// ParsePattern parses an affiliated-domain entry.
-func ParsePattern(s string) (Pattern, error) {
-	t := strings.TrimSpace(s)
-	var p Pattern
-	switch {
-	case strings.HasPrefix(t, "*."):
-		p.Subdomains, t = true, t[2:]
-	case strings.HasPrefix(t, "."):
-		p.Subdomains, t = true, t[1:]
-	}
-	if strings.ContainsAny(t, "*@[]") {
-		return Pattern{}, errf(ErrDomain, "pattern %q: want example.edu, .example.edu or *.example.edu", s)
-	}
-	d, err := CanonicalDomain(t)
-	if err != nil {
-		return Pattern{}, fmt.Errorf("pattern %q: %w", s, err)
-	}
-	if p.Subdomains && !strings.Contains(d, ".") {
-		return Pattern{}, errf(ErrDomain, "pattern %q would match a whole top-level domain", s)
-	}
-	p.Domain = d
-	return p, nil
-}
-
-// String returns the pattern in its ".example.edu" / "example.edu" form.
-func (p Pattern) String() string {
-	if p.Subdomains {
-		return "." + p.Domain
-	}
-	return p.Domain
-}
-
-// Match reports whether domain (any spelling) is covered by the pattern.
-// Matching is on label boundaries only: "evilexample.edu" and
-// "example.edu.evil.com" never match "example.edu".
-func (p Pattern) Match(domain string) bool {
-	d, err := CanonicalDomain(domain)
-	if err != nil {
-		return false
-	}
-	return p.matchCanonical(d)
-}
-
-func (p Pattern) matchCanonical(d string) bool {
-	if p.Subdomains {
-		return strings.HasSuffix(d, "."+p.Domain)
-	}
-	return d == p.Domain
-}
-
-// DomainList is the affiliated-domain list.
-type DomainList struct {
-	patterns []Pattern
-}
-
-// NewDomainList parses every pattern.
-func NewDomainList(patterns []string) (DomainList, error) {
-	l := DomainList{}
-	for _, s := range patterns {
-		p, err := ParsePattern(s)
-		if err != nil {
-			return DomainList{}, err
-		}
-		l.patterns = append(l.patterns, p)
-	}
-	return l, nil
-}
-
-// Patterns returns the parsed entries.
-func (l DomainList) Patterns() []Pattern { return append([]Pattern(nil), l.patterns...) }
-
-// Contains reports whether domain is affiliated. Address literals, empty
-// and invalid names are never affiliated.
-func (l DomainList) Contains(domain string) bool {
-	d, err := CanonicalDomain(domain)
-	if err != nil {
-		return false
-	}
-	for _, p := range l.patterns {
-		if p.matchCanonical(d) {
-			return true
-		}
-	}
-	return false
 }

@@ -49,6 +49,15 @@ type Env struct {
 	dir     string
 	conf    string
 	passwdB string
+	auth    broker.EdgeAuth
+}
+
+// UseAuth makes the embedded broker check edge credentials with a
+// instead of the env's own accounts (for example central's store).
+func (e *Env) UseAuth(a broker.EdgeAuth) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.auth = a
 }
 
 // Password returns the password of account id (created on first use).
@@ -67,9 +76,12 @@ func (e *Env) Password(id string) string {
 }
 
 // EdgePasswordHash implements broker.EdgeAuth for the embedded broker.
-func (e *Env) EdgePasswordHash(_ context.Context, user string) (string, error) {
+func (e *Env) EdgePasswordHash(ctx context.Context, user string) (string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.auth != nil {
+		return e.auth.EdgePasswordHash(ctx, user)
+	}
 	pw, ok := e.pw[user]
 	if !ok || user == CentralID {
 		return "", errors.New("no such edge")

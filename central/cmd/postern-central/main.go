@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/postern/postern/central/app"
+	"github.com/postern/postern/central/cli"
 	"github.com/postern/postern/central/config"
 	"github.com/postern/postern/shared/logging"
 	"github.com/postern/postern/shared/version"
@@ -29,7 +30,7 @@ commands:
   serve         run the central service (flags: -config FILE, -dev)
   check-config  validate a configuration file (flags: -config FILE, -dev)
   version       print the version
-`
+` + cli.Usage
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -48,6 +49,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "device", "user", "edge":
+		return cli.Main(args, os.Stdin, stdout, stderr)
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -31,6 +31,7 @@ commands:
   run           run the relay (flags: -config FILE, -dev)
   check-config  validate a configuration file (flags: -config FILE, -dev)
   queue         list|show|retry|delete|hold|release queued mail (see queue help)
+  enroll        join central (flags: -central URL -token T [-ca FILE] [-config FILE] [-dev])
   version       print the version
 `
 
@@ -54,6 +55,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "queue":
 		// Talks to the running daemon's admin endpoint; parses its own flags.
 		return queuecli.Main(rest, stdout, stderr)
+	case "enroll":
+		return enrollMain(rest, stdout, stderr) // enroll.go
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -23,17 +23,21 @@ import (
 
 func main() {
 	dataDir := flag.String("data", "/perm/postern-edge", "edge data folder on the persistent partition")
-	seedDir := flag.String("seed", "/etc/postern", "read-only folder in the image with an optional edge.toml, enroll-token, central-url")
+	seedDir := flag.String("seed", "/etc/postern", "read-only folder in the image with an optional edge.toml, enroll-token, central-url, central-ca.pem")
 	edge := flag.String("edge", "/user/postern-edge", "the postern-edge binary")
 	adminListen := flag.String("admin-listen", "0.0.0.0:9025", "admin endpoint written into a generated configuration")
 	enrollTimeout := flag.Duration("enroll-timeout", 2*time.Minute, "how long one enrolment attempt may take")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("program", "postern-appliance")
-	enroll := func(ctx context.Context, cfg, central, token string) error {
+	enroll := func(ctx context.Context, cfg, central, token, caFile string) error {
 		ctx, cancel := context.WithTimeout(ctx, *enrollTimeout)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, *edge, "enroll", "-config", cfg, "-central", central, "-token", token)
+		args := []string{"enroll", "-config", cfg, "-central", central, "-token", token}
+		if caFile != "" {
+			args = append(args, "-ca", caFile)
+		}
+		cmd := exec.CommandContext(ctx, *edge, args...)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("%s enroll: %w", *edge, err)

@@ -1,0 +1,87 @@
+package cli_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/postern/postern/central/cli"
+	"github.com/postern/postern/shared/dnstest"
+)
+
+func setup(t *testing.T) (run func(stdin string, args ...string) (int, string, string)) {
+	d := dnstest.Start(t)
+	d.AddA("scanner.dept.example.edu", "10.1.2.3")
+	d.AddPTR("10.1.2.3", "scanner.dept.example.edu")
+	d.AddMX("dept.example.edu", 10, "mx.dept.example.edu")
+	d.AddA("mx.dept.example.edu", "10.9.9.9")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "central.toml")
+	body := fmt.Sprintf("data_dir = %q\n[http]\nlisten = \"127.0.0.1:0\"\nbase_url = \"https://central.example.edu\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[dns]\nresolvers = [%q]\ntimeout = \"1s\"\n",
+		filepath.Join(dir, "data"), d.Addr)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return func(stdin string, args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		// -config goes after the NAME too: flags may come anywhere.
+		code := cli.Main(append(args, "-config", cfg), strings.NewReader(stdin), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+}
+
+func TestCLI(t *testing.T) {
+	run := setup(t)
+	steps := []struct {
+		stdin string
+		args  []string
+		code  int
+		out   string // substring of stdout (or stderr when code != 0)
+	}{
+		{"", []string{"user", "add", "admin"}, 0, "staff user admin added; password: "},
+		{"", []string{"user", "add", "admin"}, 1, "already exists"},
+		{"short\n", []string{"user", "add", "bob", "-password-stdin"}, 1, "at least 10 characters"},
+		{"a-long-password\n", []string{"user", "add", "bob", "-password-stdin"}, 0, "staff user bob added\n"},
+		{"", []string{"user", "add", "bad name"}, 1, "without spaces"},
+		{"", []string{"user", "list"}, 0, "admin"},
+		{"", []string{"user", "token", "admin", "-label", "ci"}, 0, ""},
+		{"", []string{"user", "token", "nobody"}, 1, "not found"},
+		{"", []string{"device", "register", "-name", "scanner.dept.example.edu", "-owner", "Ada", "-contact", "ada@dept.example.edu"}, 1, "-sender: give at least one"},
+		{"", []string{"device", "register", "-name", "scanner.dept.example.edu", "-owner", "Ada", "-contact", "ada@dept.example.edu", "-sender", "scanner@dept.example.edu", "-department", "Physics"}, 0,
+			"confirmation link for scanner@dept.example.edu (mail.smarthost is not set): https://central.example.edu/confirm?token="},
+		{"", []string{"device", "list"}, 0, "scanner.dept.example.edu  pending"},
+		{"", []string{"device", "list", "-status", "active"}, 0, "NAME"},
+		{"", []string{"device", "list", "-status", "bogus"}, 1, "unknown status"},
+		{"", []string{"device", "show", "scanner.dept.example.edu"}, 0, "forward lookup matches"},
+		{"", []string{"device", "show", "scanner.dept.example.edu", "-json"}, 0, `"Name": "scanner.dept.example.edu"`},
+		{"", []string{"device", "show", "none.example.edu"}, 1, "not found"},
+		{"", []string{"device", "approve", "scanner.dept.example.edu"}, 1, "not every sender address is confirmed"},
+		{"", []string{"device", "approve", "scanner.dept.example.edu", "-force", "-reason", "checked"}, 0, "scanner.dept.example.edu: active"},
+		{"", []string{"device", "suspend", "scanner.dept.example.edu"}, 1, "a reason is required"},
+		{"", []string{"device", "suspend", "scanner.dept.example.edu", "-reason", "bounces"}, 0, "suspended"},
+		{"", []string{"device", "reinstate", "SCANNER.dept.example.edu."}, 0, "active"},
+		{"", []string{"device", "deny", "scanner.dept.example.edu", "-reason", "x"}, 1, "not allowed"},
+		{"", []string{"device", "renew", "scanner.dept.example.edu"}, 0, "active"},
+		{"", []string{"device", "revoke", "scanner.dept.example.edu", "-reason", "retired"}, 0, "revoked"},
+		{"", []string{"device", "show", "scanner.dept.example.edu"}, 0, "cli"},
+		{"", []string{"edge", "add", "bldg-12", "-site", "North"}, 0, "postern-edge enroll -central https://central.example.edu -token "},
+		{"", []string{"edge", "add", "Bad"}, 1, "only a-z"},
+		{"", []string{"edge", "list"}, 0, "bldg-12  not enrolled"},
+		{"", []string{"device", "approve"}, 2, "exactly one NAME"},
+		{"", []string{"device", "frob", "x"}, 2, "unknown command"},
+		{"", []string{"device", "list", "extra"}, 2, "unexpected argument"},
+	}
+	for _, s := range steps {
+		code, out, errOut := run(s.stdin, s.args...)
+		got := out
+		if s.code != 0 {
+			got = errOut
+		}
+		if code != s.code || !strings.Contains(got, s.out) {
+			t.Errorf("%v: exit %d, want %d; stdout %q stderr %q (want %q)", s.args, code, s.code, out, errOut, s.out)
+		}
+	}
+}

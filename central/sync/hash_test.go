@@ -1,0 +1,5 @@
+package sync_test
+
+import "github.com/postern/postern/central/broker"
+
+func brokerHash(pw string) string { return broker.HashPassword(pw) }

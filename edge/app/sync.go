@@ -1,0 +1,90 @@
+package app
+
+// The link to central (owned by the sync work, kept in its own file like
+// delivery.go): the enrolment file overlays the sync settings, and with
+// sync on, the outbox receives every event and the sync client keeps the
+// registry on central's signed allowlist.
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+
+	"github.com/postern/postern/edge/config"
+	"github.com/postern/postern/edge/enroll"
+	esync "github.com/postern/postern/edge/sync"
+	"github.com/postern/postern/shared/allowlist"
+	"github.com/postern/postern/shared/topic"
+	"github.com/postern/postern/shared/version"
+)
+
+// withEnrolment fills the sync settings the configuration leaves empty
+// from the enrolment file in data_dir (written by `postern-edge enroll`).
+func withEnrolment(cfg config.Config, log *slog.Logger) (config.Config, error) {
+	st, err := enroll.Load(cfg.DataDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return cfg, nil
+	}
+	if err != nil {
+		return cfg, err
+	}
+	st.Merge(&cfg)
+	log.Info("enrolled with central", "edge_id", cfg.Sync.EdgeID, "central", cfg.Sync.CentralURL, "mqtt", cfg.Sync.MQTTURL)
+	return cfg, nil
+}
+
+// addSync attaches the "sync" stage when sync is enabled. It loads the
+// persisted allowlist into the registry before the intake serves.
+func (e *Edge) addSync() error {
+	s := e.Config.Sync
+	if !s.Enabled {
+		return nil
+	}
+	if s.EdgeID == "" || s.MQTTURL == "" || s.PublicKey == "" {
+		return errors.New("sync: sync.enabled is set but the edge is not enrolled (run postern-edge enroll, or set sync.edge_id, sync.mqtt_url, sync.public_key)")
+	}
+	pub, err := allowlist.ParsePublicKey(s.PublicKey)
+	if err != nil {
+		return fmt.Errorf("sync.public_key: %w", err)
+	}
+	log := e.Log.With("stage", "sync")
+	ob, err := esync.NewOutbox(e.Spool.KV("outbox/"), s.EdgeID, 0, nil, log)
+	if err != nil {
+		return err
+	}
+	var tlsConf *tls.Config
+	if u, err := url.Parse(s.MQTTURL); err == nil {
+		switch u.Scheme {
+		case "tls", "ssl", "mqtts", "wss":
+			tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+	}
+	c, err := esync.New(esync.Options{
+		EdgeID:            s.EdgeID,
+		BrokerURL:         s.MQTTURL,
+		Username:          s.Username,
+		Password:          s.Password,
+		TLS:               tlsConf,
+		Topics:            topic.New(s.TopicPrefix),
+		PublicKey:         pub,
+		DataDir:           e.Config.DataDir,
+		CentralURL:        s.CentralURL,
+		HTTPClient:        esync.NewHTTPClient(nil),
+		Allow:             e.Spool.KV("allow/"),
+		Outbox:            ob,
+		Registry:          e.Registry,
+		HeartbeatInterval: s.HeartbeatInterval,
+		QueueDepth:        func() int { return e.Spool.Stats().Messages },
+		Software:          version.String(),
+		Log:               log,
+	})
+	if err != nil {
+		return err
+	}
+	e.Events.Set(ob)
+	e.Add("sync", c.Run)
+	return nil
+}

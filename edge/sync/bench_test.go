@@ -1,0 +1,53 @@
+package sync
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/postern/postern/edge/registry"
+	"github.com/postern/postern/edge/spool"
+	"github.com/postern/postern/shared/allowlist"
+)
+
+// BenchmarkSnapshotApply measures what an edge does with a received
+// snapshot: verify, decode, persist in Badger (fsync) and swap the
+// registry, at 1,000 / 10,000 / 100,000 devices.
+func BenchmarkSnapshotApply(b *testing.B) {
+	for _, n := range []int{1000, 10000, 100000} {
+		devs := make([]allowlist.Device, n)
+		for i := range devs {
+			devs[i] = allowlist.Device{Name: fmt.Sprintf("dev%06d.dept%d.example.edu", i, i%40), Status: allowlist.Active,
+				Senders: []string{fmt.Sprintf("dev%d@example.edu", i)}}
+		}
+		b.Run(fmt.Sprintf("devices=%d", n), func(b *testing.B) {
+			sp, err := spool.Open(spool.Options{Dir: filepath.Join(b.TempDir(), "spool"), GCInterval: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer sp.Close()
+			reg, _ := registry.New(nil, nil, nil)
+			ob, _ := NewOutbox(sp.KV("outbox/"), "e1", 0, nil, nil)
+			c, err := New(Options{EdgeID: "e1", PublicKey: centralPub, Allow: sp.KV("allow/"), Outbox: ob, Registry: reg})
+			if err != nil {
+				b.Fatal(err)
+			}
+			t0 := time.Now()
+			v := int64(0)
+			for b.Loop() {
+				b.StopTimer()
+				v++
+				w := snapshot(b, centralPriv, v, t0, devs...)
+				b.StartTimer()
+				if err := c.HandleSnapshot(w, "bench"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(snapshot(b, centralPriv, 1, t0, devs...))), "wire-bytes")
+			if _, ok := reg.Lookup(devs[n-1].Name); !ok {
+				b.Fatal("last device not applied")
+			}
+		})
+	}
+}
