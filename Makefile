@@ -15,6 +15,7 @@ build:
 	@mkdir -p bin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/postern-edge ./edge/cmd/postern-edge
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/postern-central ./central/cmd/postern-central
+	$(GO) build -trimpath -o bin/postern-devlab ./deploy/dev/devlab
 
 # The README test command. PostgreSQL and Mosquitto tests run when
 # POSTERN_TEST_POSTGRES / POSTERN_TEST_MOSQUITTO are set (.ci/run sets them).

@@ -130,9 +130,12 @@ smarthost = "10.0.2.2:$SMTP_PORT"
 listen = "0.0.0.0:9025"
 token = "$admin_token"
 EOF
-# Test overlay: no NTP or heartbeat (they would talk to the internet).
-cat >"$t/overlay.jq" <<'EOF'
+# Test overlay: no NTP or heartbeat (they would talk to the internet);
+# gokrazy's web interface on the same port number inside and outside, so
+# `gok update` can reach it through hostfwd (the port is baked in).
+cat >"$t/overlay.jq" <<EOF
 .GokrazyPackages = ["github.com/gokrazy/gokrazy/cmd/dhcp", "github.com/gokrazy/gokrazy/cmd/randomd"]
+| .Update.HTTPPort = "$http_port"
 EOF
 
 # A gokrazy web password for this run only (gok generates it there).
@@ -153,7 +156,7 @@ qemu-system-aarch64 -machine virt,highmem=off -cpu cortex-a72 -smp 2 -m 1024 \
 	-bios /usr/share/qemu-efi-aarch64/QEMU_EFI.fd \
 	-drive file="$img",format=raw \
 	-device e1000,netdev=net0,romfile= \
-	-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$smtp_port-:25,hostfwd=tcp:127.0.0.1:$admin_port-:9025,hostfwd=tcp:127.0.0.1:$http_port-:80" \
+	-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$smtp_port-:25,hostfwd=tcp:127.0.0.1:$admin_port-:9025,hostfwd=tcp:127.0.0.1:$http_port-:$http_port" \
 	-display none -serial "file:$t/serial.log" -pidfile "$t/qemu.pid" \
 	>"$t/qemu.log" 2>&1 &
 qemu_pid=$!
@@ -227,11 +230,9 @@ rss="$(curl -s -m 10 -u "gokrazy:$gkpw" "http://127.0.0.1:$http_port/" |
 update_s="skipped"
 if [ "${FIRMWARE_TEST_UPDATE:-1}" != 0 ]; then
 	new_version="firmware-test-update-$RANDOM"
-	cp "$t/overlay.jq" "$t/overlay-update.jq"
-	printf '| .Update.HTTPPort = "%s"\n' "$http_port" >>"$t/overlay-update.jq"
 	log "updating the running VM to version $new_version (gok update)"
 	u0=$SECONDS
-	FIRMWARE_OUT="$t" POSTERN_SEED_DIR="$t/seed" FIRMWARE_OVERLAY="$t/overlay-update.jq" VERSION="$new_version" \
+	FIRMWARE_OUT="$t" POSTERN_SEED_DIR="$t/seed" FIRMWARE_OVERLAY="$t/overlay.jq" VERSION="$new_version" \
 		"$here/build.sh" update 127.0.0.1 vm >"$t/update.log" 2>&1 ||
 		{ sed -E 's#//gokrazy:[^@]*@#//gokrazy:***@#' "$t/update.log" | tail -20 >&2; fail "gok update"; }
 	start=$(date +%s.%N)

@@ -132,6 +132,11 @@ func Default(dev bool) Config {
 		c.HTTP.BaseURL = "http://127.0.0.1:8480"
 		c.MQTT.Listen = "127.0.0.1:18883"
 		c.Policy.AffiliatedDomains = []string{"example.edu", ".example.edu"}
+		// Nothing leaves loopback in a dev run: devlab (deploy/dev/devlab)
+		// answers DNS and receives central's mail.
+		c.DNS.Resolvers = []string{"127.0.0.1:5354"}
+		c.Mail.Smarthost = "127.0.0.1:2526"
+		c.Mail.From = "postern@example.edu"
 	}
 	return c
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/postern/postern/shared/address"
 )
 
 // Address is a parsed mailbox local@domain.
@@ -14,37 +16,33 @@ type Address struct {
 
 func (a Address) String() string { return a.Local + "@" + a.Domain }
 
-// ParseAddress parses a bare RFC 5321 mailbox (no display name, no angle
-// brackets, no quoted local part, no IP-literal domain: device senders
-// never need those, and edges apply the same rule).
+// ParseAddress parses a bare mailbox local@domain with shared/address (the
+// parser the edges use, so an address accepted here is accepted at MAIL
+// FROM), and further refuses what a device's functional sender never needs:
+// a display name or angle brackets, a quoted local part, an address
+// literal, a single-label domain.
 func ParseAddress(s string) (Address, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return Address{}, errors.New("required")
 	}
-	if len(s) > 254 {
-		return Address{}, errors.New("address longer than 254 characters")
+	if strings.ContainsAny(s, "<> \t\"") {
+		return Address{}, errors.New("give only the address, like scanner@dept.example.edu (no name, brackets or quotes)")
 	}
-	at := strings.LastIndexByte(s, '@')
-	if at <= 0 || at == len(s)-1 {
+	if !strings.Contains(s, "@") || strings.HasPrefix(s, "@") || strings.HasSuffix(s, "@") {
 		return Address{}, errors.New("not an e-mail address (local@domain)")
 	}
-	local, domain := s[:at], strings.TrimSuffix(strings.ToLower(s[at+1:]), ".")
-	if len(local) > 64 {
-		return Address{}, errors.New("the part before @ is longer than 64 characters")
+	a, err := address.Parse(s)
+	if err != nil {
+		return Address{}, fmt.Errorf("not a valid e-mail address: %w", err)
 	}
-	if strings.HasPrefix(local, ".") || strings.HasSuffix(local, ".") || strings.Contains(local, "..") {
-		return Address{}, errors.New("the part before @ has a misplaced dot")
+	if a.IsLiteral {
+		return Address{}, errors.New("use a domain name after @, not an IP address")
 	}
-	for _, r := range local {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-/=?^_`{|}~.", r)) {
-			return Address{}, fmt.Errorf("the part before @ contains %q", r)
-		}
-	}
-	if err := ValidName(domain); err != nil {
+	if err := ValidName(a.Domain); err != nil {
 		return Address{}, fmt.Errorf("domain: %w", err)
 	}
-	return Address{Local: local, Domain: domain}, nil
+	return Address{Local: a.Local, Domain: a.Domain}, nil
 }
 
 // NormalizeName lower-cases a DNS name and drops the trailing dot.

@@ -3,12 +3,18 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
+	"github.com/postern/postern/central/mailer"
 	"github.com/postern/postern/central/registry"
 	"github.com/postern/postern/central/store"
 	"github.com/postern/postern/central/store/sqlite"
@@ -64,11 +70,43 @@ func FuzzParseAddress(f *testing.F) {
 	})
 }
 
-type fakeMail struct{ sent []string }
+// sink is a real SMTP server on loopback (go-smtp) standing in for
+// mail.smarthost; it keeps "rcpt|message" per delivery.
+type sink struct {
+	mu   sync.Mutex
+	sent []string
+}
 
-func (m *fakeMail) Send(_ context.Context, to, subject, body string) error {
-	m.sent = append(m.sent, to+"|"+body)
-	return nil
+func (s *sink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{s: s}, nil }
+
+type sinkSession struct {
+	s  *sink
+	to string
+}
+
+func (x *sinkSession) Mail(string, *smtp.MailOptions) error      { return nil }
+func (x *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error { x.to = to; return nil }
+func (x *sinkSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	x.s.mu.Lock()
+	x.s.sent = append(x.s.sent, x.to+"|"+string(b))
+	x.s.mu.Unlock()
+	return err
+}
+func (x *sinkSession) Reset()        {}
+func (x *sinkSession) Logout() error { return nil }
+
+func startSink(t *testing.T) (*sink, string) {
+	s := &sink{}
+	srv := smtp.NewServer(s)
+	srv.Domain = "smarthost.test"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return s, ln.Addr().String()
 }
 
 func newService(t *testing.T) (*registry.Service, *dnstest.Server, *atomic.Int32) {
@@ -138,8 +176,8 @@ func TestValidateFields(t *testing.T) {
 func TestRegisterConfirmApprove(t *testing.T) {
 	ctx := context.Background()
 	s, _, changed := newService(t)
-	mail := &fakeMail{}
-	s.Mail = mail
+	mail, addr := startSink(t)
+	s.Mail = &mailer.Mailer{Addr: addr, From: "postern@example.edu"}
 	d, errs, err := s.Register(ctx, good(), "owner-hash", "owner")
 	if err != nil || len(errs) > 0 {
 		t.Fatal(err, errs)
@@ -147,8 +185,11 @@ func TestRegisterConfirmApprove(t *testing.T) {
 	if d.Status != store.Pending || !d.FCrDNSOK || !strings.Contains(d.FCrDNS, "forward lookup matches") || d.MessagesPerHour != 100 {
 		t.Errorf("device %+v", d)
 	}
-	if len(mail.sent) != 2 {
-		t.Fatalf("sent %v", mail.sent)
+	mail.mu.Lock()
+	sent := append([]string(nil), mail.sent...)
+	mail.mu.Unlock()
+	if len(sent) != 2 {
+		t.Fatalf("sent %v", sent)
 	}
 	if _, errs, _ := s.Register(ctx, good(), "other", "owner"); !strings.Contains(errs["name"], "already registered") {
 		t.Errorf("duplicate: %v", errs)
@@ -156,9 +197,12 @@ func TestRegisterConfirmApprove(t *testing.T) {
 	if err := s.Act(ctx, d.Name, registry.Approve, "staff:a", "", false); !errors.Is(err, registry.ErrUnconfirmed) {
 		t.Errorf("approve unconfirmed: %v", err)
 	}
-	for _, m := range mail.sent {
+	for _, m := range sent {
+		if !strings.Contains(m, "Subject: Confirm ") || !strings.Contains(m, "scanner.dept.example.edu") {
+			t.Errorf("confirmation mail:\n%s", m)
+		}
 		tok := m[strings.Index(m, "token=")+6:]
-		tok = tok[:strings.IndexAny(tok, "\n ")]
+		tok = tok[:strings.IndexAny(tok, "\r\n ")]
 		if _, _, err := s.Confirm(ctx, tok); err != nil {
 			t.Fatal(err)
 		}

@@ -14,8 +14,15 @@
 #                    (default 1; rounds alternate Postfix / edge)
 #   BENCH_ONLY       "postfix" or "edge" to run just one side (no ratios)
 #   BENCH_KEEP       1 = keep the work folder (logs, configs) after the run
-#   BENCH_PROFILE    1 = also record a 10 s CPU profile of the edge during
-#                    its first measured round (needs admin /debug/pprof)
+#   BENCH_PERF       1 = record a CPU profile of the edge (perf record -g)
+#                    over its first measured round: WORK/edge-r1.perf.data
+#   BENCH_STRACE     1 = count system calls (strace -c -f) of each system
+#                    in round 1: WORK/NAME.strace. Slows both down a lot:
+#                    the round's rates are then not comparable to others.
+#   BENCH_EDGE_DELIVERY  extra TOML lines for the edge's [delivery] section,
+#                    e.g. "per_domain_concurrency = 20" (experiments)
+#   BENCH_WARMUP     warm-up messages per system         (default 200)
+#   BENCH_TIMEOUT    seconds to wait for the sink per round (default 240)
 #   BENCH_BASE_PORT  first of the loopback ports used   (default 10025)
 #
 # Everything listens on loopback only. A system Postfix (port 25,
@@ -95,7 +102,10 @@ trap 'exit 130' INT TERM
 # --- 2. Build the edge and the helper ---
 mkdir -p bin
 log "building bin/postern-edge and benchtool"
-go build -o bin/postern-edge ./edge/cmd/postern-edge || die "go build postern-edge"
+# The release flags of `make build` (-s -w); perf needs the symbol table.
+LDFLAGS="-s -w"
+[ "${BENCH_PERF:-0}" = 1 ] && LDFLAGS=""
+go build -trimpath -ldflags "$LDFLAGS" -o bin/postern-edge ./edge/cmd/postern-edge || die "go build postern-edge"
 go build -o "$WORK/benchtool" ./deploy/bench/benchtool || die "go build benchtool"
 BT=$WORK/benchtool
 
@@ -209,6 +219,7 @@ recipients_per_hour = 100000000
 
 [delivery]
 smarthost = "127.0.0.1:$EDGE_SINK"
+${BENCH_EDGE_DELIVERY:-}
 
 [admin]
 listen = "127.0.0.1:$EDGE_ADMIN"
@@ -237,7 +248,8 @@ log "fresh-start PSS: postfix ${PF_IDLE0} kB in $PF_PROCS0 processes, edge ${EDG
 
 sink_count() { "$BT" count -file "$1"; }
 
-# run_load NAME PORT SINKFILE ROOTPID MESSAGES -> sets R_ACCEPT_S R_E2E_S R_PEAK R_PROCS R_FAILED
+# run_load NAME PORT SINKFILE ROOTPID MESSAGES
+#   -> sets R_ACCEPT_S R_E2E_S R_PEAK R_PROCS R_CPU R_FAILED
 run_load() {
 	local name=$1 port=$2 sinkfile=$3 pid=$4 n=$5
 	local base target t0 t1 t2 out
@@ -245,6 +257,21 @@ run_load() {
 	target=$((base + n))
 	"$BT" pss -root "$pid" -interval 100ms -out "$WORK/$name-pss.samples" >"$WORK/$name-pss.out" &
 	local sampler=$!
+	local tracer=""
+	case "$name" in
+	*-r1)
+		if [ "${BENCH_STRACE:-0}" = 1 ]; then
+			# Every process of the system, also those started before.
+			strace -c -f -q $("$BT" tree -root "$pid" | sed 's/^/-p /') -o "$WORK/$name.strace" &
+			tracer=$!
+			sleep 1
+		elif [ "${BENCH_PERF:-0}" = 1 ] && [ "$name" = edge-r1 ]; then
+			perf record -q -F 999 -g -p "$pid" -o "$WORK/$name.perf.data" >/dev/null 2>&1 &
+			tracer=$!
+			sleep 0.5
+		fi
+		;;
+	esac
 	t0=$(now_ns)
 	out=$(smtp-source -s "$SESS" -l "$SIZE" -m "$n" -M bench-client.example.edu \
 		-f sender@example.edu -t rcpt@example.edu "127.0.0.1:$port" 2>&1) || true
@@ -262,8 +289,22 @@ run_load() {
 	fi
 	kill -TERM "$sampler"
 	wait "$sampler" || true
+	if [ -n "$tracer" ]; then
+		kill -INT "$tracer" 2>/dev/null
+		wait "$tracer" || true
+	fi
 	R_ACCEPT_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", (b-a)/1e9}')
-	read -r R_PEAK R_PROCS < <(sed -n 's/.*peak_kb=\([0-9]*\).*peak_procs=\([0-9]*\).*/\1 \2/p' "$WORK/$name-pss.out")
+	# smtp-source stops at the first refusal: such a round measured nothing.
+	[ "$R_FAILED" != 0 ] && R_ACCEPT_S=""
+	read -r R_PEAK R_PROCS R_CPU < <(sed -n 's/.*peak_kb=\([0-9]*\).*peak_procs=\([0-9]*\).*cpu_s=\([0-9.]*\).*/\1 \2 \3/p' "$WORK/$name-pss.out")
+}
+
+# smaps_by_file PID: Pss per mapping (file name, or [heap]/anonymous),
+# largest first: where a process's memory is.
+smaps_by_file() {
+	awk '/^[0-9a-f]+-[0-9a-f]+ / { name = (NF >= 6) ? $6 : "[anonymous]"; next }
+		/^Pss:/ { pss[name] += $2 }
+		END { for (n in pss) if (pss[n] > 0) printf "%10d kB  %s\n", pss[n], n }' "/proc/$1/smaps" | sort -rn | head -12
 }
 
 # --- 7. Sanity: both refuse a sender domain that does not exist (so both
@@ -290,9 +331,10 @@ read -r PF_IDLE1 _ < <(pss_once "$PF_PID")
 read -r EDGE_IDLE1 _ < <(pss_once "$EDGE_PID")
 
 # --- 8. Measured rounds ---
-declare -A BEST_ACC BEST_E2E PEAK PROCS FAILS
-for sys in postfix edge; do BEST_ACC[$sys]=""; BEST_E2E[$sys]=""; PEAK[$sys]=0; PROCS[$sys]=0; FAILS[$sys]=0; done
-better() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(b=="" || (a!="" && a+0<b+0))}'; }
+declare -A BEST_ACC BEST_E2E PEAK PROCS FAILS CPU
+for sys in postfix edge; do BEST_ACC[$sys]=""; BEST_E2E[$sys]=""; PEAK[$sys]=0; PROCS[$sys]=0; FAILS[$sys]=0; CPU[$sys]=""; done
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+better() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a!="" && (b=="" || a+0<b+0))}'; }
 for round in $(seq "$ROUNDS"); do
 	for sys in postfix edge; do
 		[ -n "$ONLY" ] && [ "$ONLY" != "$sys" ] && continue
@@ -300,15 +342,11 @@ for round in $(seq "$ROUNDS"); do
 		if [ $sys = postfix ]; then
 			run_load "postfix-r$round" "$PF_SMTPD" "$WORK/pf-sink.count" "$PF_PID" "$N"
 		else
-			profile_pid=""
-			if [ "${BENCH_PROFILE:-0}" = 1 ] && [ "$round" = 1 ]; then
-				curl -s -o "$WORK/edge-cpu.pprof" "http://127.0.0.1:$EDGE_ADMIN/debug/pprof/profile?seconds=10" &
-				profile_pid=$!
-			fi
 			run_load "edge-r$round" "$EDGE_SMTP" "$WORK/edge-sink.count" "$EDGE_PID" "$N"
-			[ -n "$profile_pid" ] && { wait "$profile_pid" || true; }
+			smaps_by_file "$EDGE_PID" >"$WORK/edge-r$round.smaps" || true
 		fi
-		log "round $round $sys: accept ${R_ACCEPT_S}s, end-to-end ${R_E2E_S:-pending}s, peak PSS ${R_PEAK} kB in ${R_PROCS} processes, smtp-source errors ${R_FAILED}"
+		log "round $round $sys: accept ${R_ACCEPT_S:-invalid}s, end-to-end ${R_E2E_S:-pending}s, peak PSS ${R_PEAK} kB in ${R_PROCS} processes, CPU ${R_CPU}s, smtp-source errors ${R_FAILED}, load $(cut -d' ' -f1 /proc/loadavg)"
+		if [ -n "$R_E2E_S" ] && better "$R_CPU" "${CPU[$sys]}"; then CPU[$sys]=$R_CPU; fi
 		if better "$R_ACCEPT_S" "${BEST_ACC[$sys]}"; then BEST_ACC[$sys]=$R_ACCEPT_S; fi
 		if [ -n "$R_E2E_S" ] && better "$R_E2E_S" "${BEST_E2E[$sys]}"; then BEST_E2E[$sys]=$R_E2E_S; fi
 		[ "$R_PEAK" -gt "${PEAK[$sys]}" ] && PEAK[$sys]=$R_PEAK
@@ -334,11 +372,14 @@ R_ACC=$(ratio "$EDGE_ACC" "$PF_ACC")
 R_E2E=$(ratio "$EDGE_E2E" "$PF_E2E")
 R_PEAK=$(ratio "${PEAK[edge]}" "${PEAK[postfix]}")
 R_IDLE=$(ratio "$EDGE_IDLE1" "$PF_IDLE1")
+per1k() { [ -n "$1" ] && awk -v c="$1" -v n="$N" 'BEGIN{printf "%.2f", c*1000/n}' || echo "-"; }
+PF_CPU=$(per1k "${CPU[postfix]}"); EDGE_CPU=$(per1k "${CPU[edge]}")
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 {
 	echo
 	echo "Postern edge vs Postfix $PF_VERSION — $N messages x $SIZE bytes, $SESS parallel sessions, one message per connection"
-	echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), $(go version | awk '{print $3}'), best of $ROUNDS round(s)"
+	echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), $(go version | awk '{print $3}'), best of $ROUNDS round(s); load average before $LOAD_BEFORE, after $LOAD_AFTER"
 	echo
 	printf '| %-34s | %12s | %12s | %7s | %-8s | %s\n' "measure" "Postfix" "edge" "ratio" "target" "verdict"
 	printf '|%s|%s|%s|%s|%s|%s\n' "------------------------------------" "--------------" "--------------" "---------" "----------" "--------"
@@ -347,6 +388,7 @@ R_IDLE=$(ratio "$EDGE_IDLE1" "$PF_IDLE1")
 	printf '| %-34s | %12s | %12s | %7s | %-8s | %s\n' "peak PSS under load (kB)" "${PEAK[postfix]}" "${PEAK[edge]}" "$R_PEAK" "<= 1x" "$(verdict "$R_PEAK" '<=' 1)"
 	printf '| %-34s | %12s | %12s | %7s | %-8s | %s\n' "idle PSS after warm-up (kB)" "$PF_IDLE1" "$EDGE_IDLE1" "$R_IDLE" "<= 1x" "$(verdict "$R_IDLE" '<=' 1)"
 	printf '| %-34s | %12s | %12s | %7s | %-8s | %s\n' "fresh-start PSS (kB)" "$PF_IDLE0" "$EDGE_IDLE0" "$(ratio "$EDGE_IDLE0" "$PF_IDLE0")" "info" ""
+	printf '| %-34s | %12s | %12s | %7s | %-8s | %s\n' "CPU s per 1000 msgs (end to end)" "$PF_CPU" "$EDGE_CPU" "$(ratio "$EDGE_CPU" "$PF_CPU")" "info" ""
 	printf '| %-34s | %12s | %12s | %7s | %-8s | %s\n' "processes (peak)" "${PROCS[postfix]}" "${PROCS[edge]}" "" "info" ""
 	printf '| %-34s | %12s | %12s | %7s | %-8s | %s\n' "accept wall time (s)" "${BEST_ACC[postfix]:--}" "${BEST_ACC[edge]:--}" "" "info" ""
 	printf '| %-34s | %12s | %12s | %7s | %-8s | %s\n' "end-to-end wall time (s)" "${BEST_E2E[postfix]:--}" "${BEST_E2E[edge]:--}" "" "info" ""

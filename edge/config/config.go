@@ -190,6 +190,11 @@ func Default(dev bool) Config {
 		c.SMTP.LocalNetworks = []string{"127.0.0.0/8", "::1/128"}
 		c.SMTP.AffiliatedDomains = []string{"example.edu", ".example.edu"}
 		c.Admin.Listen = "127.0.0.1:9025"
+		// Nothing leaves loopback in a dev run: names resolve at devlab's
+		// DNS server (deploy/dev/devlab) and all mail goes to its sink.
+		c.DNS.Resolvers = []string{"127.0.0.1:5354"}
+		c.Delivery.Smarthost = "127.0.0.1:2526"
+		c.Policy.RegisterURL = "http://127.0.0.1:8480/register"
 	}
 	return c
 }

@@ -14,6 +14,9 @@
 //   - A connection lost during or after DATA, before the final reply, is a
 //     temporary failure: the message is retried (a duplicate is possible,
 //     a loss is not).
+//   - A connection whose transaction ended cleanly is kept for a moment
+//     (Options.ConnIdle) and reused for the next message to the same
+//     server under the same TLS requirement, after a NOOP proves it alive.
 //   - STARTTLS is used whenever the server offers it; a TLSPolicy decides
 //     whether TLS is required and whether the certificate is verified.
 //     Whether TLS was used is part of the Outcome.
@@ -72,15 +75,21 @@ type Options struct {
 	Shuffle func(n int, swap func(i, j int))
 	// MaxAddresses caps the addresses tried in one attempt (default 10).
 	MaxAddresses int
-	Logger       *slog.Logger
+	// ConnIdle is how long a connection that finished a transaction is
+	// kept for the next message to the same server (default 2s; negative:
+	// one connection per message). See conncache.go.
+	ConnIdle time.Duration
+	Logger   *slog.Logger
 }
 
-// Client delivers messages. It is safe for concurrent use; every Deliver
-// opens its own connection.
+// Client delivers messages. It is safe for concurrent use; a Deliver
+// uses a connection of its own, new or reused from an earlier Deliver to
+// the same server (see conncache.go). Close ends the idle ones.
 type Client struct {
 	o      Options
 	log    *slog.Logger
 	dialer net.Dialer
+	cache  *connCache // nil: no connection reuse
 }
 
 // New checks opts and returns a Client.
@@ -117,7 +126,14 @@ func New(opts Options) (*Client, error) {
 			return nil, fmt.Errorf("delivery: smarthost: %w", err)
 		}
 	}
-	return &Client{o: opts, log: opts.Logger, dialer: net.Dialer{Timeout: opts.ConnectTimeout}}, nil
+	c := &Client{o: opts, log: opts.Logger, dialer: net.Dialer{Timeout: opts.ConnectTimeout}}
+	if opts.ConnIdle == 0 {
+		opts.ConnIdle = defaultConnIdle
+	}
+	if opts.ConnIdle > 0 {
+		c.cache = newConnCache(opts.ConnIdle)
+	}
+	return c, nil
 }
 
 // Rcpt is one recipient of a Job with its DSN parameters from intake.
@@ -402,6 +418,13 @@ func (c *Client) try(ctx context.Context, job *Job, h host, addr string) ([]Resu
 
 // session is one SMTP connection. tlsFailed reports a STARTTLS failure.
 func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req TLSRequirement, useTLS bool) (res []Result, tlsDesc string, aerr *attemptError, tlsFailed bool) {
+	key := connKey{addr: addr, host: h.name, mode: req.Mode, serverName: req.ServerName, roots: req.RootCAs, useTLS: useTLS, smart: h.smart}
+	if cc := c.cache.get(key); cc != nil {
+		if res, aerr, ok := c.reuse(ctx, key, cc, job, h); ok {
+			return res, cc.tlsDesc, aerr, false
+		}
+	}
+	opened := time.Now()
 	conn, err := c.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, "", &attemptError{code: 451, enhanced: "4.4.1", text: fmt.Sprintf("connect to %s (%s): %v", h.name, addr, unwrapNet(err))}, false
@@ -411,7 +434,11 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	var cur net.Conn = conn
-	defer func() { cur.Close() }()
+	defer func() {
+		if cur != nil {
+			cur.Close()
+		}
+	}()
 
 	sc := c.newSMTP(conn)
 	if err := sc.Hello(c.o.Hostname); err != nil {
@@ -451,9 +478,14 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 			return nil, tlsDesc, c.connErr(h, "AUTH", err), false
 		}
 	}
-	res, aerr = c.transaction(sc, job, h)
+	res, aerr, clean := c.transaction(sc, job, h)
 	if aerr == nil {
-		sc.Quit()
+		if clean && c.cache != nil && stop() {
+			c.cache.put(key, &cachedConn{sc: sc, conn: cur, tlsDesc: tlsDesc, opened: opened, uses: 1})
+			cur = nil
+		} else {
+			sc.Quit()
+		}
 	}
 	return res, tlsDesc, aerr, false
 }
@@ -501,8 +533,10 @@ type greetedConn struct {
 func (g *greetedConn) Read(p []byte) (int, error) { return g.r.Read(p) }
 
 // transaction runs MAIL, RCPT and DATA. A nil attemptError means the
-// results are final for this attempt.
-func (c *Client) transaction(sc *smtp.Client, job *Job, h host) ([]Result, *attemptError) {
+// results are final for this attempt. clean reports that the server gave
+// its final reply to DATA, so the connection is idle and may carry
+// another message.
+func (c *Client) transaction(sc *smtp.Client, job *Job, h host) (_ []Result, _ *attemptError, clean bool) {
 	res := make([]Result, len(job.Rcpts))
 	for i, r := range job.Rcpts {
 		res[i] = Result{Addr: r.Addr, Status: Temporary, RemoteMTA: h.name}
@@ -519,11 +553,11 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) ([]Result, *atte
 	}
 	if ok, _ := sc.Extension("SMTPUTF8"); utf8 && !ok {
 		sc.Quit()
-		return all(Permanent, 553, "5.6.7", h.name+" does not support SMTPUTF8, needed for a non-ASCII address"), nil
+		return all(Permanent, 553, "5.6.7", h.name+" does not support SMTPUTF8, needed for a non-ASCII address"), nil, false
 	}
 	if max, ok := sc.MaxMessageSize(); ok && max > 0 && len(job.Data) > max {
 		sc.Quit()
-		return all(Permanent, 552, "5.3.4", fmt.Sprintf("message size %d exceeds the limit %d of %s", len(job.Data), max, h.name)), nil
+		return all(Permanent, 552, "5.3.4", fmt.Sprintf("message size %d exceeds the limit %d of %s", len(job.Data), max, h.name)), nil, false
 	}
 	mo := &smtp.MailOptions{Size: int64(len(job.Data)), UTF8: utf8, EnvelopeID: job.EnvID}
 	switch strings.ToUpper(job.Ret) {
@@ -535,9 +569,9 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) ([]Result, *atte
 	if err := sc.Mail(job.From, mo); err != nil {
 		if se, ok := asSMTP(err); ok {
 			st, code, enh := classify(se)
-			return all(st, code, enh, se.Message), nil
+			return all(st, code, enh, se.Message), nil, false
 		}
-		return nil, c.connErr(h, "MAIL", err)
+		return nil, c.connErr(h, "MAIL", err), false
 	}
 	var accepted []int
 	for i, r := range job.Rcpts {
@@ -552,11 +586,11 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) ([]Result, *atte
 			continue
 		}
 		// Nothing was sent yet: the next host can have the whole job.
-		return nil, c.connErr(h, "RCPT", err)
+		return nil, c.connErr(h, "RCPT", err), false
 	}
 	if len(accepted) == 0 {
 		sc.Quit()
-		return res, nil
+		return res, nil, false
 	}
 	some := func(st Status, code int, enh, text string) []Result {
 		for _, i := range accepted {
@@ -568,28 +602,28 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) ([]Result, *atte
 	if err != nil {
 		if se, ok := asSMTP(err); ok {
 			st, code, enh := classify(se)
-			return some(st, code, enh, se.Message), nil
+			return some(st, code, enh, se.Message), nil, false
 		}
-		return nil, c.connErr(h, "DATA", err)
+		return nil, c.connErr(h, "DATA", err), false
 	}
 	if _, err := w.Write(job.Data); err != nil {
-		return some(Temporary, 451, "4.4.2", fmt.Sprintf("connection to %s lost during DATA: %v", h.name, unwrapNet(err))), nil
+		return some(Temporary, 451, "4.4.2", fmt.Sprintf("connection to %s lost during DATA: %v", h.name, unwrapNet(err))), nil, false
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
 		if se, ok := asSMTP(err); ok {
 			st, code, enh := classify(se)
-			return some(st, code, enh, se.Message), nil
+			return some(st, code, enh, se.Message), nil, code != 421
 		}
 		// The message may or may not have been taken: retrying risks a
 		// duplicate, not retrying risks a loss. Retry.
-		return some(Temporary, 451, "4.4.2", fmt.Sprintf("connection to %s lost after DATA: %v", h.name, unwrapNet(err))), nil
+		return some(Temporary, 451, "4.4.2", fmt.Sprintf("connection to %s lost after DATA: %v", h.name, unwrapNet(err))), nil, false
 	}
 	text := "ok"
 	if resp != nil && resp.StatusText != "" {
 		text = resp.StatusText
 	}
-	return some(Delivered, 250, "2.0.0", text), nil
+	return some(Delivered, 250, "2.0.0", text), nil, true
 }
 
 func rcptOptions(r Rcpt) *smtp.RcptOptions {

@@ -105,6 +105,10 @@ type Identity struct {
 	// Name is the confirmed name (PTR -> name -> A/AAAA contains the IP),
 	// or "" when none was confirmed.
 	Name string
+	// Names are all confirmed names in PTR order (Names[0] == Name); a
+	// client with several PTR records is registered if any of them is
+	// (PTR order rotates). Empty means just Name.
+	Names []string
 	// Explain says what was found when no name was confirmed, for the
 	// refusal text and events ("no PTR record", "PTR=x, A=y").
 	Explain string
@@ -185,10 +189,7 @@ func (p *Policy) Mail(t *Txn, sender string, check DomainChecker) *Reply {
 	if r := p.Connect(t.IP); r != nil {
 		return r
 	}
-	t.Device, t.Registered = registry.Device{}, false
-	if t.Identity.Name != "" {
-		t.Device, t.Registered = p.reg.Lookup(t.Identity.Name)
-	}
+	t.Device, t.Registered = p.lookupDevice(t.Identity)
 	if t.Registered && !t.Device.Active() {
 		return Suspended(t.Device.Name, t.Device.Reason, p.cfg.Contact)
 	}
@@ -274,6 +275,29 @@ func (p *Policy) Rcpt(t *Txn, rcpt string) (canon string, dup bool, r *Reply) {
 	t.tookRcpts++
 	t.Recipients = append(t.Recipients, canon)
 	return canon, false, nil
+}
+
+// lookupDevice finds the registered device among the confirmed names:
+// the first registered one in PTR order, but a suspended registration
+// wins over an active one, so that a second name cannot lift a
+// suspension.
+func (p *Policy) lookupDevice(id Identity) (registry.Device, bool) {
+	names := id.Names
+	if len(names) == 0 && id.Name != "" {
+		names = []string{id.Name}
+	}
+	var found registry.Device
+	ok := false
+	for _, n := range names {
+		d, reg := p.reg.Lookup(n)
+		if !reg {
+			continue
+		}
+		if !ok || (found.Active() && !d.Active()) {
+			found, ok = d, true
+		}
+	}
+	return found, ok
 }
 
 // external applies the rules for a recipient outside the affiliated

@@ -173,6 +173,14 @@ func HeaderInvalid() *Reply {
 		"The message header is not valid (RFC 5322)")
 }
 
+// DSNParamTooLong: an ENVID or ORCPT parameter beyond the length RFC 3461
+// allows (100 and 500 characters). Both are echoed into NDRs, whose header
+// lines must stay within what a downstream server accepts.
+func DSNParamTooLong(param string, max int) *Reply {
+	return reply(501, 5, 5, 4, "DSN parameter too long",
+		"%s parameter too long (at most %d characters, RFC 3461)", param, max)
+}
+
 // BareNewline: a bare LF or bare CR in DATA (SMTP smuggling defence).
 func BareNewline() *Reply {
 	return reply(550, 5, 5, 2, "bare newline",

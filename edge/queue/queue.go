@@ -9,10 +9,12 @@
 //     the next message falls due (a timer set to Spool.NextDue).
 //   - Bounded concurrency: at most delivery.concurrency connections in
 //     total and delivery.per_domain_concurrency per destination domain.
-//   - No loss across crashes: a message is leased (its next attempt moved
-//     past the end of the attempt) before delivery starts, so a message
-//     being delivered when the process dies is tried again when the lease
-//     runs out. At worst a recipient gets a duplicate; nobody gets nothing.
+//   - No loss across crashes: a message stays due in the spool while it is
+//     being delivered (only the runner's memory marks it in flight), and
+//     its outcome is written durably after the attempt, so a message being
+//     delivered when the process dies is tried again as soon as the edge
+//     restarts. At worst a recipient gets a duplicate; nobody gets nothing.
+//     Starting a delivery costs no disk write.
 //   - Retries back off exponentially with jitter (retry_min doubling up to
 //     retry_max); after max_queue_lifetime the remaining recipients fail
 //     and the sender gets an NDR. The last retry is scheduled at the
@@ -34,6 +36,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -54,9 +57,7 @@ type Spool interface {
 	Data(id string) ([]byte, error)
 	Update(env *spool.Envelope) error
 	Delete(id string) error
-	Due(now time.Time, limit int) ([]*spool.Envelope, error)
-	Lease(id string, until time.Time) (*spool.Envelope, error)
-	NextDue() (time.Time, bool)
+	ScanDue(now time.Time, fn func(id string, load func() (*spool.Envelope, error)) bool) (time.Time, bool, error)
 	Wake() <-chan struct{}
 	Iterate(fn func(*spool.Envelope) error) error
 }
@@ -76,9 +77,11 @@ type Events interface {
 	Emit(event.Event)
 }
 
-// LeaseStore remembers which messages are being delivered, durably
-// (*spool.Bucket). After a crash the runner finds them there and retries
-// them at once instead of waiting for their leases to run out.
+// LeaseStore holds lease records (*spool.Bucket) that earlier versions of
+// the runner wrote before each delivery, leasing the message in the spool
+// (its next attempt moved past the end of the attempt). The runner no
+// longer leases; at start it makes the messages named there due at once
+// instead of waiting for their leases to run out, and removes the records.
 type LeaseStore interface {
 	Set(key string, value []byte) error
 	Delete(key string) error
@@ -118,13 +121,11 @@ type Options struct {
 	Clock     Clock
 	// Jitter returns a number in [0,1) (default math/rand).
 	Jitter func() float64
-	// Lease is how long a message is reserved for one delivery attempt;
-	// the attempt is cut off a little before it ends (default 15m). A
-	// message whose delivery was interrupted by a crash is retried when
-	// its lease runs out.
+	// Lease bounds one delivery attempt: it is cut off a little before
+	// Lease has passed (default 15m).
 	Lease time.Duration
-	// Leases, when set, records leases so a restart retries interrupted
-	// deliveries at once (nil: they wait for the lease to run out).
+	// Leases, when set, is where earlier versions recorded their leases;
+	// Run retries those messages at once (see LeaseStore).
 	Leases LeaseStore
 	// Recheck is how soon the runner looks again when due messages wait
 	// only for a free slot (default 1s); finishing deliveries also wake it.
@@ -146,14 +147,23 @@ type Runner struct {
 	slots    int             // connections in use
 	domains  map[string]int  // connections per domain
 
+	// blocked: due messages the last scan could not start, with their
+	// pending domains; the next scan passes over them by id while those
+	// domains are still at their limit. Only dispatch uses it.
+	blocked map[string][]string
+
 	done chan struct{} // a delivery finished (coalesced)
 	kick chan struct{} // an operator action made something due (coalesced)
 	wg   sync.WaitGroup
 }
 
-// dueBatch bounds one due-scan; messages waiting behind it are seen on the
-// next scan.
-const dueBatch = 1000
+// dueBatch bounds the index entries one due-scan walks, and loadBatch the
+// envelopes it decodes; messages waiting behind them are seen on a later
+// scan (every finished delivery starts one).
+const (
+	dueBatch  = 256
+	loadBatch = 64
+)
 
 // maxHistory bounds the attempts kept per message (queue show).
 const maxHistory = 30
@@ -247,73 +257,133 @@ func signal(ch chan struct{}) {
 
 // dispatch starts deliveries for due messages while slots are free and
 // returns when to look again (zero: only when woken).
+//
+// Starting a delivery writes nothing to the spool: the runner's in-flight
+// set is what keeps a message from being handed out twice, and a message
+// being delivered stays due on disk, so a crash mid-delivery leaves it to
+// be retried as soon as the edge starts again. (A durable lease per
+// message cost two fsyncs on the dispatch path, one message at a time.)
+//
+// The walk over the due index decodes only what it may start: ids in
+// flight are passed over by key, and so are ids that last time waited for
+// a domain that is still at its connection limit.
 func (r *Runner) dispatch(ctx context.Context) time.Time {
 	if ctx.Err() != nil {
 		return time.Time{}
 	}
 	now := r.clock.Now()
-	envs, err := r.sp.Due(now, dueBatch)
-	if err != nil {
-		r.log.Error("queue: due scan failed", "err", err)
-		return now.Add(r.o.Recheck)
+	type candidate struct {
+		env     *spool.Envelope
+		domains []string
 	}
-	for _, env := range envs {
+	var (
+		start   []candidate
+		stale   []*spool.Envelope
+		waiting bool // due messages wait for a slot
+		walked  int
+		loaded  int
+	)
+	blocked := map[string][]string{}
+	next, ok, err := r.sp.ScanDue(now, func(id string, load func() (*spool.Envelope, error)) bool {
+		if walked++; walked > dueBatch {
+			waiting = true
+			return false
+		}
+		r.mu.Lock()
+		busy, full := r.inflight[id], r.slots >= r.o.Delivery.Concurrency
+		prev, was := r.blocked[id]
+		still := was && !r.fitsLocked(prev)
+		r.mu.Unlock()
+		switch {
+		case full:
+			waiting = true
+			return false
+		case busy:
+			return true
+		case still:
+			blocked[id] = prev
+			waiting = true
+			return true
+		}
+		if loaded++; loaded > loadBatch {
+			waiting = true
+			return false
+		}
+		env, err := load()
+		if err != nil {
+			r.log.Warn("queue: due message unreadable", "queue_id", id, "err", err)
+			return true
+		}
+		if env.Held {
+			return true
+		}
 		domains := pendingDomains(env)
 		if len(domains) == 0 {
 			// Everything is final (a crash after the last update but
-			// before the delete): finish the job.
-			r.finishStale(env)
-			continue
+			// before the delete): finish the job after the walk.
+			stale = append(stale, env)
+			return true
 		}
-		if !r.reserve(env.ID, domains) {
-			continue
+		if !r.reserve(id, domains) {
+			blocked[id] = domains
+			waiting = true
+			return true
 		}
-		until := now.Add(r.o.Lease)
-		if r.o.Leases != nil {
-			if err := r.o.Leases.Set(env.ID, []byte(until.Format(time.RFC3339Nano))); err != nil {
-				r.release(env.ID, domains)
-				r.log.Error("queue: recording lease failed", "queue_id", env.ID, "err", err)
-				continue
+		start = append(start, candidate{env, domains})
+		return true
+	})
+	r.blocked = blocked
+	for _, env := range stale {
+		r.finishStale(env)
+	}
+	for _, c := range start {
+		// The walk read a snapshot; now that the id is reserved (operator
+		// actions wait for it), read what is stored: a delivery that just
+		// finished, or an operator, may have changed it since.
+		env, gerr := r.sp.Get(c.env.ID)
+		if gerr != nil || env.Held || env.NextAttempt.After(now) || !slices.Equal(pendingDomains(env), c.domains) {
+			r.release(c.env.ID, c.domains)
+			if gerr != nil && !errors.Is(gerr, spool.ErrNotFound) {
+				r.log.Error("queue: reading envelope failed", "queue_id", c.env.ID, "err", gerr)
 			}
-		}
-		leased, err := r.sp.Lease(env.ID, until)
-		if err != nil {
-			r.release(env.ID, domains)
-			r.dropLease(env.ID)
-			if !errors.Is(err, spool.ErrHeld) && !errors.Is(err, spool.ErrNotFound) {
-				r.log.Error("queue: lease failed", "queue_id", env.ID, "err", err)
-			}
+			waiting = true
 			continue
 		}
+		domains := c.domains
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
 			defer func() {
-				r.dropLease(leased.ID)
-				if r.release(leased.ID, domains) && ctx.Err() == nil {
+				if r.release(env.ID, domains) && ctx.Err() == nil {
 					// An operator asked for a retry during the attempt.
-					if err := r.Retry(leased.ID); err != nil && !errors.Is(err, spool.ErrNotFound) {
-						r.log.Warn("queue: deferred operator retry failed", "queue_id", leased.ID, "err", err)
+					if err := r.Retry(env.ID); err != nil && !errors.Is(err, spool.ErrNotFound) {
+						r.log.Warn("queue: deferred operator retry failed", "queue_id", env.ID, "err", err)
 					}
 				}
 				signal(r.done)
 			}()
-			r.deliver(ctx, leased)
+			r.deliver(ctx, env)
 		}()
 	}
-	next, ok := r.sp.NextDue()
-	if !ok {
-		return time.Time{}
-	}
-	if next.After(now) {
+	switch {
+	case err != nil:
+		r.log.Error("queue: due scan failed", "err", err)
+		return now.Add(r.o.Recheck)
+	case waiting:
+		// Due messages wait for a slot: deliveries finishing wake us;
+		// look again soon regardless.
+		if ok && next.Before(now.Add(r.o.Recheck)) {
+			return next
+		}
+		return now.Add(r.o.Recheck)
+	case ok:
 		return next
 	}
-	// Something due is waiting for a slot or is in flight past its
-	// lease: deliveries finishing wake us; look again soon regardless.
-	return now.Add(r.o.Recheck)
+	// Nothing due later; whatever is in flight wakes us when it ends.
+	return time.Time{}
 }
 
-// dropLease forgets the lease record of id (the attempt is recorded).
+// dropLease forgets the lease record of id.
 func (r *Runner) dropLease(id string) {
 	if r.o.Leases == nil {
 		return
@@ -323,8 +393,8 @@ func (r *Runner) dropLease(id string) {
 	}
 }
 
-// recover makes messages whose delivery a crash interrupted due now: they
-// still have a lease record, and no delivery runs before Run starts.
+// recover makes messages leased by an earlier version's runner due now:
+// they still have a lease record, and no delivery runs before Run starts.
 func (r *Runner) recover() {
 	if r.o.Leases == nil {
 		return
@@ -361,9 +431,20 @@ func (r *Runner) recover() {
 func (r *Runner) reserve(id string, domains []string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.inflight[id] {
+	if r.inflight[id] || !r.fitsLocked(domains) {
 		return false
 	}
+	r.inflight[id] = true
+	r.slots += len(domains)
+	for _, d := range domains {
+		r.domains[d]++
+	}
+	return true
+}
+
+// fitsLocked reports whether a message with these pending domains would
+// get its slots now. r.mu must be held.
+func (r *Runner) fitsLocked(domains []string) bool {
 	if r.slots > 0 && r.slots+len(domains) > r.o.Delivery.Concurrency {
 		return false
 	}
@@ -371,11 +452,6 @@ func (r *Runner) reserve(id string, domains []string) bool {
 		if r.domains[d] >= r.o.Delivery.PerDomainConcurrency {
 			return false
 		}
-	}
-	r.inflight[id] = true
-	r.slots += len(domains)
-	for _, d := range domains {
-		r.domains[d]++
 	}
 	return true
 }

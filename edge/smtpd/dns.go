@@ -28,7 +28,7 @@ func (d resolverDNS) Identify(ctx context.Context, ip netip.Addr) policy.Identit
 		return policy.Identity{TempFail: true, Explain: "DNS failure: " + err.Error()}
 	}
 	if err == nil && res.Name != "" {
-		return policy.Identity{Name: res.Name}
+		return policy.Identity{Name: res.Name, Names: res.Names}
 	}
 	why := res.Explain()
 	if why == "" && err != nil {

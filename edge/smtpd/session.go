@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -52,7 +53,14 @@ type session struct {
 	log   *slog.Logger // with client_ip (and client_name once known)
 	named bool
 
-	txn  *policy.Txn
+	txn *policy.Txn
+
+	// mu guards the open transaction (env, mlog, utf8, and committing or
+	// aborting txn) against Data running in its own goroutine: under
+	// BDAT, go-smtp calls Data from a goroutine that can outlive the
+	// transaction (RSET while a chunked message is open), concurrently
+	// with Reset, Mail and Rcpt on the connection's goroutine.
+	mu   sync.Mutex
 	env  *spool.Envelope
 	mlog *slog.Logger // log with queue_id for the open transaction
 	utf8 bool
@@ -116,6 +124,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return toSMTP(policy.TooManyErrors())
 	}
 	s.abort()
+	if opts != nil && len(opts.EnvelopeID) > maxENVID {
+		return s.refuse(s.log, "MAIL", from, policy.DSNParamTooLong("ENVID", maxENVID))
+	}
 	id := s.identity()
 	if s.txn == nil {
 		s.txn = policy.NewTxn(s.ip, id)
@@ -139,9 +150,8 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.txn.Registered {
 		device = s.txn.Device.Name
 	}
-	s.mlog = log.With("device", device)
 	now := s.srv.clock()
-	s.env = &spool.Envelope{
+	env := &spool.Envelope{
 		ID:          qid,
 		From:        s.txn.Sender,
 		ClientIP:    s.ip.String(),
@@ -151,15 +161,19 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		ReceivedAt:  now,
 		NextAttempt: now,
 	}
+	utf8 := false
 	if opts != nil {
-		s.env.DSNRet = string(opts.Return)
-		s.env.DSNEnvID = opts.EnvelopeID
-		s.utf8 = opts.UTF8
+		env.DSNRet = string(opts.Return)
+		env.DSNEnvID = opts.EnvelopeID
+		utf8 = opts.UTF8
 	}
 	if s.tls != nil {
-		s.env.TLS = tlsString(s.tls)
+		env.TLS = tlsString(s.tls)
 		s.noteTLS(device)
 	}
+	s.mu.Lock()
+	s.env, s.utf8, s.mlog = env, utf8, log.With("device", device)
+	s.mu.Unlock()
 	s.mlog.Info("mail from", "from", s.txn.Sender)
 	return nil
 }
@@ -183,6 +197,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if s.env == nil {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL first"}
 	}
+	if opts != nil && len(opts.OriginalRecipient) > maxORCPT {
+		return s.refuse(s.mlog, "RCPT", to, policy.DSNParamTooLong("ORCPT", maxORCPT))
+	}
 	canon, dup, r := s.srv.pol.Rcpt(s.txn, to)
 	if r != nil {
 		if r.Code == 450 {
@@ -202,7 +219,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			rc.ORCPT = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
 		}
 	}
+	s.mu.Lock()
 	s.env.Recipients = append(s.env.Recipients, rc)
+	s.mu.Unlock()
 	s.mlog.Info("rcpt to", "rcpt", canon)
 	return nil
 }
@@ -218,13 +237,16 @@ func (s *session) Data(r io.Reader) error {
 	srv.mu.Unlock()
 	defer srv.inflight.Done()
 
-	if s.env == nil || len(s.env.Recipients) == 0 {
+	s.mu.Lock()
+	env, log, utf8, txn := s.env, s.mlog, s.utf8, s.txn
+	empty := env == nil || len(env.Recipients) == 0
+	s.mu.Unlock()
+	if empty {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "RCPT first"}
 	}
-	log := s.mlog
 	s.conn.Conn().SetReadDeadline(time.Now().Add(srv.opts.SMTP.DataTimeout)) // real time: a network deadline
 
-	body, bare, err := readMessage(r, srv.opts.SMTP.MaxMessageSize)
+	body, bare, err := readMessage(r, srv.opts.SMTP.MaxMessageSize, srv.opts.SMTP.MaxLineLength)
 	if err != nil {
 		var rep *policy.Reply
 		var ne net.Error
@@ -237,6 +259,15 @@ func (s *session) Data(r io.Reader) error {
 			rep = policy.DataTimeout()
 		default:
 			log.Info("data aborted", "err", err)
+			if errors.Is(err, smtp.ErrDataReset) {
+				// A chunked (BDAT) message was abandoned. go-smtp may
+				// deliver this call's result as the reply to the
+				// connection's next BDAT transaction (its result
+				// channel is read from the connection at send time):
+				// end the connection so that no later transaction can
+				// be answered with another one's result.
+				s.gc.closeAfterWrite.Store(true)
+			}
 			return fmt.Errorf("reading message: %w", err)
 		}
 		return s.refuse(log, "DATA", "", rep)
@@ -249,17 +280,17 @@ func (s *session) Data(r io.Reader) error {
 	}
 
 	rcpt := ""
-	if len(s.env.Recipients) == 1 {
-		rcpt = s.env.Recipients[0].Addr
+	if len(env.Recipients) == 1 {
+		rcpt = env.Recipients[0].Addr
 	}
 	hdr := receivedHeader(receivedInfo{
 		Helo:     s.helo,
-		Name:     s.env.ClientName,
+		Name:     env.ClientName,
 		IP:       s.ip,
 		By:       srv.opts.Hostname,
 		TLS:      s.tls,
-		UTF8:     s.utf8,
-		ID:       s.env.ID,
+		UTF8:     utf8,
+		ID:       env.ID,
 		For:      rcpt,
 		Date:     srv.clock(),
 		Protocol: "ESMTP",
@@ -267,10 +298,15 @@ func (s *session) Data(r io.Reader) error {
 	data := make([]byte, 0, len(hdr)+len(body))
 	data = append(append(data, hdr...), body...)
 
-	s.env.ReceivedAt = srv.clock()
-	s.env.NextAttempt = s.env.ReceivedAt
-	s.env.Size = int64(len(data))
-	if err := srv.opts.Spool.Put(srv.ctx, s.env, data); err != nil {
+	env.ReceivedAt = srv.clock()
+	env.NextAttempt = env.ReceivedAt
+	env.Size = int64(len(data))
+	if s.gc.closeAfterWrite.Load() {
+		// The connection is ending (see ErrDataReset above): the reply
+		// might never reach the client, so do not store.
+		return toSMTP(policy.TooManyErrors())
+	}
+	if err := srv.opts.Spool.Put(srv.ctx, env, data); err != nil {
 		log.Error("spool write failed", "err", err)
 		rep := policy.SpoolError()
 		if errors.Is(err, spool.ErrFull) {
@@ -278,16 +314,29 @@ func (s *session) Data(r io.Reader) error {
 		}
 		return s.refuse(log, "DATA", "", rep)
 	}
-	srv.pol.Commit(s.txn)
+	s.mu.Lock()
+	if s.env == env { // else Reset already aborted txn (and may reuse it)
+		srv.pol.Commit(txn)
+		s.env = nil
+	}
+	s.mu.Unlock()
 	srv.accepted.Add(1)
-	log.Info("accepted", "from", s.env.From, "rcpts", len(s.env.Recipients), "size", len(data), "tls", s.env.TLS)
-	id := s.env.ID
-	s.env = nil
+	log.Info("accepted", "from", env.From, "rcpts", len(env.Recipients), "size", len(data), "tls", env.TLS)
+	id := env.ID
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
 }
 
+// RFC 3461 §4.2 and §4.4: ORCPT and ENVID values (echoed into NDRs) are
+// at most 500 and 100 characters.
+const (
+	maxORCPT = 500
+	maxENVID = 100
+)
+
 // abort drops the open transaction (RSET, new MAIL, end of session).
 func (s *session) abort() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.txn != nil {
 		s.srv.pol.Abort(s.txn)
 	}
@@ -304,10 +353,12 @@ func (s *session) Logout() error {
 }
 
 // readMessage reads the dot-unstuffed message from go-smtp, checking line
-// endings as it goes, up to max bytes.
-func readMessage(r io.Reader, max int64) (body []byte, bare bool, err error) {
+// endings and line lengths as it goes, up to max bytes. go-smtp limits line
+// length under DATA but not inside BDAT chunks, so the limit (maxLine
+// octets including CRLF; 0 = none) is checked here for both.
+func readMessage(r io.Reader, max int64, maxLine int) (body []byte, bare bool, err error) {
 	var buf bytes.Buffer
-	chk := &lineEndChecker{}
+	chk := &lineEndChecker{maxLine: maxLine}
 	lr := &io.LimitedReader{R: r, N: max + 1}
 	_, err = io.Copy(io.MultiWriter(&buf, chk), lr)
 	if err != nil {
@@ -316,20 +367,36 @@ func readMessage(r io.Reader, max int64) (body []byte, bare bool, err error) {
 	if int64(buf.Len()) > max {
 		return nil, false, errTooBig
 	}
+	if chk.long {
+		return nil, false, smtp.ErrTooLongLine
+	}
 	return buf.Bytes(), chk.bad(), nil
 }
 
 var errTooBig = errors.New("message too big")
 
-// lineEndChecker finds bare CR and bare LF in a byte stream written in
-// arbitrary chunks.
+// lineEndChecker finds bare CR and bare LF, and lines longer than maxLine
+// octets including the line end (when maxLine > 0), in a byte stream
+// written in arbitrary chunks.
 type lineEndChecker struct {
 	prevCR bool
 	found  bool
+
+	maxLine int
+	cur     int // octets of the current line so far
+	long    bool
 }
 
 func (c *lineEndChecker) Write(p []byte) (int, error) {
 	for _, b := range p {
+		if c.maxLine > 0 {
+			if c.cur++; c.cur > c.maxLine {
+				c.long = true
+			}
+			if b == '\n' {
+				c.cur = 0
+			}
+		}
 		switch {
 		case c.prevCR && b != '\n':
 			c.found = true // CR not followed by LF

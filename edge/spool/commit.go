@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -97,6 +98,7 @@ type batchState struct {
 	size     int64
 	count    int64
 	body     int64 // bytes of Puts (value-log space)
+	dueWrite bool  // adds due-index entries (see dueFloor)
 }
 
 func (s *Spool) commitBatch(batch []*request) {
@@ -154,6 +156,12 @@ func (s *Spool) commitBatch(batch []*request) {
 			b = &batchState{txn: s.db.NewTransaction(true)}
 			continue
 		}
+		for _, m := range muts {
+			if !m.del && len(m.key) >= len(pDue)+8 && string(m.key[:len(pDue)]) == pDue {
+				s.lowerDueFloor(binary.BigEndian.Uint64(m.key[len(pDue):]))
+				b.dueWrite = true
+			}
+		}
 		b.included = append(b.included, r)
 		b.size += size
 		b.count += count
@@ -194,6 +202,9 @@ func (s *Spool) flushBatch(b *batchState) {
 	if err != nil {
 		err = fmt.Errorf("spool: commit %d writes: %w", len(b.included), classify(err))
 		s.log.Error("spool write failed", "err", err)
+	}
+	if b.dueWrite {
+		s.dueCommitted()
 	}
 	s.commits.Add(1)
 	s.writes.Add(int64(len(b.included)))

@@ -3,10 +3,12 @@ package spool
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -267,6 +269,75 @@ func (s *Spool) Due(now time.Time, limit int) ([]*Envelope, error) {
 		return nil, fmt.Errorf("spool: due scan: %w", err)
 	}
 	return out, nil
+}
+
+// ScanDue walks the due index, earliest first, and calls fn for every
+// message due at or before now with its id and a function that reads its
+// envelope. fn decides what to read: a queue runner passes over ids it
+// already has in flight without decoding them. fn returns false to stop.
+// It runs inside a read snapshot, so it must not write to the spool.
+//
+// ScanDue returns the NextAttempt of the first message due after now,
+// and false when the walk ended (fn stopped it, or the index did) before
+// such a message.
+func (s *Spool) ScanDue(now time.Time, fn func(id string, load func() (*Envelope, error)) bool) (time.Time, bool, error) {
+	var (
+		next time.Time
+		ok   bool
+	)
+	s.dueMu.Lock()
+	floor, seq := s.dueFloor, s.dueSeq
+	s.dueMu.Unlock()
+	first, seen := uint64(math.MaxUint64), false
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pDue)})
+		defer it.Close()
+		last := dueNanos(now)
+		for it.Seek(binary.BigEndian.AppendUint64([]byte(pDue), floor)); it.Valid(); it.Next() {
+			ts, id, err := parseDueKey(it.Item().Key())
+			if err != nil {
+				return err
+			}
+			if !seen {
+				first, seen = ts, true
+			}
+			if ts > last {
+				next, ok = time.Unix(0, int64(ts)), true
+				return nil
+			}
+			if !fn(id, func() (*Envelope, error) { return readEnv(txn, id) }) {
+				return nil
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		s.dueMu.Lock()
+		if s.dueSeq == seq && first > s.dueFloor {
+			s.dueFloor = first
+		}
+		s.dueMu.Unlock()
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("spool: due scan: %w", err)
+	}
+	return next, ok, nil
+}
+
+// lowerDueFloor notes a due-index entry at ts about to be committed.
+func (s *Spool) lowerDueFloor(ts uint64) {
+	s.dueMu.Lock()
+	s.dueFloor = min(s.dueFloor, ts)
+	s.dueSeq++
+	s.dueMu.Unlock()
+}
+
+// dueCommitted notes that due-index entries were committed (or failed to
+// be): a scan that started before cannot have seen them.
+func (s *Spool) dueCommitted() {
+	s.dueMu.Lock()
+	s.dueSeq++
+	s.dueMu.Unlock()
 }
 
 // NextDue returns the earliest NextAttempt among messages that are not

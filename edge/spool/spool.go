@@ -131,6 +131,17 @@ type Spool struct {
 
 	wake chan struct{}
 
+	// dueFloor is a lower bound of the due-index keys (their time part):
+	// ScanDue seeks there instead of to the start of the index, so it does
+	// not walk the tombstones that delivered messages leave behind until a
+	// compaction drops them. A write of due entries lowers it and bumps
+	// dueSeq before its commit, and bumps dueSeq again after it; a scan
+	// raises it to the first key it saw only if dueSeq did not change
+	// meanwhile, so it never passes over a key its snapshot could not see.
+	dueMu    sync.Mutex
+	dueFloor uint64
+	dueSeq   uint64
+
 	idMu   sync.Mutex
 	lastID uint64 // low 64 bits of the last id; see NewID
 	lastHi uint64

@@ -256,6 +256,8 @@ func TestCanonicalDomain(t *testing.T) {
 		{strings.Repeat("a", 64) + ".edu", ErrTooLong},
 		{strings.Repeat("a.", 126) + "bc", ErrTooLong}, // 254 octets
 		{strings.Repeat("ü", 2000), ErrTooLong},
+		{strings.Repeat("ü", 127) + ".example", ErrTooLong},
+		{strings.Repeat("ü", 60) + ".example", ErrTooLong}, // xn--tdaaaa… is 70 octets
 	}
 	for _, tc := range bad {
 		if got, err := CanonicalDomain(tc.in); !errors.Is(err, tc.err) {

@@ -52,6 +52,20 @@ func CanonicalDomain(s string) (string, error) {
 	if !utf8.ValidString(s) {
 		return "", errf(ErrDomain, "%s is not valid UTF-8", quote(s))
 	}
+	// Punycode encoding is quadratic in the length of a label. Every rune
+	// but a few ignorable ones (soft hyphen, zero-width space) gives at
+	// least one octet of A-label, so a label of more than twice the limit
+	// in runes cannot be valid: refuse it before the IDNA work.
+	n := 0
+	for _, r := range s {
+		if r == '.' || r == '\u3002' || r == '\uff0e' || r == '\uff61' { // the dots of UTS #46
+			n = 0
+			continue
+		}
+		if n++; n > 2*MaxLabel {
+			return "", errf(ErrTooLong, "%s has a label of more than %d characters, the limit is %d octets", quote(s), 2*MaxLabel, MaxLabel)
+		}
+	}
 	a, ierr := profile.ToASCII(s)
 	ascii := isASCII(s)
 	if ascii {

@@ -19,6 +19,8 @@
 //	    count it saw.
 //	benchtool count -file FILE
 //	    Prints the message count an smtp-sink -c counter file shows now.
+//	benchtool tree -root PID
+//	    Prints PID and the ids of all its descendants, one a line.
 //
 // The PSS sums are what the kernel charges each process for its share of
 // every mapping (shared libraries and shared memory divided by the number
@@ -49,7 +51,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchtool dns|pss|waitcount|count [flags]")
+		fmt.Fprintln(os.Stderr, "usage: benchtool dns|pss|waitcount|count|tree [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -62,6 +64,8 @@ func main() {
 		err = waitMain(os.Args[2:], os.Stdout)
 	case "count":
 		err = countMain(os.Args[2:], os.Stdout)
+	case "tree":
+		err = treeMain(os.Args[2:], os.Stdout)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -183,6 +187,9 @@ type tally struct {
 	lastKB    int64
 	peakProcs int
 	samples   int
+	// CPU time (user+system, own and reaped children) of the tree at the
+	// first and the last sample, in clock ticks.
+	firstTicks, lastTicks int64
 }
 
 func pssMain(args []string, stdout io.Writer) error {
@@ -217,14 +224,19 @@ func pssMain(args []string, stdout io.Writer) error {
 		defer sampleLog.Flush()
 	}
 	sample := func() {
-		children := childrenMap()
+		children, ticks := procTable()
 		now := time.Now().UnixMilli()
 		for _, t := range tallies {
 			pids := descendants(t.root, children)
-			var kb int64
+			var kb, tk int64
 			for _, p := range pids {
 				kb += pssKB(p)
+				tk += ticks[p]
 			}
+			if t.samples == 0 {
+				t.firstTicks = tk
+			}
+			t.lastTicks = tk
 			t.samples++
 			t.lastKB = kb
 			if kb > t.peakKB {
@@ -255,17 +267,40 @@ func pssMain(args []string, stdout io.Writer) error {
 		}
 	}
 	for _, t := range tallies {
-		fmt.Fprintf(stdout, "root=%d peak_kb=%d last_kb=%d peak_procs=%d samples=%d\n", t.root, t.peakKB, t.lastKB, t.peakProcs, t.samples)
+		cpu := float64(t.lastTicks-t.firstTicks) / clockTicks
+		fmt.Fprintf(stdout, "root=%d peak_kb=%d last_kb=%d peak_procs=%d samples=%d cpu_s=%.2f\n", t.root, t.peakKB, t.lastKB, t.peakProcs, t.samples, cpu)
 	}
 	return nil
 }
 
-// childrenMap maps each process id to its children, from /proc/*/stat.
-func childrenMap() map[int][]int {
+func treeMain(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("tree", flag.ContinueOnError)
+	root := fs.Int("root", 0, "root process id")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *root <= 0 {
+		return errors.New("tree: -root is required")
+	}
+	children, _ := procTable()
+	for _, p := range descendants(*root, children) {
+		fmt.Fprintln(stdout, p)
+	}
+	return nil
+}
+
+// clockTicks is USER_HZ, the unit of the times in /proc/PID/stat; it is
+// 100 on every Linux architecture Postern runs on.
+const clockTicks = 100
+
+// procTable maps each process id to its children, and to its CPU time
+// (utime+stime+cutime+cstime, in clock ticks), from /proc/*/stat.
+func procTable() (map[int][]int, map[int]int64) {
 	m := map[int][]int{}
+	ticks := map[int]int64{}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return m
+		return m, ticks
 	}
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -283,7 +318,7 @@ func childrenMap() map[int][]int {
 			continue
 		}
 		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 {
+		if len(f) < 15 {
 			continue
 		}
 		ppid, err := strconv.Atoi(f[1])
@@ -291,8 +326,13 @@ func childrenMap() map[int][]int {
 			continue
 		}
 		m[ppid] = append(m[ppid], pid)
+		// Fields 14-17 of stat (utime stime cutime cstime) are f[11:15].
+		for _, v := range f[11:15] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			ticks[pid] += n
+		}
 	}
-	return m
+	return m, ticks
 }
 
 func descendants(root int, children map[int][]int) []int {
