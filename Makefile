@@ -7,7 +7,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PROGRAMS := postern-edge postern-central
 CROSS := linux/amd64 linux/arm64 linux/arm
 
-.PHONY: all build test test-short lint cross run bench clean firmware firmware-test packages packages-test deploy-test
+.PHONY: all build test test-short lint cross run bench bench-postfix clean firmware firmware-test packages packages-test deploy-test
 
 all: build
 
@@ -50,6 +50,11 @@ run: build
 # Benchmarks: spool group commit, snapshot sizes, delivery throughput.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
+
+# Side by side with Postfix 3.7 on this machine (installs postfix, runs it
+# from a private config on loopback ports). See deploy/bench/README.md.
+bench-postfix: build
+	deploy/bench/compare.sh
 
 firmware:
 	firmware/build.sh

@@ -30,7 +30,7 @@ die() { log "FAILED: $*"; exit 1; }
 raw="${VERSION:-$(git -C "$repo" describe --tags --always --dirty 2>/dev/null || echo dev)}"
 raw="${raw#v}"
 version="$(printf '%s' "$raw" | tr -c '0-9A-Za-z.+~\n' '~')"
-case "$version" in [0-9]*) ;; *) version="0.0.0~$version" ;; esac
+case "$version" in [0-9]*.*) ;; *) version="0.0.0~$version" ;; esac
 
 arches=(${ARCHES:-amd64 arm64 armhf})
 mkdir -p "$dist/nfpm" "$bindir"

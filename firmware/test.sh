@@ -50,7 +50,7 @@ fail() {
 # edge_logs prints what the edge wrote to stderr (gokrazy keeps a ring
 # buffer per service; /log streams it, so cut it off after a few seconds).
 edge_logs() {
-	curl -s -m 4 -u "gokrazy:$gkpw" "http://127.0.0.1:$http_port/log?path=/user/postern-appliance&stream=stderr" 2>/dev/null |
+	{ curl -s -m 4 -u "gokrazy:$gkpw" "http://127.0.0.1:$http_port/log?path=/user/postern-appliance&stream=stderr" 2>/dev/null || true; } |
 		sed 's/^data: //'
 }
 
@@ -238,9 +238,10 @@ if [ "${FIRMWARE_TEST_UPDATE:-1}" != 0 ]; then
 	start=$(date +%s.%N)
 	# The old edge may still answer until the reboot: wait for the new one.
 	new_seen=""
-	for _ in $(seq "$boot_timeout"); do
-		if edge_logs | grep -q "postern-edge starting.*$new_version"; then new_seen=1; break; fi
-		sleep 1
+	deadline=$((SECONDS + boot_timeout))
+	while [ -z "$new_seen" ] && [ $SECONDS -lt $deadline ]; do
+		new_seen="$(edge_logs | grep "postern-edge starting.*$new_version" || true)"
+		[ -n "$new_seen" ] || sleep 1
 	done
 	[ -n "$new_seen" ] || fail "the updated edge ($new_version) did not start"
 	wait_banner

@@ -215,7 +215,7 @@ func TestApproveSuspendAcrossFleet(t *testing.T) {
 				// Fleet view: every edge reported the version it applied.
 				v, _, err := st.AllowlistSnapshot(ctx)
 				must(t, err)
-				waitFor(t, 5*time.Second, "edge status stored", func() bool {
+				waitFor(t, 60*time.Second, "edge status stored", func() bool {
 					es, err := st.ListEdges(ctx)
 					if err != nil || len(es) != n {
 						return false

@@ -18,10 +18,11 @@ import (
 // host name and TLS requirement) skips the TCP handshake, greeting, EHLO,
 // STARTTLS and AUTH. This is Postfix's connection cache (scache): a relay
 // that sends a steady stream to one smarthost or MX keeps a few
-// connections busy instead of opening one per message. Before a cached
-// connection carries a message it must answer NOOP; one that does not
-// (the server timed it out) is closed and a new one opened, so reuse never
-// turns into a failed attempt.
+// connections busy instead of opening one per message. A cached
+// connection that fails before the server took the message (it timed the
+// connection out, say) is closed and the message goes over a new one, so
+// reuse never turns into a failed attempt; an attemptError (MAIL, RCPT or
+// the DATA command failing at connection level) always means that.
 
 const (
 	// defaultConnIdle is how long a connection waits in the cache for the
@@ -167,25 +168,24 @@ func (c *Client) Close() error {
 }
 
 // reuse runs job's transaction on a cached connection. ok is false when
-// the connection turned out dead before anything of the job was sent
-// (it is closed; the caller opens a new one).
+// the connection failed before the server took anything of the job (the
+// server closed it while it was idle, typically): it is closed, and the
+// caller opens a new one for the job, as if the cache had been empty.
 func (c *Client) reuse(ctx context.Context, k connKey, cc *cachedConn, job *Job, h host) (res []Result, aerr *attemptError, ok bool) {
 	stop := context.AfterFunc(ctx, func() { cc.conn.Close() })
-	if err := cc.sc.Noop(); err != nil {
-		stop()
-		cc.conn.Close()
-		return nil, nil, false
-	}
 	res, aerr, clean := c.transaction(cc.sc, job, h)
 	alive := stop() // false: ctx ended and closed the connection
 	switch {
-	case aerr == nil && clean && alive:
+	case aerr != nil:
+		cc.conn.Close()
+		return nil, nil, false
+	case clean && alive:
 		cc.uses++
 		c.cache.put(k, cc)
-	case aerr == nil && alive:
+	case alive:
 		quit(cc)
 	default:
 		cc.conn.Close()
 	}
-	return res, aerr, true
+	return res, nil, true
 }

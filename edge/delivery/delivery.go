@@ -16,7 +16,8 @@
 //     a loss is not).
 //   - A connection whose transaction ended cleanly is kept for a moment
 //     (Options.ConnIdle) and reused for the next message to the same
-//     server under the same TLS requirement, after a NOOP proves it alive.
+//     server under the same TLS requirement (a new connection takes over
+//     if the reused one turns out closed before the message was sent).
 //   - STARTTLS is used whenever the server offers it; a TLSPolicy decides
 //     whether TLS is required and whether the certificate is verified.
 //     Whether TLS was used is part of the Outcome.

@@ -151,6 +151,7 @@ type Runner struct {
 	// pending domains; the next scan passes over them by id while those
 	// domains are still at their limit. Only dispatch uses it.
 	blocked map[string][]string
+	waiting bool // the last scan left due messages waiting for a slot
 
 	done chan struct{} // a delivery finished (coalesced)
 	kick chan struct{} // an operator action made something due (coalesced)
@@ -234,18 +235,35 @@ func (r *Runner) Run(ctx context.Context) error {
 		if !next.IsZero() {
 			timer, stop = r.clock.Timer(max(next.Sub(r.clock.Now()), 0))
 		}
+	wait:
 		select {
 		case <-ctx.Done():
 			stop()
 			r.log.Info("queue runner stopping")
 			return nil
 		case <-r.sp.Wake():
+			// New mail is due now, so it sorts behind every message the
+			// last scan left waiting for a slot: while those wait for
+			// deliveries in flight, one of them finishing (r.done) is
+			// the moment to look again. Under a backlog this halves the
+			// scans.
+			if r.backlogged() {
+				goto wait
+			}
 		case <-r.done:
 		case <-r.kick:
 		case <-timer:
 		}
 		stop()
 	}
+}
+
+// backlogged reports whether the last scan left due messages waiting for
+// slots while deliveries are in flight.
+func (r *Runner) backlogged() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.waiting && r.slots > 0
 }
 
 func signal(ch chan struct{}) {
@@ -365,6 +383,9 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 			r.deliver(ctx, env)
 		}()
 	}
+	r.mu.Lock()
+	r.waiting = waiting
+	r.mu.Unlock()
 	switch {
 	case err != nil:
 		r.log.Error("queue: due scan failed", "err", err)

@@ -601,3 +601,36 @@ func TestDelayWarning(t *testing.T) {
 		t.Errorf("after warning: %+v", got)
 	}
 }
+
+// TestStartingDeliveryWritesNothing: handing a message to delivery costs
+// no spool write (the in-flight set, not a durable lease, keeps it from
+// being handed out twice), each message is delivered once although it
+// stays due on disk during its attempt, and the attempt's outcome is the
+// only write (the delete).
+func TestStartingDeliveryWritesNothing(t *testing.T) {
+	e := newEnv(t)
+	mx := e.sink("127.0.0.2", deliverytest.Behaviour{Delay: 300 * time.Millisecond})
+	var ids []string
+	for range 3 {
+		ids = append(ids, e.put("a@example.com").ID)
+	}
+	before := e.sp.Stats().Writes
+	e.start()
+	e.eventually("deliveries started", func() bool { return mx.Sessions() >= 3 })
+	if w := e.sp.Stats().Writes - before; w != 0 {
+		t.Errorf("%d spool writes to start 3 deliveries, want 0", w)
+	}
+	for _, id := range ids {
+		if env, err := e.sp.Get(id); err != nil || env.NextAttempt.After(e.clock.Now()) {
+			t.Errorf("in flight %s: %v, next attempt %v (want still due)", id, err, env)
+		}
+	}
+	mx.Wait(t, 3, 5*time.Second)
+	e.eventually("queue empty", func() bool { return len(e.all()) == 0 })
+	if got := len(mx.Messages()); got != 3 {
+		t.Errorf("MX got %d messages, want 3 (one each)", got)
+	}
+	if w := e.sp.Stats().Writes - before; w != 3 {
+		t.Errorf("%d spool writes for 3 deliveries, want 3 (the deletes)", w)
+	}
+}

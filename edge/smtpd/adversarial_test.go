@@ -1008,3 +1008,49 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 	c.b = c.b[k:]
 	return k, nil
 }
+
+// TestAdversarialSeveralConfirmedNames: with several forward-confirmed PTR
+// names, the client is the registered device whichever order DNS returns
+// them in, and a suspended registration among them is not lifted by an
+// active one.
+func TestAdversarialSeveralConfirmedNames(t *testing.T) {
+	cfg := testConfig()
+	cfg.Devices = []config.Device{
+		{Name: "active.example.edu"},
+		{Name: "susp.example.edu", Status: "suspended"},
+	}
+	pc, err := policy.NewConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := registry.New(cfg.Devices, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := policy.New(pc, reg, ratelimit.New(nil), ratelimit.New(nil))
+	ok := func(string) policy.DomainStatus { return policy.DomainOK }
+	for _, tc := range []struct {
+		names []string
+		want  string // "" = external recipient accepted
+	}{
+		{[]string{"other.example.org", "active.example.edu"}, ""},
+		{[]string{"active.example.edu", "other.example.org"}, ""},
+		{[]string{"active.example.edu", "susp.example.edu"}, "550"},
+		{[]string{"susp.example.edu", "active.example.edu"}, "550"},
+		{[]string{"other.example.org"}, "550"},
+	} {
+		txn := policy.NewTxn(netip.MustParseAddr("127.0.0.20"), policy.Identity{Name: tc.names[0], Names: tc.names})
+		r := p.Mail(txn, "a@example.edu", ok)
+		if r == nil {
+			_, _, r = p.Rcpt(txn, "x@gmail.com")
+		}
+		got := ""
+		if r != nil {
+			got = fmt.Sprint(r.Code)
+		}
+		if got != tc.want {
+			t.Errorf("names %v: got %q (%v), want %q", tc.names, got, r, tc.want)
+		}
+		p.Abort(txn)
+	}
+}

@@ -149,6 +149,9 @@ func (s *Spool) commitBatch(batch []*request) {
 			// The transaction now holds part of r: give up the whole batch.
 			err = fmt.Errorf("spool: stage write: %w", classify(err))
 			b.txn.Discard()
+			if b.dueWrite {
+				s.dueCommitted()
+			}
 			for _, q := range b.included {
 				q.done <- err
 			}
@@ -210,6 +213,29 @@ func (s *Spool) flushBatch(b *batchState) {
 	s.writes.Add(int64(len(b.included)))
 	for _, r := range b.included {
 		r.done <- err
+	}
+	s.touched(b.body)
+}
+
+// trimEvery is how many body bytes are written or read between two
+// trimMappings calls (each costs a read of /proc/self/maps and a few
+// madvise calls).
+const trimEvery = 4 << 20
+
+// touched counts n body bytes written or read. Bodies go through Badger's
+// shared mapping of the value log, so every page written or read stays
+// resident in this process (RSS and PSS) until it is unmapped: a burst of
+// mail would make the edge look as big as its queue. Every trimEvery bytes
+// the pages go back to the page cache (the data stays in the file and the
+// page cache; the next access maps it again).
+func (s *Spool) touched(n int64) {
+	if s.sinceTrim.Add(n) < trimEvery {
+		return
+	}
+	if s.trimMu.TryLock() {
+		s.sinceTrim.Store(0)
+		trimMappings(s.dir)
+		s.trimMu.Unlock()
 	}
 }
 

@@ -113,6 +113,7 @@ func (s *Spool) Data(id string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.touched(int64(buf.Len()))
 	return buf.Bytes(), nil
 }
 
@@ -313,8 +314,8 @@ func (s *Spool) ScanDue(now time.Time, fn func(id string, load func() (*Envelope
 	})
 	if err == nil {
 		s.dueMu.Lock()
-		if s.dueSeq == seq && first > s.dueFloor {
-			s.dueFloor = first
+		if s.dueSeq == seq {
+			s.dueFloor = max(s.dueFloor, min(first, s.duePending))
 		}
 		s.dueMu.Unlock()
 	}
@@ -328,15 +329,16 @@ func (s *Spool) ScanDue(now time.Time, fn func(id string, load func() (*Envelope
 func (s *Spool) lowerDueFloor(ts uint64) {
 	s.dueMu.Lock()
 	s.dueFloor = min(s.dueFloor, ts)
-	s.dueSeq++
+	s.duePending = min(s.duePending, ts)
 	s.dueMu.Unlock()
 }
 
-// dueCommitted notes that due-index entries were committed (or failed to
-// be): a scan that started before cannot have seen them.
+// dueCommitted notes that the due-index entries of the batch in progress
+// were committed (or discarded).
 func (s *Spool) dueCommitted() {
 	s.dueMu.Lock()
 	s.dueSeq++
+	s.duePending = math.MaxUint64
 	s.dueMu.Unlock()
 }
 

@@ -2,9 +2,11 @@ package spool
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -98,5 +100,80 @@ func TestIdleRSS(t *testing.T) {
 		float64(rss)/1024, float64(anon)/1024, float64(file)/1024, float64(hwm)/1024, float64(heap)/1024, float64(sys)/1024)
 	if rss > 40<<10 {
 		t.Errorf("idle RSS %d KiB exceeds the 40 MiB target", rss)
+	}
+}
+
+// mappedRSS sums the resident KiB of this process's mappings of files in
+// dir whose names end in suffix.
+func mappedRSS(t *testing.T, dir, suffix string) int64 {
+	t.Helper()
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Skip("no /proc/self/smaps")
+	}
+	defer f.Close()
+	var sum int64
+	in := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l := sc.Text()
+		if fs := strings.Fields(l); len(fs) >= 5 && strings.Contains(fs[0], "-") && !strings.HasSuffix(fs[0], ":") {
+			in = len(fs) >= 6 && strings.HasPrefix(fs[5], dir) && strings.HasSuffix(fs[5], suffix)
+			continue
+		}
+		if rest, ok := strings.CutPrefix(l, "Rss:"); ok && in {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			sum += n
+		}
+	}
+	return sum
+}
+
+// TestWrittenBodiesDoNotStayResident: bodies are written through
+// Badger's mapping of the value log; the committer gives those pages back
+// as it goes, so spooling 24 MiB (or reading it back) leaves only a few
+// MiB of it resident in the process, and every body still reads back.
+func TestWrittenBodiesDoNotStayResident(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("mapping trim is Linux only")
+	}
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.ValueLogFileSize = 64 << 20
+	s := openTest(t, o)
+	const n, size = 2400, 10 << 10
+	ids := make([]string, n)
+	errs := make(chan error, 8)
+	for w := range 8 {
+		go func() {
+			for i := w; i < n; i += 8 {
+				env := testEnv(t0)
+				if err := s.Put(t.Context(), env, body(size, uint64(i))); err != nil {
+					errs <- err
+					return
+				}
+				ids[i] = env.ID
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	abs, _ := filepath.Abs(dir)
+	if kib := mappedRSS(t, abs, ".vlog"); kib > 10<<10 {
+		t.Errorf("value log resident after writing %d MiB: %d KiB, want at most 10 MiB", n*size>>20, kib)
+	}
+	for i, id := range ids {
+		got, err := s.Data(id)
+		if err != nil || !bytes.Equal(got, body(size, uint64(i))) {
+			t.Fatalf("body %d (%s) does not read back: %v", i, id, err)
+		}
+	}
+	// Reading (what deliveries do) maps pages too; they go back as well.
+	if kib := mappedRSS(t, abs, ".vlog"); kib > 10<<10 {
+		t.Errorf("value log resident after reading %d MiB: %d KiB, want at most 10 MiB", n*size>>20, kib)
 	}
 }

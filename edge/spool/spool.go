@@ -9,8 +9,10 @@
 //     goroutine gathers every write that is waiting into one Badger
 //     transaction and syncs it once (group commit), so N concurrent Puts cost
 //     one value-log sync and one WAL sync, not N.
-//   - A due-scan (Due, NextDue) walks a separate index ordered by next
-//     attempt time and never reads message bodies.
+//   - A due-scan (Due, NextDue, ScanDue) walks a separate index ordered by
+//     next attempt time and never reads message bodies; ScanDue reads an
+//     envelope only when its caller asks, and starts past the entries of
+//     messages already gone.
 //   - When the disk is (nearly) full a write fails with ErrFull instead of
 //     crashing: Badger writes through mmap, where a real ENOSPC would be a
 //     SIGBUS, so the spool refuses new mail while free space is below a
@@ -26,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,13 +137,17 @@ type Spool struct {
 	// dueFloor is a lower bound of the due-index keys (their time part):
 	// ScanDue seeks there instead of to the start of the index, so it does
 	// not walk the tombstones that delivered messages leave behind until a
-	// compaction drops them. A write of due entries lowers it and bumps
-	// dueSeq before its commit, and bumps dueSeq again after it; a scan
-	// raises it to the first key it saw only if dueSeq did not change
-	// meanwhile, so it never passes over a key its snapshot could not see.
-	dueMu    sync.Mutex
-	dueFloor uint64
-	dueSeq   uint64
+	// compaction drops them. The committer lowers it (and duePending, the
+	// lowest due key of the batch it is writing) before a commit, then
+	// bumps dueSeq and clears duePending after it. A scan raises the floor
+	// to the first key it saw, capped by duePending, and only if dueSeq
+	// did not change while it ran: a key its snapshot could not see
+	// belongs either to a batch committed meanwhile (dueSeq changed) or to
+	// the batch still in progress (the cap), so it is never passed over.
+	dueMu      sync.Mutex
+	dueFloor   uint64
+	duePending uint64
+	dueSeq     uint64
 
 	idMu   sync.Mutex
 	lastID uint64 // low 64 bits of the last id; see NewID
@@ -149,6 +156,9 @@ type Spool struct {
 	messages   atomic.Int64
 	bytes      atomic.Int64
 	deletedSum atomic.Int64 // body bytes deleted since the last reclaim
+
+	sinceTrim atomic.Int64 // body bytes written or read since the last trimMappings
+	trimMu    sync.Mutex   // one trim at a time
 
 	commits   atomic.Int64 // Badger transactions committed by the committer
 	writes    atomic.Int64 // requests those transactions carried
@@ -196,6 +206,8 @@ func Open(opts Options) (*Spool, error) {
 		gcStop:    make(chan struct{}),
 		gcDone:    make(chan struct{}),
 		wake:      make(chan struct{}, 1),
+
+		duePending: math.MaxUint64,
 	}
 	if err := removeEmptyLogs(opts.Dir, s.log); err != nil {
 		return nil, err
