@@ -49,7 +49,10 @@ type edgeProc struct {
 // freePort returns a loopback address with a port that was free a moment ago.
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// 127.0.0.250 is used by nothing else on the machine, so the port
+	// cannot be taken by another test process between this probe and the
+	// edge binding it (which happened under a loaded full-suite run).
+	l, err := net.Listen("tcp", "127.0.0.250:0")
 	if err != nil {
 		t.Fatal(err)
 	}
