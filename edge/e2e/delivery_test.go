@@ -353,6 +353,9 @@ func BenchmarkDeliveryThroughput(b *testing.B) {
 func startEdgeTB(tb testing.TB, dnsAddr, extra string) (string, int) {
 	dir := tb.TempDir()
 	smtpAddr, adminAddr := freePortTB(tb), freePortTB(tb)
+	for adminAddr == smtpAddr { // a closed probe port can be handed out twice
+		adminAddr = freePortTB(tb)
+	}
 	cfg := fmt.Sprintf(`hostname = "edge.bench.example.edu"
 data_dir = %q
 [log]

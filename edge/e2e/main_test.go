@@ -66,6 +66,11 @@ func newEdge(t *testing.T, dnsAddr string, extra string) *edgeProc {
 	t.Helper()
 	dir := t.TempDir()
 	e := &edgeProc{t: t, dir: dir, smtp: freePort(t), admin: freePort(t)}
+	// The probe listener is closed before the next probe, so the kernel
+	// may hand out the same port twice; the edge would then fail to bind.
+	for e.admin == e.smtp {
+		e.admin = freePort(t)
+	}
 	cfg := fmt.Sprintf(`hostname = "edge.e2e.example.edu"
 data_dir = %q
 [log]
