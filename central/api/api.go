@@ -352,7 +352,7 @@ func (s *Server) limits(w http.ResponseWriter, r *http.Request, user string) {
 	}
 	name := r.PathValue("name")
 	if err := s.o.Registry.SetLimits(r.Context(), name, "api:"+user, *req.MessagesPerHour, *req.RecipientsPerHour); err != nil {
-		if strings.Contains(err.Error(), "must be between") {
+		if errors.Is(err, registry.ErrLimitRange) {
 			writeErr(w, http.StatusUnprocessableEntity, err.Error(), nil)
 			return
 		}

@@ -47,6 +47,7 @@ var (
 	ErrUnconfirmed    = errors.New("not every sender address is confirmed yet")
 	ErrReasonRequired = errors.New("a reason is required")
 	ErrUnknownAction  = errors.New("unknown action")
+	ErrLimitRange     = errors.New("must be between 0 and 1000000")
 )
 
 // Service is the registry. Fields are set once before use.
@@ -423,7 +424,7 @@ func (s *Service) Act(ctx context.Context, name string, a Action, actor, reason 
 // SetLimits changes a device's hourly limits.
 func (s *Service) SetLimits(ctx context.Context, name, actor string, mph, rph int) error {
 	if mph < 0 || rph < 0 || mph > 1_000_000 || rph > 1_000_000 {
-		return fmt.Errorf("limits of %s: must be between 0 and 1000000", name)
+		return fmt.Errorf("limits of %s: %w", name, ErrLimitRange)
 	}
 	if err := s.Store.SetLimits(ctx, name, actor, mph, rph); err != nil {
 		return err

@@ -631,7 +631,7 @@ func (s *Server) staffLimits(w http.ResponseWriter, r *http.Request, user string
 		http.Redirect(w, r, "/staff/devices/"+url.PathEscape(name)+"?done=limits", http.StatusSeeOther)
 	case errors.Is(err, store.ErrNotFound):
 		s.fail(w, r, http.StatusNotFound, "Not found", "No device with this name.")
-	case strings.Contains(err.Error(), "must be between"):
+	case errors.Is(err, registry.ErrLimitRange):
 		s.staffDeviceWith(w, r, user, http.StatusUnprocessableEntity, nil, err.Error())
 	default:
 		s.internal(w, r, err)
