@@ -21,14 +21,14 @@ import (
 	"time"
 
 	"github.com/postern/postern/central/auth"
-	"github.com/postern/postern/central/registry"
+	"github.com/postern/postern/central/registration"
 	"github.com/postern/postern/central/store"
 	"github.com/postern/postern/shared/event"
 )
 
 // Options configure the API.
 type Options struct {
-	Registry *registry.Service
+	Registry *registration.Service
 	Store    store.Store
 	Log      *slog.Logger
 }
@@ -123,11 +123,11 @@ func (s *Server) storeErr(w http.ResponseWriter, err error) {
 		writeErr(w, http.StatusNotFound, err.Error(), nil)
 	case errors.Is(err, store.ErrExists):
 		writeErr(w, http.StatusConflict, err.Error(), nil)
-	case errors.Is(err, store.ErrTransition), errors.Is(err, registry.ErrUnconfirmed):
+	case errors.Is(err, store.ErrTransition), errors.Is(err, registration.ErrUnconfirmed):
 		writeErr(w, http.StatusConflict, err.Error(), nil)
-	case errors.Is(err, registry.ErrReasonRequired):
+	case errors.Is(err, registration.ErrReasonRequired):
 		writeErr(w, http.StatusUnprocessableEntity, err.Error(), map[string]string{"reason": "required"})
-	case errors.Is(err, registry.ErrUnknownAction):
+	case errors.Is(err, registration.ErrUnknownAction):
 		writeErr(w, http.StatusNotFound, err.Error(), nil)
 	default:
 		s.log.Error("API request failed", "err", err)
@@ -271,7 +271,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, user string) {
 	if !decode(w, r, &req) {
 		return
 	}
-	d, errs, err := s.o.Registry.Register(r.Context(), registry.Request{
+	d, errs, err := s.o.Registry.Register(r.Context(), registration.Request{
 		Name: req.Name, IPs: strings.Join(req.IPs, ","), Owner: req.Owner, Department: req.Department, ContactEmail: req.ContactEmail,
 		Senders: strings.Join(req.Senders, ","), Purpose: req.Purpose, BehindFirewall: req.BehindFirewall, FirewallAccepted: req.FirewallAccepted,
 	}, "", "api:"+user)
@@ -323,7 +323,7 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request, user string) {
 		}
 	}
 	name := r.PathValue("name")
-	if err := s.o.Registry.Act(r.Context(), name, registry.Action(r.PathValue("action")), "api:"+user, req.Reason, req.Force); err != nil {
+	if err := s.o.Registry.Act(r.Context(), name, registration.Action(r.PathValue("action")), "api:"+user, req.Reason, req.Force); err != nil {
 		s.storeErr(w, err)
 		return
 	}
@@ -352,7 +352,7 @@ func (s *Server) limits(w http.ResponseWriter, r *http.Request, user string) {
 	}
 	name := r.PathValue("name")
 	if err := s.o.Registry.SetLimits(r.Context(), name, "api:"+user, *req.MessagesPerHour, *req.RecipientsPerHour); err != nil {
-		if errors.Is(err, registry.ErrLimitRange) {
+		if errors.Is(err, registration.ErrLimitRange) {
 			writeErr(w, http.StatusUnprocessableEntity, err.Error(), nil)
 			return
 		}
@@ -456,7 +456,7 @@ func (s *Server) createEdge(w http.ResponseWriter, r *http.Request, user string)
 		return
 	}
 	s.log.Info("edge created", "edge", req.ID, "actor", "api:"+user)
-	writeJSON(w, http.StatusCreated, map[string]any{"id": req.ID, "enrolment_token": tok, "expires_in": registry.EnrolmentTTL.String()})
+	writeJSON(w, http.StatusCreated, map[string]any{"id": req.ID, "enrolment_token": tok, "expires_in": registration.EnrolmentTTL.String()})
 }
 
 func (s *Server) enrolment(w http.ResponseWriter, r *http.Request, _ string) {
@@ -465,7 +465,7 @@ func (s *Server) enrolment(w http.ResponseWriter, r *http.Request, _ string) {
 		s.storeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": r.PathValue("id"), "enrolment_token": tok, "expires_in": registry.EnrolmentTTL.String()})
+	writeJSON(w, http.StatusOK, map[string]any{"id": r.PathValue("id"), "enrolment_token": tok, "expires_in": registration.EnrolmentTTL.String()})
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request, _ string) {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/postern/postern/central/api"
 	"github.com/postern/postern/central/auth"
-	"github.com/postern/postern/central/registry"
+	"github.com/postern/postern/central/registration"
 	"github.com/postern/postern/central/store"
 	"github.com/postern/postern/central/store/sqlite"
 	"github.com/postern/postern/shared/dnstest"
@@ -44,7 +44,7 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	changed := 0
-	reg := &registry.Service{Store: st, DNS: r, BaseURL: "http://central.test", Period: time.Hour * 24 * 365, DefaultMessagesPerHour: 10,
+	reg := &registration.Service{Store: st, DNS: r, BaseURL: "http://central.test", Period: time.Hour * 24 * 365, DefaultMessagesPerHour: 10,
 		DefaultRecipientsPerHour: 20, Changed: func() { changed++ }}
 	a, err := api.New(api.Options{Registry: reg, Store: st})
 	if err != nil {

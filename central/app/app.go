@@ -31,12 +31,12 @@ import (
 	"github.com/postern/postern/central/auth"
 	"github.com/postern/postern/central/broker"
 	"github.com/postern/postern/central/config"
+	"github.com/postern/postern/central/fleet"
 	"github.com/postern/postern/central/mailer"
-	"github.com/postern/postern/central/registry"
+	"github.com/postern/postern/central/registration"
 	"github.com/postern/postern/central/store"
 	"github.com/postern/postern/central/store/postgres"
 	"github.com/postern/postern/central/store/sqlite"
-	csync "github.com/postern/postern/central/sync"
 	"github.com/postern/postern/central/web"
 	"github.com/postern/postern/shared/allowlist"
 	"github.com/postern/postern/shared/resolver"
@@ -86,12 +86,12 @@ func BaseURL(cfg config.Config) string {
 
 // Registry builds the registry logic from the configuration (used by
 // serve and the CLI). changed may be nil.
-func Registry(cfg config.Config, st store.Store, changed func(), log *slog.Logger) (*registry.Service, error) {
+func Registry(cfg config.Config, st store.Store, changed func(), log *slog.Logger) (*registration.Service, error) {
 	res, err := resolver.New(resolver.Options{Servers: cfg.DNS.Resolvers, Timeout: cfg.DNS.Timeout, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("dns resolver: %w", err)
 	}
-	reg := &registry.Service{
+	reg := &registration.Service{
 		Store: st, DNS: res, BaseURL: BaseURL(cfg), Period: cfg.Policy.RegistrationPeriod,
 		DefaultMessagesPerHour: cfg.Policy.DefaultMessagesHour, DefaultRecipientsPerHour: cfg.Policy.DefaultRcptsHour,
 		AffiliatedDomains: cfg.Policy.AffiliatedDomains, Changed: changed, Log: log,
@@ -157,7 +157,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	topics := topic.New(cfg.MQTT.TopicPrefix)
-	adapter := csync.Store{S: st, Log: log}
+	adapter := fleet.Store{S: st, Log: log}
 
 	var tlsCfg *tls.Config
 	if cfg.HTTP.TLSCert != "" {
@@ -168,11 +168,11 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 
-	so := csync.Options{
+	so := fleet.Options{
 		ClientID: cfg.MQTT.ClientID, Topics: topics, Key: key,
 		ValidFor: cfg.Allowlist.ValidFor, RepublishInterval: cfg.Allowlist.RepublishInterval,
 		Source: adapter, Events: adapter, Status: adapter, Enrol: adapter, Auth: adapter,
-		Edge: csync.EdgeSettings{CentralURL: BaseURL(cfg), AffiliatedDomains: cfg.Policy.AffiliatedDomains},
+		Edge: fleet.EdgeSettings{CentralURL: BaseURL(cfg), AffiliatedDomains: cfg.Policy.AffiliatedDomains},
 		Log:  log,
 	}
 	if cfg.MQTT.URL != "" {
@@ -201,7 +201,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		so.BrokerURL, so.Dial = "tcp://inproc", b.Dial
 		so.Edge.MQTTURL = brokerURL(cfg, b.Addr().String(), tlsCfg != nil)
 	}
-	svc, err := csync.New(so)
+	svc, err := fleet.New(so)
 	if err != nil {
 		return err
 	}
@@ -278,7 +278,7 @@ func brokerURL(cfg config.Config, listen string, tlsOn bool) string {
 
 // housekeeping expires registrations, drops old sessions and notices
 // allowlist changes made outside this process.
-func housekeeping(ctx context.Context, st store.Store, reg *registry.Service, note *notifier, log *slog.Logger) {
+func housekeeping(ctx context.Context, st store.Store, reg *registration.Service, note *notifier, log *slog.Logger) {
 	poll := time.NewTicker(VersionPoll)
 	defer poll.Stop()
 	hourly := time.NewTicker(time.Minute)

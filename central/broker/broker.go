@@ -27,7 +27,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	stdsync "sync"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,7 +69,7 @@ type Broker struct {
 	ln  net.Listener
 	log *slog.Logger
 
-	mu     stdsync.Mutex
+	mu     sync.Mutex
 	inproc map[net.Conn]struct{} // server ends of Dial connections
 	closed bool
 }

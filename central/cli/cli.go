@@ -34,7 +34,7 @@ import (
 	"github.com/postern/postern/central/app"
 	"github.com/postern/postern/central/auth"
 	"github.com/postern/postern/central/config"
-	"github.com/postern/postern/central/registry"
+	"github.com/postern/postern/central/registration"
 	"github.com/postern/postern/central/store"
 )
 
@@ -168,7 +168,7 @@ func init() {
 	commands["device show"] = command{1, func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 		asJSON := fs.Bool("json", false, "print JSON")
 		return func(ctx context.Context, e *env, pos []string) error {
-			d, err := e.st.Device(ctx, registry.NormalizeName(pos[0]))
+			d, err := e.st.Device(ctx, registration.NormalizeName(pos[0]))
 			if err != nil {
 				return err
 			}
@@ -210,7 +210,7 @@ func init() {
 			return nil
 		}
 	}}
-	for _, a := range registry.Actions {
+	for _, a := range registration.Actions {
 		commands["device "+string(a)] = command{1, func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			reason := fs.String("reason", "", "reason (required for deny, suspend, revoke)")
 			force := fs.Bool("force", false, "approve even though a sender address is unconfirmed")
@@ -219,7 +219,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				name := registry.NormalizeName(pos[0])
+				name := registration.NormalizeName(pos[0])
 				if err := reg.Act(ctx, name, a, cliActor(), *reason, *force); err != nil {
 					return err
 				}
@@ -233,7 +233,7 @@ func init() {
 		}}
 	}
 	commands["device register"] = command{0, func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
-		var r registry.Request
+		var r registration.Request
 		var snd, ips multi
 		fs.StringVar(&r.Name, "name", "", "the device's DNS name")
 		fs.StringVar(&r.Owner, "owner", "", "the person responsible")
@@ -351,7 +351,7 @@ func init() {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "edge %s created; enrolment token (valid %s, once):\n%s\non the edge: postern-edge enroll -central %s -token %s\n",
-				pos[0], registry.EnrolmentTTL, tok, app.BaseURL(e.cfg), tok)
+				pos[0], registration.EnrolmentTTL, tok, app.BaseURL(e.cfg), tok)
 			return nil
 		}
 	}}

@@ -107,7 +107,7 @@ type Device struct {
 type Sender struct {
 	Address string
 	// Personal is set when the address looks like a person's mailbox
-	// (flagged for staff; see central/registry.LooksPersonal).
+	// (flagged for staff; see central/registration.LooksPersonal).
 	Personal bool
 	// ConfirmTokenHash is the hash of the confirmation link's token.
 	ConfirmTokenHash string

@@ -16,7 +16,7 @@ import (
 	"github.com/postern/postern/central/api"
 	"github.com/postern/postern/central/app"
 	"github.com/postern/postern/central/auth"
-	"github.com/postern/postern/central/registry"
+	"github.com/postern/postern/central/registration"
 	"github.com/postern/postern/central/store"
 	"github.com/postern/postern/central/store/sqlite"
 	"github.com/postern/postern/central/web"
@@ -30,7 +30,7 @@ type env struct {
 	t     *testing.T
 	srv   *httptest.Server
 	st    store.Store
-	reg   *registry.Service
+	reg   *registration.Service
 	dns   *dnstest.Server
 	clock *clock
 }
@@ -69,7 +69,7 @@ func newEnv(t *testing.T, proxy *auth.Proxy) *env {
 	t.Cleanup(func() { st.Close() })
 	clk := &clock{t: time.Now()}
 	e := &env{t: t, st: st, dns: d, clock: clk}
-	e.reg = &registry.Service{Store: st, DNS: r, Period: 365 * 24 * time.Hour, DefaultMessagesPerHour: 100, DefaultRecipientsPerHour: 200,
+	e.reg = &registration.Service{Store: st, DNS: r, Period: 365 * 24 * time.Hour, DefaultMessagesPerHour: 100, DefaultRecipientsPerHour: 200,
 		AffiliatedDomains: []string{"example.edu"}}
 	w, err := web.New(web.Options{Registry: e.reg, Store: st, SessionLifetime: time.Hour, Proxy: proxy, Clock: clk.Now})
 	if err != nil {

@@ -38,7 +38,7 @@ import (
 
 	"github.com/postern/postern/central/auth"
 	"github.com/postern/postern/central/fcrdns"
-	"github.com/postern/postern/central/registry"
+	"github.com/postern/postern/central/registration"
 	"github.com/postern/postern/central/store"
 	"github.com/postern/postern/shared/topic"
 )
@@ -58,7 +58,7 @@ const (
 
 // Options configure the pages.
 type Options struct {
-	Registry *registry.Service
+	Registry *registration.Service
 	Store    store.Store
 	// BaseURL is central's external URL (owner links, enrolment hints).
 	BaseURL string
@@ -266,11 +266,11 @@ func (s *Server) home(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) registerForm(w http.ResponseWriter, r *http.Request) {
-	s.render(w, r, http.StatusOK, "register", page{"Title": "Register a device", "F": registry.Request{}, "Errs": registry.FieldErrors{}})
+	s.render(w, r, http.StatusOK, "register", page{"Title": "Register a device", "F": registration.Request{}, "Errs": registration.FieldErrors{}})
 }
 
-func formRequest(r *http.Request) registry.Request {
-	return registry.Request{
+func formRequest(r *http.Request) registration.Request {
+	return registration.Request{
 		Name: r.PostFormValue("name"), IPs: r.PostFormValue("ips"), Owner: r.PostFormValue("owner"),
 		Department: r.PostFormValue("department"), ContactEmail: r.PostFormValue("contact_email"),
 		Senders: r.PostFormValue("senders"), Purpose: r.PostFormValue("purpose"),
@@ -293,7 +293,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	req := formRequest(r)
 	if r.PostFormValue("op") == "check" {
 		c, errs := s.o.Registry.Validate(r.Context(), req)
-		only := registry.FieldErrors{}
+		only := registration.FieldErrors{}
 		for _, f := range []string{"name", "ips"} {
 			if e, ok := errs[f]; ok {
 				only[f] = e
@@ -390,7 +390,7 @@ func (s *Server) devicePage(ctx context.Context, d store.Device, staff bool) (pa
 	}
 	p := page{"Title": d.Name, "D": d, "Events": evs, "History": hist}
 	if staff {
-		p["Actions"] = registry.Actions
+		p["Actions"] = registration.Actions
 		p["Links"] = s.o.Registry.PendingLinks(d.Name)
 	} else {
 		p["Staff"] = ""
@@ -602,15 +602,15 @@ func (s *Server) staffDeviceWith(w http.ResponseWriter, r *http.Request, user st
 
 func (s *Server) staffAct(w http.ResponseWriter, r *http.Request, user string) {
 	name := r.PathValue("name")
-	a := registry.Action(r.PostFormValue("action"))
+	a := registration.Action(r.PostFormValue("action"))
 	err := s.o.Registry.Act(r.Context(), name, a, "staff:"+user, r.PostFormValue("reason"), r.PostFormValue("force") != "")
 	switch {
 	case err == nil:
 		http.Redirect(w, r, "/staff/devices/"+url.PathEscape(name)+"?done="+url.QueryEscape(string(a)), http.StatusSeeOther)
 	case errors.Is(err, store.ErrNotFound):
 		s.fail(w, r, http.StatusNotFound, "Not found", "No device with this name.")
-	case errors.Is(err, store.ErrTransition), errors.Is(err, registry.ErrUnconfirmed), errors.Is(err, registry.ErrReasonRequired),
-		errors.Is(err, registry.ErrUnknownAction), strings.Contains(err.Error(), "reason longer"):
+	case errors.Is(err, store.ErrTransition), errors.Is(err, registration.ErrUnconfirmed), errors.Is(err, registration.ErrReasonRequired),
+		errors.Is(err, registration.ErrUnknownAction), strings.Contains(err.Error(), "reason longer"):
 		s.staffDeviceWith(w, r, user, http.StatusConflict, nil, "Not done: "+err.Error())
 	default:
 		s.internal(w, r, err)
@@ -631,7 +631,7 @@ func (s *Server) staffLimits(w http.ResponseWriter, r *http.Request, user string
 		http.Redirect(w, r, "/staff/devices/"+url.PathEscape(name)+"?done=limits", http.StatusSeeOther)
 	case errors.Is(err, store.ErrNotFound):
 		s.fail(w, r, http.StatusNotFound, "Not found", "No device with this name.")
-	case errors.Is(err, registry.ErrLimitRange):
+	case errors.Is(err, registration.ErrLimitRange):
 		s.staffDeviceWith(w, r, user, http.StatusUnprocessableEntity, nil, err.Error())
 	default:
 		s.internal(w, r, err)

@@ -2,10 +2,10 @@
 // until the context ends:
 //
 //	smtpd (intake: policy -> spool)  ->  spool  ->  queue runner (delivery)
-//	registry <- sync (central's allowlist)        events -> sync outbox
+//	devices <- centralclient (allowlist)   events -> centralclient outbox
 //	admin (health, readiness, metrics, queue tools)
 //
-// Build wires the intake, spool, registry, resolver and admin endpoint;
+// Build wires the intake, spool, device table, resolver and admin endpoint;
 // other stages (queue runner, sync) attach to the Edge with Add before Run.
 // Shutdown order guarantees that the spool is closed only after the SMTP
 // server has stopped and every DATA handler has finished its write.
@@ -24,11 +24,11 @@ import (
 
 	"github.com/postern/postern/edge/admin"
 	"github.com/postern/postern/edge/config"
+	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/edge/metrics"
 	"github.com/postern/postern/edge/policy"
 	"github.com/postern/postern/edge/queue"
 	"github.com/postern/postern/edge/ratelimit"
-	"github.com/postern/postern/edge/registry"
 	"github.com/postern/postern/edge/smtpd"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/event"
@@ -44,7 +44,7 @@ type Edge struct {
 	Config   config.Config
 	Log      *slog.Logger
 	Spool    *spool.Spool
-	Registry *registry.Registry
+	Registry *devices.Table
 	Resolver *resolver.Resolver
 	Policy   *policy.Policy
 	SMTP     *smtpd.Server
@@ -110,7 +110,7 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 		sp.Close()
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	if e.Registry, err = registry.New(cfg.Devices, sp.KV("susp/"), time.Now); err != nil {
+	if e.Registry, err = devices.New(cfg.Devices, sp.KV("susp/"), time.Now); err != nil {
 		return fail(err)
 	}
 	if e.Resolver, err = resolver.New(resolver.Options{

@@ -1,5 +1,5 @@
 // Package policy is the edge's relay policy as pure decisions: given who the
-// client is (IP, FCrDNS result), what the registry says about it, the
+// client is (IP, FCrDNS result), what the device table says about it, the
 // envelope and the rate-limit state, it answers "accept" (nil) or a *Reply
 // with an RFC 5321 code and an RFC 3463 enhanced code. It performs no I/O:
 // DNS answers come in as values (Identity, DomainStatus) so every rule is
@@ -31,7 +31,7 @@ import (
 	"strings"
 
 	"github.com/postern/postern/edge/config"
-	"github.com/postern/postern/edge/registry"
+	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/shared/address"
 )
 
@@ -73,9 +73,9 @@ func NewConfig(c config.Config) (Config, error) {
 }
 
 // Registry is the view of registered devices the policy needs
-// (*registry.Registry).
+// (*devices.Table).
 type Registry interface {
-	Lookup(name string) (registry.Device, bool)
+	Lookup(name string) (devices.Device, bool)
 	Stale() bool
 }
 
@@ -139,7 +139,7 @@ type Txn struct {
 
 	// Device is the registered device (when Registered) as looked up at
 	// MAIL.
-	Device     registry.Device
+	Device     devices.Device
 	Registered bool
 	// Sender is the canonical reverse-path of the open transaction.
 	Sender     string
@@ -281,12 +281,12 @@ func (p *Policy) Rcpt(t *Txn, rcpt string) (canon string, dup bool, r *Reply) {
 // the first registered one in PTR order, but a suspended registration
 // wins over an active one, so that a second name cannot lift a
 // suspension.
-func (p *Policy) lookupDevice(id Identity) (registry.Device, bool) {
+func (p *Policy) lookupDevice(id Identity) (devices.Device, bool) {
 	names := id.Names
 	if len(names) == 0 && id.Name != "" {
 		names = []string{id.Name}
 	}
-	var found registry.Device
+	var found devices.Device
 	ok := false
 	for _, n := range names {
 		d, reg := p.reg.Lookup(n)
@@ -317,7 +317,7 @@ func (p *Policy) external(t *Txn) *Reply {
 	if !t.Registered {
 		return NotRegistered(t.IP.String(), "name "+id.Name+" is not registered", p.cfg.RegisterURL)
 	}
-	if t.Device.Source == registry.SourceCentral && p.reg.Stale() {
+	if t.Device.Source == devices.SourceCentral && p.reg.Stale() {
 		return AllowlistStale()
 	}
 	if len(t.Device.Senders) > 0 && !p.senderListed(t) {

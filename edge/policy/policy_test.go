@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/postern/postern/edge/config"
+	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/edge/ratelimit"
-	"github.com/postern/postern/edge/registry"
 )
 
 type clock struct{ t time.Time }
@@ -19,7 +19,7 @@ var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
 type fixture struct {
 	pol   *Policy
-	reg   *registry.Registry
+	reg   *devices.Table
 	clock *clock
 	msgs  *ratelimit.Limiter
 	rcpts *ratelimit.Limiter
@@ -41,7 +41,7 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := registry.New([]config.Device{
+	reg, err := devices.New([]config.Device{
 		{Name: "scanner.example.edu", Senders: []string{"Scan@Example.EDU"}},
 		{Name: "open.example.edu"},
 		{Name: "susp.example.edu", Status: "suspended"},
@@ -50,7 +50,7 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg.SetCentral(1, t0, []registry.Device{{Name: "central.example.edu"}}, t0.Add(time.Hour))
+	reg.SetCentral(1, t0, []devices.Device{{Name: "central.example.edu"}}, t0.Add(time.Hour))
 	f := &fixture{reg: reg, clock: c, msgs: ratelimit.New(c.now), rcpts: ratelimit.New(c.now)}
 	f.pol = New(pc, reg, f.msgs, f.rcpts)
 	return f

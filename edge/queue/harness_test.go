@@ -13,7 +13,7 @@ import (
 	"github.com/postern/postern/edge/config"
 	"github.com/postern/postern/edge/delivery"
 	"github.com/postern/postern/edge/delivery/deliverytest"
-	"github.com/postern/postern/edge/registry"
+	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/dnstest"
 	"github.com/postern/postern/shared/event"
@@ -115,7 +115,7 @@ type env struct {
 	t      testing.TB
 	dir    string
 	sp     *spool.Spool
-	reg    *registry.Registry
+	reg    *devices.Table
 	dns    *dnstest.Server
 	res    *resolver.Resolver
 	clock  *fakeClock
@@ -162,7 +162,7 @@ func (e *env) openSpool() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.reg, err = registry.New([]config.Device{{Name: device, Status: "active"}}, e.sp.KV("susp/"), e.clock.Now)
+	e.reg, err = devices.New([]config.Device{{Name: device, Status: "active"}}, e.sp.KV("susp/"), e.clock.Now)
 	if err != nil {
 		e.t.Fatal(err)
 	}

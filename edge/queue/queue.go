@@ -67,7 +67,7 @@ type Deliverer interface {
 	Deliver(ctx context.Context, job *delivery.Job) delivery.Outcome
 }
 
-// Suspender suspends a device locally (*registry.Registry).
+// Suspender suspends a device locally (*devices.Table).
 type Suspender interface {
 	Suspend(name, reason string) error
 }

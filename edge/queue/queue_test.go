@@ -16,7 +16,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/postern/postern/edge/delivery/deliverytest"
-	"github.com/postern/postern/edge/registry"
+	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/event"
 )
@@ -346,7 +346,7 @@ func TestNDRUndeliverableSuspendsDevice(t *testing.T) {
 		t.Errorf("sender MX saw %d sessions", senderMX.Sessions())
 	}
 	// The suspension is persisted: a registry reopened on the spool has it.
-	reg2, err := registry.New(nil, e.sp.KV("susp/"), e.clock.Now)
+	reg2, err := devices.New(nil, e.sp.KV("susp/"), e.clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,9 +19,9 @@ import (
 	"time"
 
 	"github.com/postern/postern/edge/config"
+	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/edge/policy"
 	"github.com/postern/postern/edge/ratelimit"
-	"github.com/postern/postern/edge/registry"
 	"github.com/postern/postern/shared/address"
 	"github.com/postern/postern/shared/dnstest"
 	"github.com/postern/postern/shared/resolver"
@@ -348,7 +348,7 @@ func TestAdversarialMappedClientAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := registry.New(nil, nil, nil)
+	reg, err := devices.New(nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1023,7 +1023,7 @@ func TestAdversarialSeveralConfirmedNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := registry.New(cfg.Devices, nil, nil)
+	reg, err := devices.New(cfg.Devices, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

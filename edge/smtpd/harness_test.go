@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/postern/postern/edge/config"
+	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/edge/policy"
 	"github.com/postern/postern/edge/ratelimit"
-	"github.com/postern/postern/edge/registry"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/dnstest"
 	"github.com/postern/postern/shared/event"
@@ -29,7 +29,7 @@ type testEdge struct {
 	t      *testing.T
 	srv    *Server
 	spool  *spool.Spool
-	reg    *registry.Registry
+	reg    *devices.Table
 	addr   string // plain listener
 	tlsAdr string // implicit-TLS listener, if configured
 	events *eventSink
@@ -106,7 +106,7 @@ func startEdge(t *testing.T, o edgeOpts) *testEdge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := registry.New(cfg.Devices, sp.KV("susp/"), nil)
+	reg, err := devices.New(cfg.Devices, sp.KV("susp/"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,9 +11,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/postern/postern/edge/centralclient"
 	"github.com/postern/postern/edge/config"
 	"github.com/postern/postern/edge/enroll"
-	esync "github.com/postern/postern/edge/sync"
 )
 
 // enrollMain implements `postern-edge enroll -central URL -token T`: it
@@ -61,7 +61,7 @@ func enrollMain(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	st, err := enroll.Enroll(ctx, esync.NewHTTPClient(tlsConf), *central, *token)
+	st, err := enroll.Enroll(ctx, centralclient.NewHTTPClient(tlsConf), *central, *token)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

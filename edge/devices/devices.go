@@ -1,4 +1,4 @@
-// Package registry holds the devices an edge relays external mail for: the
+// Package devices holds the devices an edge relays external mail for: the
 // static [[devices]] of the edge configuration merged with the allowlist
 // central pushes, plus local suspensions.
 //
@@ -13,7 +13,7 @@
 //   - Merging: a device named in both the static configuration and central's
 //     allowlist takes central's entry (central is the system of record;
 //     static devices are for standalone edges).
-package registry
+package devices
 
 import (
 	"encoding/json"
@@ -80,8 +80,8 @@ type snapshot struct {
 	validUntil time.Time
 }
 
-// Registry is safe for concurrent use.
-type Registry struct {
+// Table is safe for concurrent use.
+type Table struct {
 	clock func() time.Time
 	kv    Store
 
@@ -97,15 +97,15 @@ type Registry struct {
 	snap atomic.Pointer[snapshot]
 }
 
-// New builds a registry from the static devices of the configuration and
+// New builds a device table from the static devices of the configuration and
 // loads the local suspensions persisted in kv (which may be nil for a
-// registry that forgets suspensions at exit, as in tests). clock may be nil
+// table that forgets suspensions at exit, as in tests). clock may be nil
 // (time.Now).
-func New(static []config.Device, kv Store, clock func() time.Time) (*Registry, error) {
+func New(static []config.Device, kv Store, clock func() time.Time) (*Table, error) {
 	if clock == nil {
 		clock = time.Now
 	}
-	r := &Registry{
+	r := &Table{
 		clock:    clock,
 		kv:       kv,
 		static:   map[string]Device{},
@@ -115,7 +115,7 @@ func New(static []config.Device, kv Store, clock func() time.Time) (*Registry, e
 	for _, d := range static {
 		name := Canonical(d.Name)
 		if name == "" {
-			return nil, errors.New("registry: static device with empty name")
+			return nil, errors.New("devices: static device with empty name")
 		}
 		st := d.Status
 		if st == "" {
@@ -140,7 +140,7 @@ func New(static []config.Device, kv Store, clock func() time.Time) (*Registry, e
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("registry: loading suspensions: %w", err)
+			return nil, fmt.Errorf("devices: loading suspensions: %w", err)
 		}
 	}
 	r.publishLocked()
@@ -155,13 +155,13 @@ func Canonical(name string) string {
 
 // Lookup returns the device registered under name (a DNS name as FCrDNS
 // confirmed it), with local suspensions applied.
-func (r *Registry) Lookup(name string) (Device, bool) {
+func (r *Table) Lookup(name string) (Device, bool) {
 	d, ok := r.snap.Load().devices[Canonical(name)]
 	return d, ok
 }
 
 // Devices returns every known device, sorted by name.
-func (r *Registry) Devices() []Device {
+func (r *Table) Devices() []Device {
 	s := r.snap.Load()
 	out := make([]Device, 0, len(s.devices))
 	for _, d := range s.devices {
@@ -172,13 +172,13 @@ func (r *Registry) Devices() []Device {
 }
 
 // Version is the version of the central allowlist in force (0 if none).
-func (r *Registry) Version() int64 { return r.snap.Load().version }
+func (r *Table) Version() int64 { return r.snap.Load().version }
 
 // Stale reports whether a central allowlist was applied and its validity
 // has run out. Policy then answers external relay from central-registered
 // devices with a temporary refusal; affiliated mail still flows and static
 // devices are unaffected.
-func (r *Registry) Stale() bool {
+func (r *Table) Stale() bool {
 	s := r.snap.Load()
 	return s.applied && !s.validUntil.IsZero() && r.clock().After(s.validUntil)
 }
@@ -188,7 +188,7 @@ func (r *Registry) Stale() bool {
 // expiry). A local suspension older than issued is cleared when the
 // snapshot lists the device as active. Callers (sync) are responsible for
 // refusing older versions; SetCentral ignores a version below the current.
-func (r *Registry) SetCentral(version int64, issued time.Time, devices []Device, validUntil time.Time) {
+func (r *Table) SetCentral(version int64, issued time.Time, devices []Device, validUntil time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.applied && version < r.version {
@@ -229,10 +229,10 @@ func (r *Registry) SetCentral(version int64, issued time.Time, devices []Device,
 
 // Suspend suspends a device locally, at once and persistently (for
 // example when an NDR to its sender could not be delivered).
-func (r *Registry) Suspend(name, reason string) error {
+func (r *Table) Suspend(name, reason string) error {
 	name = Canonical(name)
 	if name == "" {
-		return errors.New("registry: suspend: empty device name")
+		return errors.New("devices: suspend: empty device name")
 	}
 	s := suspension{Reason: reason, At: r.clock()}
 	r.mu.Lock()
@@ -240,10 +240,10 @@ func (r *Registry) Suspend(name, reason string) error {
 	if r.kv != nil {
 		b, err := json.Marshal(s)
 		if err != nil {
-			return fmt.Errorf("registry: suspend %s: %w", name, err)
+			return fmt.Errorf("devices: suspend %s: %w", name, err)
 		}
 		if err := r.kv.Set(name, b); err != nil {
-			return fmt.Errorf("registry: suspend %s: %w", name, err)
+			return fmt.Errorf("devices: suspend %s: %w", name, err)
 		}
 	}
 	r.suspends[name] = s
@@ -252,7 +252,7 @@ func (r *Registry) Suspend(name, reason string) error {
 }
 
 // publishLocked builds and publishes a new snapshot. r.mu must be held.
-func (r *Registry) publishLocked() {
+func (r *Table) publishLocked() {
 	m := make(map[string]Device, len(r.static)+len(r.central))
 	for n, d := range r.static {
 		m[n] = d

@@ -1,4 +1,4 @@
-package sync
+package centralclient
 
 import (
 	"bytes"
@@ -10,14 +10,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	stdsync "sync"
+	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/postern/postern/central/broker/brokertest"
-	"github.com/postern/postern/edge/registry"
+	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/allowlist"
 	"github.com/postern/postern/shared/event"
@@ -48,7 +48,7 @@ type edge struct {
 	id     string
 	dir    string
 	sp     *spool.Spool
-	reg    *registry.Registry
+	reg    *devices.Table
 	outbox *Outbox
 	c      *Client
 	cancel context.CancelFunc
@@ -70,7 +70,7 @@ func openEdge(t testing.TB, env *brokertest.Env, id, dir string, opts ...edgeOpt
 // simulated edges sharing one spool.
 func openEdgeOn(t testing.TB, env *brokertest.Env, id, dir string, sp *spool.Spool, ns string, opts ...edgeOpt) *edge {
 	t.Helper()
-	reg, err := registry.New(nil, sp.KV(ns+"susp/"), nil)
+	reg, err := devices.New(nil, sp.KV(ns+"susp/"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func (e *edge) status(name string) string {
 type central struct {
 	t  testing.TB
 	c  paho.Client
-	mu stdsync.Mutex
+	mu sync.Mutex
 	// seen counts deliveries per event id.
 	seen   map[string]int
 	status map[string][]byte
@@ -215,11 +215,11 @@ func TestSnapshotEnforcedRejectedPersisted(t *testing.T) {
 		t0 := time.Now()
 
 		ce.publish(env.Topics.Allowlist(), snapshot(t, centralPriv, 1, t0, dev("scanner.example.edu", allowlist.Active)))
-		waitFor(t, 2*time.Second, "approved device enforced", func() bool { return e.status("scanner.example.edu") == registry.StatusActive })
+		waitFor(t, 2*time.Second, "approved device enforced", func() bool { return e.status("scanner.example.edu") == devices.StatusActive })
 
 		start := time.Now()
 		ce.publish(env.Topics.Allowlist(), snapshot(t, centralPriv, 2, t0.Add(time.Second), dev("scanner.example.edu", allowlist.Suspended)))
-		waitFor(t, 2*time.Second, "suspension enforced", func() bool { return e.status("scanner.example.edu") == registry.StatusSuspended })
+		waitFor(t, 2*time.Second, "suspension enforced", func() bool { return e.status("scanner.example.edu") == devices.StatusSuspended })
 		t.Logf("%s: suspend -> enforced in %v", env.Name, time.Since(start))
 
 		bad := map[string][]byte{
@@ -231,23 +231,23 @@ func TestSnapshotEnforcedRejectedPersisted(t *testing.T) {
 			ce.publish(env.Topics.Allowlist(), wire)
 			waitFor(t, 2*time.Second, reason+" rejection counted", func() bool { return e.c.Counters()["snapshots_rejected_"+reason] == 1 })
 		}
-		if v := e.reg.Version(); v != 2 || e.status("scanner.example.edu") != registry.StatusSuspended {
+		if v := e.reg.Version(); v != 2 || e.status("scanner.example.edu") != devices.StatusSuspended {
 			t.Fatalf("after rejected snapshots: version %d, status %s", v, e.status("scanner.example.edu"))
 		}
 		// Put the genuine snapshot back as the retained one for later edges.
 		ce.publish(env.Topics.Allowlist(), snapshot(t, centralPriv, 3, t0.Add(4*time.Second), dev("scanner.example.edu", allowlist.Active)))
-		waitFor(t, 2*time.Second, "reinstated", func() bool { return e.status("scanner.example.edu") == registry.StatusActive })
+		waitFor(t, 2*time.Second, "reinstated", func() bool { return e.status("scanner.example.edu") == devices.StatusActive })
 		e.close()
 
 		// Restart offline: the broker address is dead.
 		env.Stop()
 		off := openEdge(t, env, "edge-1", dir)
-		if v := off.reg.Version(); v != 3 || off.status("scanner.example.edu") != registry.StatusActive {
+		if v := off.reg.Version(); v != 3 || off.status("scanner.example.edu") != devices.StatusActive {
 			t.Fatalf("offline restart: version %d, status %s", v, off.status("scanner.example.edu"))
 		}
 		off.run()
 		time.Sleep(300 * time.Millisecond)
-		if off.status("scanner.example.edu") != registry.StatusActive {
+		if off.status("scanner.example.edu") != devices.StatusActive {
 			t.Fatal("offline edge lost its allowlist")
 		}
 	})
@@ -325,7 +325,7 @@ func TestFetchOverHTTPS(t *testing.T) {
 	env.Stop() // MQTT unavailable
 	wire := snapshot(t, centralPriv, 4, time.Now(), dev("fetched.example.edu", allowlist.Active))
 	var hits, notModified int
-	var mu stdsync.Mutex
+	var mu sync.Mutex
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -349,7 +349,7 @@ func TestFetchOverHTTPS(t *testing.T) {
 		o.FetchInterval = 50 * time.Millisecond
 	})
 	e.run()
-	waitFor(t, 5*time.Second, "fetched snapshot enforced", func() bool { return e.status("fetched.example.edu") == registry.StatusActive })
+	waitFor(t, 5*time.Second, "fetched snapshot enforced", func() bool { return e.status("fetched.example.edu") == devices.StatusActive })
 	waitFor(t, 5*time.Second, "revalidated with ETag", func() bool { mu.Lock(); defer mu.Unlock(); return notModified > 0 })
 
 	// A tampered body is rejected.

@@ -1,4 +1,4 @@
-package sync
+package centralclient
 
 import (
 	"fmt"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postern/postern/edge/registry"
+	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/allowlist"
 )
@@ -27,7 +27,7 @@ func BenchmarkSnapshotApply(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer sp.Close()
-			reg, _ := registry.New(nil, nil, nil)
+			reg, _ := devices.New(nil, nil, nil)
 			ob, _ := NewOutbox(sp.KV("outbox/"), "e1", 0, nil, nil)
 			c, err := New(Options{EdgeID: "e1", PublicKey: centralPub, Allow: sp.KV("allow/"), Outbox: ob, Registry: reg})
 			if err != nil {

@@ -13,9 +13,9 @@ import (
 	"net/url"
 	"os"
 
+	"github.com/postern/postern/edge/centralclient"
 	"github.com/postern/postern/edge/config"
 	"github.com/postern/postern/edge/enroll"
-	esync "github.com/postern/postern/edge/sync"
 	"github.com/postern/postern/shared/allowlist"
 	"github.com/postern/postern/shared/topic"
 	"github.com/postern/postern/shared/version"
@@ -37,7 +37,7 @@ func withEnrolment(cfg config.Config, log *slog.Logger) (config.Config, error) {
 }
 
 // addSync attaches the "sync" stage when sync is enabled. It loads the
-// persisted allowlist into the registry before the intake serves.
+// persisted allowlist into the device table before the intake serves.
 func (e *Edge) addSync() error {
 	s := e.Config.Sync
 	if !s.Enabled {
@@ -51,7 +51,7 @@ func (e *Edge) addSync() error {
 		return fmt.Errorf("sync.public_key: %w", err)
 	}
 	log := e.Log.With("stage", "sync")
-	ob, err := esync.NewOutbox(e.Spool.KV("outbox/"), s.EdgeID, 0, nil, log)
+	ob, err := centralclient.NewOutbox(e.Spool.KV("outbox/"), s.EdgeID, 0, nil, log)
 	if err != nil {
 		return err
 	}
@@ -62,7 +62,7 @@ func (e *Edge) addSync() error {
 			tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
 	}
-	c, err := esync.New(esync.Options{
+	c, err := centralclient.New(centralclient.Options{
 		EdgeID:            s.EdgeID,
 		BrokerURL:         s.MQTTURL,
 		Username:          s.Username,
@@ -72,7 +72,7 @@ func (e *Edge) addSync() error {
 		PublicKey:         pub,
 		DataDir:           e.Config.DataDir,
 		CentralURL:        s.CentralURL,
-		HTTPClient:        esync.NewHTTPClient(nil),
+		HTTPClient:        centralclient.NewHTTPClient(nil),
 		Allow:             e.Spool.KV("allow/"),
 		Outbox:            ob,
 		Registry:          e.Registry,

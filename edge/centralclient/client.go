@@ -1,5 +1,5 @@
-// Package sync is the edge's side of the sync contract (docs/CONTRACT.md):
-// it keeps the edge's registry on the newest allowlist snapshot central
+// Package centralclient is the edge's side of the sync contract (docs/CONTRACT.md):
+// it keeps the edge's device table on the newest allowlist snapshot central
 // signed, and delivers the edge's events and status to central.
 //
 // Guarantees:
@@ -8,7 +8,7 @@
 //     logged and counted, and the current snapshot stays.
 //   - An applied snapshot is persisted (fsynced) in the spool's "allow/"
 //     bucket first; New loads and re-verifies it, so an edge that starts
-//     without network enforces the last good allowlist. The registry swaps
+//     without network enforces the last good allowlist. The device table swaps
 //     the whole device set atomically, so no SMTP session sees half of it.
 //   - Events go through the Outbox: stored before Emit returns, deleted
 //     only after the broker's PUBACK. Nothing is lost across broker outages
@@ -21,7 +21,7 @@
 //     backoff, and leaves a retained last will (status offline).
 //   - When MQTT cannot deliver a snapshot, the client fetches it from
 //     central over HTTPS (go-retryablehttp) and verifies it the same way.
-package sync
+package centralclient
 
 import (
 	"context"
@@ -31,21 +31,21 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	stdsync "sync"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/hashicorp/go-retryablehttp"
 
-	"github.com/postern/postern/edge/registry"
+	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/shared/allowlist"
 	"github.com/postern/postern/shared/topic"
 )
 
-// Registry is where applied snapshots go (*registry.Registry).
+// Registry is where applied snapshots go (*devices.Table).
 type Registry interface {
-	SetCentral(version int64, issued time.Time, devices []registry.Device, validUntil time.Time)
+	SetCentral(version int64, issued time.Time, devices []devices.Device, validUntil time.Time)
 }
 
 // Options configure a Client. Zero durations take the defaults noted.
@@ -95,7 +95,7 @@ type Client struct {
 	mqtt   paho.Client
 	status chan struct{} // request an immediate status publish
 
-	mu      stdsync.Mutex // serialises snapshot handling
+	mu      sync.Mutex // serialises snapshot handling
 	current atomic.Pointer[allowlist.Snapshot]
 	etag    string
 
@@ -103,13 +103,13 @@ type Client struct {
 	disconnected atomic.Int64 // unix nanos of the last connection loss (0: never connected)
 	started      time.Time
 
-	counters stdsync.Map // string -> *atomic.Int64
+	counters sync.Map // string -> *atomic.Int64
 }
 
 const persistKey = "snapshot"
 
 // New checks opts, loads the persisted snapshot (verifying it again) and
-// applies it to the registry. It does not touch the network.
+// applies it to the device table. It does not touch the network.
 func New(opts Options) (*Client, error) {
 	if err := topic.ValidEdgeID(opts.EdgeID); err != nil {
 		return nil, fmt.Errorf("sync: %w", err)
@@ -250,17 +250,17 @@ func (c *Client) reject(err error, source string, version int64) {
 	c.log.Warn("allowlist rejected", "source", source, "reason", reason, "version", version, "err", err)
 }
 
-// apply hands s to the registry and makes it current.
+// apply hands s to the device table and makes it current.
 func (c *Client) apply(s *allowlist.Snapshot) {
-	devs := make([]registry.Device, len(s.Devices))
+	devs := make([]devices.Device, len(s.Devices))
 	for i, d := range s.Devices {
-		devs[i] = registry.Device{
+		devs[i] = devices.Device{
 			Name:              d.Name,
 			Senders:           d.Senders,
 			Status:            string(d.Status),
 			MessagesPerHour:   d.MessagesPerHour,
 			RecipientsPerHour: d.RecipientsPerHour,
-			Source:            registry.SourceCentral,
+			Source:            devices.SourceCentral,
 			Reason:            d.Reason,
 		}
 	}
@@ -305,7 +305,7 @@ func (c *Client) Run(ctx context.Context) error {
 	c.mqtt = paho.NewClient(opts)
 	c.mqtt.Connect() // retries in the background (ConnectRetry)
 
-	var wg stdsync.WaitGroup
+	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); c.publishLoop(ctx) }()
 	go func() { defer wg.Done(); c.statusLoop(ctx) }()

@@ -1,4 +1,4 @@
-package sync
+package centralclient
 
 import (
 	"path/filepath"

@@ -1,4 +1,4 @@
-package sync_test
+package fleet_test
 
 import "github.com/postern/postern/central/broker"
 

@@ -1,4 +1,4 @@
-package registry_test
+package registration_test
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/postern/postern/central/mailer"
-	"github.com/postern/postern/central/registry"
+	"github.com/postern/postern/central/registration"
 	"github.com/postern/postern/central/store"
 	"github.com/postern/postern/central/store/sqlite"
 	"github.com/postern/postern/shared/dnstest"
@@ -30,7 +30,7 @@ func TestLooksPersonal(t *testing.T) {
 		"xyzzy": false, "a.b.c.d": false, "edith": false, "kit.harris": true,
 	}
 	for local, want := range cases {
-		if got := registry.LooksPersonal(local); got != want {
+		if got := registration.LooksPersonal(local); got != want {
 			t.Errorf("LooksPersonal(%q) = %v, want %v", local, got, want)
 		}
 	}
@@ -41,14 +41,14 @@ func TestParseAddress(t *testing.T) {
 		"scanner@Dept.Example.EDU": "scanner@dept.example.edu", " a.b@x.org ": "a.b@x.org", "x+y@a.b.": "x+y@a.b",
 	}
 	for in, want := range good {
-		a, err := registry.ParseAddress(in)
+		a, err := registration.ParseAddress(in)
 		if err != nil || a.String() != want {
 			t.Errorf("ParseAddress(%q) = %v, %v; want %s", in, a, err, want)
 		}
 	}
 	for _, in := range []string{"", "scanner", "@x.org", "a@", "a@b", "a..b@x.org", ".a@x.org", "a b@x.org", "<a@x.org>",
 		"Name <a@x.org>", "a@-x.org", "a@x..org", strings.Repeat("a", 65) + "@x.org", "a@" + strings.Repeat("x", 64) + ".org", "a@[10.0.0.1]"} {
-		if _, err := registry.ParseAddress(in); err == nil {
+		if _, err := registration.ParseAddress(in); err == nil {
 			t.Errorf("ParseAddress(%q) accepted", in)
 		}
 	}
@@ -59,11 +59,11 @@ func FuzzParseAddress(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		a, err := registry.ParseAddress(s)
+		a, err := registration.ParseAddress(s)
 		if err != nil {
 			return
 		}
-		b, err := registry.ParseAddress(a.String())
+		b, err := registration.ParseAddress(a.String())
 		if err != nil || b != a {
 			t.Fatalf("round trip of %q: %v %v", s, b, err)
 		}
@@ -109,7 +109,7 @@ func startSink(t *testing.T) (*sink, string) {
 	return s, ln.Addr().String()
 }
 
-func newService(t *testing.T) (*registry.Service, *dnstest.Server, *atomic.Int32) {
+func newService(t *testing.T) (*registration.Service, *dnstest.Server, *atomic.Int32) {
 	srv := dnstest.Start(t)
 	srv.AddA("scanner.dept.example.edu", "10.1.2.3")
 	srv.AddPTR("10.1.2.3", "scanner.dept.example.edu")
@@ -126,12 +126,12 @@ func newService(t *testing.T) (*registry.Service, *dnstest.Server, *atomic.Int32
 	}
 	t.Cleanup(func() { st.Close() })
 	var n atomic.Int32
-	return &registry.Service{Store: st, DNS: r, BaseURL: "http://central.test", Period: 365 * 24 * time.Hour,
+	return &registration.Service{Store: st, DNS: r, BaseURL: "http://central.test", Period: 365 * 24 * time.Hour,
 		DefaultMessagesPerHour: 100, DefaultRecipientsPerHour: 200, Changed: func() { n.Add(1) }}, srv, &n
 }
 
-func good() registry.Request {
-	return registry.Request{Name: "Scanner.Dept.Example.edu.", IPs: "10.1.2.3", Owner: "Ada", Department: "Physics",
+func good() registration.Request {
+	return registration.Request{Name: "Scanner.Dept.Example.edu.", IPs: "10.1.2.3", Owner: "Ada", Department: "Physics",
 		ContactEmail: "ada@dept.example.edu", Senders: "scanner@dept.example.edu, mary.smith@dept.example.edu", Purpose: "scan to mail"}
 }
 
@@ -139,25 +139,25 @@ func TestValidateFields(t *testing.T) {
 	s, _, _ := newService(t)
 	cases := []struct {
 		field string
-		mod   func(r *registry.Request)
+		mod   func(r *registration.Request)
 		want  string
 	}{
-		{"name", func(r *registry.Request) { r.Name = "" }, "required"},
-		{"name", func(r *registry.Request) { r.Name = "scanner" }, "full DNS name"},
-		{"name", func(r *registry.Request) { r.Name = "scan ner.example.edu" }, "not a valid DNS name"},
-		{"ips", func(r *registry.Request) { r.IPs = "10.1.2" }, "not an IP address"},
-		{"ips", func(r *registry.Request) { r.IPs = "0.0.0.0" }, "cannot be"},
-		{"owner", func(r *registry.Request) { r.Owner = " " }, "required"},
-		{"owner", func(r *registry.Request) { r.Owner = strings.Repeat("x", 201) }, "at most 200"},
-		{"department", func(r *registry.Request) { r.Department = "a\x01b" }, "control characters"},
-		{"contact_email", func(r *registry.Request) { r.ContactEmail = "ada" }, "not an e-mail address"},
-		{"senders", func(r *registry.Request) { r.Senders = "" }, "at least one"},
-		{"senders", func(r *registry.Request) { r.Senders = "scanner@" }, "not an e-mail address"},
-		{"senders", func(r *registry.Request) { r.Senders = "scanner@nowhere.example.edu" }, "cannot receive mail"},
-		{"senders", func(r *registry.Request) { r.Senders = "scanner@nullmx.example.edu" }, "cannot receive mail"},
-		{"senders", func(r *registry.Request) { r.Senders = strings.Repeat("a@dept.example.edu ", 11) }, "at most 10"},
-		{"purpose", func(r *registry.Request) { r.Purpose = "" }, "required"},
-		{"firewall_accepted", func(r *registry.Request) { r.BehindFirewall = true }, "responsibility"},
+		{"name", func(r *registration.Request) { r.Name = "" }, "required"},
+		{"name", func(r *registration.Request) { r.Name = "scanner" }, "full DNS name"},
+		{"name", func(r *registration.Request) { r.Name = "scan ner.example.edu" }, "not a valid DNS name"},
+		{"ips", func(r *registration.Request) { r.IPs = "10.1.2" }, "not an IP address"},
+		{"ips", func(r *registration.Request) { r.IPs = "0.0.0.0" }, "cannot be"},
+		{"owner", func(r *registration.Request) { r.Owner = " " }, "required"},
+		{"owner", func(r *registration.Request) { r.Owner = strings.Repeat("x", 201) }, "at most 200"},
+		{"department", func(r *registration.Request) { r.Department = "a\x01b" }, "control characters"},
+		{"contact_email", func(r *registration.Request) { r.ContactEmail = "ada" }, "not an e-mail address"},
+		{"senders", func(r *registration.Request) { r.Senders = "" }, "at least one"},
+		{"senders", func(r *registration.Request) { r.Senders = "scanner@" }, "not an e-mail address"},
+		{"senders", func(r *registration.Request) { r.Senders = "scanner@nowhere.example.edu" }, "cannot receive mail"},
+		{"senders", func(r *registration.Request) { r.Senders = "scanner@nullmx.example.edu" }, "cannot receive mail"},
+		{"senders", func(r *registration.Request) { r.Senders = strings.Repeat("a@dept.example.edu ", 11) }, "at most 10"},
+		{"purpose", func(r *registration.Request) { r.Purpose = "" }, "required"},
+		{"firewall_accepted", func(r *registration.Request) { r.BehindFirewall = true }, "responsibility"},
 	}
 	for _, c := range cases {
 		r := good()
@@ -194,7 +194,7 @@ func TestRegisterConfirmApprove(t *testing.T) {
 	if _, errs, _ := s.Register(ctx, good(), "other", "owner"); !strings.Contains(errs["name"], "already registered") {
 		t.Errorf("duplicate: %v", errs)
 	}
-	if err := s.Act(ctx, d.Name, registry.Approve, "staff:a", "", false); !errors.Is(err, registry.ErrUnconfirmed) {
+	if err := s.Act(ctx, d.Name, registration.Approve, "staff:a", "", false); !errors.Is(err, registration.ErrUnconfirmed) {
 		t.Errorf("approve unconfirmed: %v", err)
 	}
 	for _, m := range sent {
@@ -211,19 +211,19 @@ func TestRegisterConfirmApprove(t *testing.T) {
 		t.Errorf("bogus token: %v", err)
 	}
 	before := changed.Load()
-	if err := s.Act(ctx, d.Name, registry.Approve, "staff:a", "", false); err != nil {
+	if err := s.Act(ctx, d.Name, registration.Approve, "staff:a", "", false); err != nil {
 		t.Fatal(err)
 	}
 	if changed.Load() != before+1 {
 		t.Error("Changed not called after approve")
 	}
-	if err := s.Act(ctx, d.Name, registry.Suspend, "staff:a", "", false); !errors.Is(err, registry.ErrReasonRequired) {
+	if err := s.Act(ctx, d.Name, registration.Suspend, "staff:a", "", false); !errors.Is(err, registration.ErrReasonRequired) {
 		t.Errorf("suspend without reason: %v", err)
 	}
-	if err := s.Act(ctx, d.Name, "explode", "staff:a", "x", false); !errors.Is(err, registry.ErrUnknownAction) {
+	if err := s.Act(ctx, d.Name, "explode", "staff:a", "x", false); !errors.Is(err, registration.ErrUnknownAction) {
 		t.Errorf("unknown action: %v", err)
 	}
-	if err := s.Act(ctx, d.Name, registry.Suspend, "staff:a", "spam", false); err != nil {
+	if err := s.Act(ctx, d.Name, registration.Suspend, "staff:a", "spam", false); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := s.Store.Device(ctx, d.Name)
@@ -250,7 +250,7 @@ func TestLinksWithoutMail(t *testing.T) {
 	if len(s.PendingLinks(d.Name)) != 1 {
 		t.Error("confirmed link still pending")
 	}
-	if err := s.Act(ctx, d.Name, registry.Approve, "staff:a", "checked by phone", true); err != nil {
+	if err := s.Act(ctx, d.Name, registration.Approve, "staff:a", "checked by phone", true); err != nil {
 		t.Fatal(err)
 	}
 	a, _ := s.Store.ListAudit(ctx, store.AuditFilter{Device: d.Name, Limit: 1})

@@ -1,4 +1,4 @@
-// Package registry is central's registration logic, shared by the web
+// Package registration is central's registration logic, shared by the web
 // pages, the JSON API and the CLI: it validates a request field by field,
 // runs the live FCrDNS check, checks that each sender's domain accepts
 // mail, flags personal-looking mailboxes, sends the sender confirmation
@@ -11,7 +11,7 @@
 //   - A device is approved only when every sender address is confirmed,
 //     unless the staff member forces it (recorded in the audit reason).
 //   - Deny, suspend and revoke need a reason (owners see it).
-package registry
+package registration
 
 import (
 	"context"

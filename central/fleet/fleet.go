@@ -1,4 +1,4 @@
-// Package sync is central's side of the sync contract (docs/CONTRACT.md).
+// Package fleet is central's side of the sync contract (docs/CONTRACT.md).
 //
 // It publishes the signed allowlist snapshot (retained, QoS 1) at start,
 // on every change that affects enforcement (Changed) and every republish
@@ -16,7 +16,7 @@
 //   - The edge id of an event or status is the one in its topic, which the
 //     broker's ACL ties to the edge's credentials; a payload cannot speak
 //     for another edge.
-package sync
+package fleet
 
 import (
 	"context"
@@ -27,7 +27,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	stdsync "sync"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -97,7 +97,7 @@ type Service struct {
 
 	trigger chan struct{}
 
-	mu   stdsync.RWMutex
+	mu   sync.RWMutex
 	wire []byte // last encoded snapshot
 	etag string
 	ver  int64

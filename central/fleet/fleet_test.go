@@ -1,4 +1,4 @@
-package sync_test
+package fleet_test
 
 import (
 	"bytes"
@@ -14,13 +14,13 @@ import (
 	"time"
 
 	"github.com/postern/postern/central/broker/brokertest"
+	"github.com/postern/postern/central/fleet"
 	"github.com/postern/postern/central/store"
 	"github.com/postern/postern/central/store/sqlite"
-	csync "github.com/postern/postern/central/sync"
+	"github.com/postern/postern/edge/centralclient"
+	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/edge/enroll"
-	"github.com/postern/postern/edge/registry"
 	"github.com/postern/postern/edge/spool"
-	esync "github.com/postern/postern/edge/sync"
 	"github.com/postern/postern/shared/allowlist"
 	"github.com/postern/postern/shared/event"
 )
@@ -30,7 +30,7 @@ var signKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, 32))
 // central is the real sync service on a real SQLite store.
 type central struct {
 	st     *sqlite.Store
-	svc    *csync.Service
+	svc    *fleet.Service
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -47,19 +47,19 @@ func openStore(t testing.TB) *sqlite.Store {
 
 func startCentral(t testing.TB, env *brokertest.Env, st *sqlite.Store) *central {
 	t.Helper()
-	ad := csync.Store{S: st}
-	o := csync.Options{
+	ad := fleet.Store{S: st}
+	o := fleet.Options{
 		BrokerURL: env.URL, ClientID: brokertest.CentralID, Topics: env.Topics, Key: signKey,
 		ValidFor: 24 * time.Hour, RepublishInterval: time.Hour,
 		Source: ad, Events: ad, Status: ad, Enrol: ad, Auth: ad,
-		Edge: csync.EdgeSettings{MQTTURL: env.URL, HeartbeatInterval: time.Second},
+		Edge: fleet.EdgeSettings{MQTTURL: env.URL, HeartbeatInterval: time.Second},
 	}
 	if env.ForcesClientID { // Mosquitto
 		o.Username, o.Password = brokertest.CentralID, env.Password(brokertest.CentralID)
 	} else {
 		o.Dial = env.Dial
 	}
-	svc, err := csync.New(o)
+	svc, err := fleet.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func enrolEdge(t testing.TB, env *brokertest.Env, st *sqlite.Store, id string) {
 	t.Helper()
 	ctx := context.Background()
 	must(t, st.CreateEdge(ctx, store.Edge{ID: id, Name: id}))
-	tok, hash := "tok-"+id, csync.HashToken("tok-"+id)
+	tok, hash := "tok-"+id, fleet.HashToken("tok-"+id)
 	_ = tok
 	must(t, st.SetEdgeEnrolment(ctx, id, hash, time.Now().Add(time.Hour)))
 	if _, err := st.RedeemEnrolment(ctx, hash); err != nil {
@@ -115,20 +115,20 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 // several simulated edges share one spool.
 type edge struct {
 	id     string
-	reg    *registry.Registry
-	outbox *esync.Outbox
-	c      *esync.Client
+	reg    *devices.Table
+	outbox *centralclient.Outbox
+	c      *centralclient.Client
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 func startEdge(t testing.TB, env *brokertest.Env, sp *spool.Spool, id, dir string) *edge {
 	t.Helper()
-	reg, err := registry.New(nil, sp.KV(id+"/susp/"), nil)
+	reg, err := devices.New(nil, sp.KV(id+"/susp/"), nil)
 	must(t, err)
-	ob, err := esync.NewOutbox(sp.KV(id+"/outbox/"), id, 0, nil, nil)
+	ob, err := centralclient.NewOutbox(sp.KV(id+"/outbox/"), id, 0, nil, nil)
 	must(t, err)
-	c, err := esync.New(esync.Options{
+	c, err := centralclient.New(centralclient.Options{
 		EdgeID: id, BrokerURL: env.URL, Password: env.Password(id), Topics: env.Topics,
 		PublicKey: signKey.Public().(ed25519.PublicKey), DataDir: filepath.Join(dir, id),
 		Allow: sp.KV(id + "/allow/"), Outbox: ob, Registry: reg,
@@ -206,10 +206,10 @@ func TestApproveSuspendAcrossFleet(t *testing.T) {
 					sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 					t.Logf("%s %s -> enforced on %d edges: median %v, max %v", env.Name, what, n, lat[n/2].Round(time.Microsecond), lat[n-1].Round(time.Microsecond))
 				}
-				measure("approve", registry.StatusActive, func() {
+				measure("approve", devices.StatusActive, func() {
 					must(t, st.ApproveDevice(ctx, name, "staff", "ok", time.Now().Add(time.Hour)))
 				})
-				measure("suspend", registry.StatusSuspended, func() {
+				measure("suspend", devices.StatusSuspended, func() {
 					must(t, st.SuspendDevice(ctx, name, "staff", "abuse"))
 				})
 				// Fleet view: every edge reported the version it applied.
@@ -247,12 +247,12 @@ func TestNDRUndeliverableSuspendsEverywhere(t *testing.T) {
 		enrolEdge(t, env, st, "edge-a")
 		enrolEdge(t, env, st, "edge-b")
 		a, b := startEdge(t, env, sp, "edge-a", dir), startEdge(t, env, sp, "edge-b", dir)
-		waitFor(t, 5*time.Second, "edge-b enforces active device", func() bool { return b.status(name) == registry.StatusActive })
+		waitFor(t, 5*time.Second, "edge-b enforces active device", func() bool { return b.status(name) == devices.StatusActive })
 
 		ev := event.Event{ID: event.NewID(), Kind: event.NDRUndeliverable, Device: name, Sender: "scan@example.edu", QueueID: "Q1", Reason: "5.1.1 user unknown"}
 		a.outbox.Emit(ev)
 		a.outbox.Emit(ev) // redelivery of the same id
-		waitFor(t, 5*time.Second, "suspension reaches edge-b", func() bool { return b.status(name) == registry.StatusSuspended })
+		waitFor(t, 5*time.Second, "suspension reaches edge-b", func() bool { return b.status(name) == devices.StatusSuspended })
 		d, err := st.Device(ctx, name)
 		must(t, err)
 		want := "suspended by edge edge-a: NDR to scan@example.edu undeliverable"
@@ -293,13 +293,13 @@ func TestCentralDownEdgeKeepsEnforcing(t *testing.T) {
 	sp, dir := openSpool(t)
 	enrolEdge(t, env, st, "edge-a")
 	e := startEdge(t, env, sp, "edge-a", dir)
-	waitFor(t, 5*time.Second, "enforced", func() bool { return e.status(name) == registry.StatusActive })
+	waitFor(t, 5*time.Second, "enforced", func() bool { return e.status(name) == devices.StatusActive })
 	c.stop()
 	for i := 0; i < 20; i++ {
 		e.outbox.Emit(event.Event{Kind: event.Refusal, ClientIP: "10.0.0.9", Reason: "sender not registered", Count: i + 1})
 	}
 	waitFor(t, 5*time.Second, "events acknowledged by the broker", func() bool { return e.outbox.Len() == 0 })
-	if e.status(name) != registry.StatusActive {
+	if e.status(name) != devices.StatusActive {
 		t.Fatal("edge stopped enforcing while central was down")
 	}
 	startCentral(t, env, st)
@@ -317,12 +317,12 @@ func TestEnrolAndFetch(t *testing.T) {
 	env := brokertest.Embedded(t)
 	st := openStore(t)
 	ctx := context.Background()
-	env.UseAuth(csync.Store{S: st}) // the broker checks the store's credentials
+	env.UseAuth(fleet.Store{S: st}) // the broker checks the store's credentials
 	c := startCentral(t, env, st)
 	srv := httptest.NewServer(c.svc.Handler())
 	defer srv.Close()
 	must(t, st.CreateEdge(ctx, store.Edge{ID: "edge-new", Name: "new"}))
-	must(t, st.SetEdgeEnrolment(ctx, "edge-new", csync.HashToken("one-time"), time.Now().Add(time.Hour)))
+	must(t, st.SetEdgeEnrolment(ctx, "edge-new", fleet.HashToken("one-time"), time.Now().Add(time.Hour)))
 
 	state, err := enroll.Enroll(ctx, nil, srv.URL, "one-time")
 	must(t, err)
@@ -345,17 +345,17 @@ func TestEnrolAndFetch(t *testing.T) {
 
 	// The issued credentials work for MQTT and for the HTTPS fetch.
 	sp, _ := openSpool(t)
-	reg, _ := registry.New(nil, nil, nil)
-	ob, _ := esync.NewOutbox(sp.KV("outbox/"), state.EdgeID, 0, nil, slog.Default())
+	reg, _ := devices.New(nil, nil, nil)
+	ob, _ := centralclient.NewOutbox(sp.KV("outbox/"), state.EdgeID, 0, nil, slog.Default())
 	pub, _ := allowlist.ParsePublicKey(state.PublicKey)
-	cl, err := esync.New(esync.Options{EdgeID: state.EdgeID, BrokerURL: state.MQTTURL, Password: state.Password,
+	cl, err := centralclient.New(centralclient.Options{EdgeID: state.EdgeID, BrokerURL: state.MQTTURL, Password: state.Password,
 		PublicKey: pub, Allow: sp.KV("allow/"), Outbox: ob, Registry: reg, CentralURL: srv.URL})
 	must(t, err)
 	must(t, cl.Fetch(ctx))
 	if cl.Current() == nil {
 		t.Fatal("no snapshot after fetch")
 	}
-	bad, err := esync.New(esync.Options{EdgeID: state.EdgeID, Password: "wrong", PublicKey: pub,
+	bad, err := centralclient.New(centralclient.Options{EdgeID: state.EdgeID, Password: "wrong", PublicKey: pub,
 		Allow: sp.KV("allow2/"), Outbox: ob, Registry: reg, CentralURL: srv.URL})
 	must(t, err)
 	if err := bad.Fetch(ctx); err == nil || !strings.Contains(err.Error(), "401") {

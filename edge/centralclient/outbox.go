@@ -1,10 +1,10 @@
-package sync
+package centralclient
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
-	stdsync "sync"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,7 +35,7 @@ type Outbox struct {
 	log   *slog.Logger
 	max   int
 
-	mu      stdsync.Mutex
+	mu      sync.Mutex
 	n       int // events stored
 	seq     uint32
 	wake    chan struct{}
