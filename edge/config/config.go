@@ -13,6 +13,7 @@ import (
 
 	"github.com/postern/postern/shared/address"
 	"github.com/postern/postern/shared/configfile"
+	"github.com/postern/postern/shared/loopback"
 )
 
 // Config is the whole edge configuration.
@@ -397,7 +398,7 @@ func (c *Config) Validate() error {
 		if err := checkHostPort(c.Admin.Listen); err != nil {
 			return e("admin.listen", "%v", err)
 		}
-		if !isLoopback(c.Admin.Listen) && len(c.Admin.Token) < 16 {
+		if !loopback.HostPort(c.Admin.Listen) && len(c.Admin.Token) < 16 {
 			return e("admin.token", "a token of at least 16 characters is required when admin.listen is not loopback")
 		}
 	}
@@ -436,16 +437,4 @@ func checkHostPort(a string) error {
 		return fmt.Errorf("%q has no port", a)
 	}
 	return nil
-}
-
-func isLoopback(hostport string) bool {
-	h, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	if h == "localhost" {
-		return true
-	}
-	ip, err := netip.ParseAddr(h)
-	return err == nil && ip.IsLoopback()
 }

@@ -46,7 +46,10 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/postern/postern/shared/loopback"
+	"github.com/postern/postern/shared/oneline"
 	"github.com/postern/postern/shared/resolver"
+	"github.com/postern/postern/shared/tlsinfo"
 )
 
 // Resolver is the DNS the client routes with (*resolver.Resolver).
@@ -250,10 +253,10 @@ func (c *Client) Deliver(ctx context.Context, job *Job) Outcome {
 			if aerr == nil {
 				out.Results, out.TLS = results, tlsDesc
 				out.Summary = summarize(results)
-				log.Info("delivery attempt", "host", out.Host, "tls", tlsOrPlain(tlsDesc), "result", out.Summary)
+				log.Info("delivery attempt", "host", out.Host, "tls", tlsinfo.OrNone(tlsDesc), "result", out.Summary)
 				return out
 			}
-			log.Info("delivery host failed", "host", out.Host, "tls", tlsOrPlain(tlsDesc), "err", aerr.text)
+			log.Info("delivery host failed", "host", out.Host, "tls", tlsinfo.OrNone(tlsDesc), "err", aerr.text)
 			last = aerr
 			out.TLS = tlsDesc
 		}
@@ -268,13 +271,6 @@ func (c *Client) Deliver(ctx context.Context, job *Job) Outcome {
 		last.code, last.enhanced = 451, "4.4.1"
 	}
 	return fail(Temporary, last.code, last.enhanced, last.text, last.host)
-}
-
-func tlsOrPlain(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return s
 }
 
 func summarize(rs []Result) string {
@@ -292,7 +288,7 @@ func summarize(rs []Result) string {
 	s := fmt.Sprintf("delivered %d, deferred %d, failed %d", d, t, p)
 	for _, r := range rs {
 		if r.Status != Delivered {
-			s += fmt.Sprintf("; %d %s %s", r.Code, r.Enhanced, oneLine(r.Text))
+			s += fmt.Sprintf("; %d %s %s", r.Code, r.Enhanced, oneline.Fold(r.Text))
 			break
 		}
 	}
@@ -456,7 +452,7 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 		cur = tc
 		st := tc.ConnectionState()
 		state = &st
-		tlsDesc = tlsString(state)
+		tlsDesc = tlsinfo.Describe(state)
 		sc = c.newSMTP(&greetedConn{Conn: tc, r: io.MultiReader(strings.NewReader("220 after STARTTLS\r\n"), tc)})
 		if err := sc.Hello(c.o.Hostname); err != nil {
 			return nil, tlsDesc, c.connErr(h, "EHLO after STARTTLS", err), false
@@ -471,7 +467,7 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 			text: fmt.Sprintf("%s %s, and delivery.tls = %q requires it", h.name, why, req.Mode)}, false
 	}
 	if h.smart && c.o.SmarthostUsername != "" {
-		if state == nil && !isLoopback(addr) {
+		if state == nil && !loopback.HostPort(addr) {
 			sc.Quit()
 			return nil, "", &attemptError{code: 451, enhanced: "4.7.5", host: h.name, text: "smarthost credentials are only sent over TLS, and TLS was not used"}, false
 		}
@@ -510,7 +506,7 @@ func (c *Client) startTLS(ctx context.Context, conn net.Conn, req TLSRequirement
 	br := bufio.NewReaderSize(conn, 512)
 	code, msg, err := textproto.NewReader(br).ReadResponse(220)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %d %s", errTLSFailed, code, oneLine(msg))
+		return nil, fmt.Errorf("%w: %d %s", errTLSFailed, code, oneline.Fold(msg))
 	}
 	if br.Buffered() > 0 {
 		return nil, fmt.Errorf("%w: data after the STARTTLS reply (injection attempt?)", errTLSFailed)
@@ -662,7 +658,7 @@ func (c *Client) connErr(h host, stage string, err error) *attemptError {
 			code, enh = 451, "4.4.0"
 		}
 		return &attemptError{code: code, enhanced: enh, host: h.name,
-			text: fmt.Sprintf("%s at %s: %d %s", stage, h.name, se.Code, oneLine(se.Message))}
+			text: fmt.Sprintf("%s at %s: %d %s", stage, h.name, se.Code, oneline.Fold(se.Message))}
 	}
 	return &attemptError{code: 451, enhanced: "4.4.2", text: fmt.Sprintf("%s at %s: %v", stage, h.name, unwrapNet(err))}
 }
@@ -710,15 +706,6 @@ func unwrapNet(err error) error {
 	return err
 }
 
-func isLoopback(hostport string) bool {
-	h, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	ip, err := netip.ParseAddr(h)
-	return err == nil && ip.IsLoopback()
-}
-
 func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= 0x80 {
@@ -727,5 +714,3 @@ func isASCII(s string) bool {
 	}
 	return true
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -95,12 +95,3 @@ func clientConfig(req TLSRequirement, host string) *tls.Config {
 		InsecureSkipVerify: req.Mode != Verify, //nolint:gosec // opportunistic TLS by design; Verify checks
 	}
 }
-
-// tlsString describes a TLS connection for logs and queue history, e.g.
-// "TLS1.3 TLS_AES_128_GCM_SHA256"; "" for plaintext.
-func tlsString(st *tls.ConnectionState) string {
-	if st == nil {
-		return ""
-	}
-	return strings.ReplaceAll(tls.VersionName(st.Version), " ", "") + " " + tls.CipherSuiteName(st.CipherSuite)
-}

@@ -22,6 +22,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/postern/postern/shared/oneline"
 	"sort"
 	"strings"
 	"time"
@@ -202,9 +203,9 @@ func (r *Report) writeText(b *bytes.Buffer, action Action, host string) {
 		}
 		switch {
 		case rc.RemoteMTA != "" && rc.Code != 0:
-			fmt.Fprintf(b, "host %s said: %d %s", rc.RemoteMTA, rc.Code, oneLine(rc.Reply))
+			fmt.Fprintf(b, "host %s said: %d %s", rc.RemoteMTA, rc.Code, oneline.Fold(rc.Reply))
 		case rc.Reply != "":
-			b.WriteString(oneLine(rc.Reply))
+			b.WriteString(oneline.Fold(rc.Reply))
 		default:
 			fmt.Fprintf(b, "status %s", rc.Status)
 		}
@@ -261,7 +262,7 @@ func (r *Report) writeStatus(b *bytes.Buffer, host string) {
 // diagText is the reply text of a Diagnostic-Code: the enhanced status
 // code (when the server gave one) and the text on one line.
 func diagText(rc Recipient) string {
-	t := oneLine(rc.Reply)
+	t := oneline.Fold(rc.Reply)
 	if rc.Status != "" && !strings.HasPrefix(t, rc.Status) && looksEnhanced(rc.Status) {
 		t = rc.Status + " " + t
 	}
@@ -284,15 +285,10 @@ func addrType(a string) string {
 	return "rfc822"
 }
 
-// oneLine folds a multi-line reply into one line.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
-}
-
 // fieldValue keeps a header value on one line and within 7-bit printable
 // characters where the field requires it: control characters go.
 func fieldValue(s string) string {
-	s = oneLine(s)
+	s = oneline.Fold(s)
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return -1

@@ -28,6 +28,7 @@ import (
 
 	"github.com/postern/postern/edge/config"
 	"github.com/postern/postern/shared/allowlist"
+	"github.com/postern/postern/shared/atomicfile"
 	"github.com/postern/postern/shared/topic"
 )
 
@@ -134,7 +135,7 @@ func Save(dataDir string, st State) error {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("enrolment: %w", err)
 	}
-	if err := allowlist.WriteFileAtomic(filepath.Join(dataDir, FileName), append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dataDir, FileName), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("enrolment: %w", err)
 	}
 	return nil

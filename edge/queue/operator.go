@@ -8,6 +8,7 @@ import (
 
 	"github.com/postern/postern/edge/dsn"
 	"github.com/postern/postern/edge/spool"
+	"github.com/postern/postern/shared/oneline"
 )
 
 // Errors of operator actions.
@@ -51,7 +52,7 @@ func (r *Runner) List() ([]Summary, error) {
 		for _, rc := range env.Recipients {
 			rs := RecipientState{Addr: rc.Addr, State: rc.State.String()}
 			if rc.Code != 0 {
-				rs.Reply = fmt.Sprintf("%d %s %s", rc.Code, rc.EnhancedCode, oneLine(rc.Reply))
+				rs.Reply = fmt.Sprintf("%d %s %s", rc.Code, rc.EnhancedCode, oneline.Fold(rc.Reply))
 			}
 			s.Recipients = append(s.Recipients, rs)
 		}

@@ -48,6 +48,8 @@ import (
 	"github.com/postern/postern/edge/metrics"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/event"
+	"github.com/postern/postern/shared/oneline"
+	"github.com/postern/postern/shared/tlsinfo"
 )
 
 // Spool is what the runner needs from the spool (*spool.Spool).
@@ -603,23 +605,23 @@ func (r *Runner) record(env *spool.Envelope, data []byte, outcomes []delivery.Ou
 				rc.State = spool.Delivered
 				delivered++
 				r.o.Metrics.ObserveLatency(now.Sub(env.ReceivedAt))
-				log.Info("delivered", "rcpt", rc.Addr, "host", out.Host, "tls", tlsOrNone(out.TLS), "reply", oneLine(res.Text))
+				log.Info("delivered", "rcpt", rc.Addr, "host", out.Host, "tls", tlsinfo.OrNone(out.TLS), "reply", oneline.Fold(res.Text))
 			case delivery.Permanent:
 				rc.State = spool.Failed
 				failed = append(failed, i)
-				log.Info("delivery failed", "rcpt", rc.Addr, "host", out.Host, "code", res.Code, "status", res.Enhanced, "reply", oneLine(res.Text))
+				log.Info("delivery failed", "rcpt", rc.Addr, "host", out.Host, "code", res.Code, "status", res.Enhanced, "reply", oneline.Fold(res.Text))
 			default:
 				if lastErr == "" {
-					lastErr = fmt.Sprintf("%d %s %s", res.Code, res.Enhanced, oneLine(res.Text))
+					lastErr = fmt.Sprintf("%d %s %s", res.Code, res.Enhanced, oneline.Fold(res.Text))
 				}
 				if expired {
 					rc.State = spool.Failed
 					expiredIdx = append(expiredIdx, i)
 					failed = append(failed, i)
-					log.Info("delivery expired", "rcpt", rc.Addr, "age", now.Sub(env.ReceivedAt).String(), "last_error", oneLine(res.Text))
+					log.Info("delivery expired", "rcpt", rc.Addr, "age", now.Sub(env.ReceivedAt).String(), "last_error", oneline.Fold(res.Text))
 				} else {
 					deferred++
-					log.Info("delivery deferred", "rcpt", rc.Addr, "host", out.Host, "code", res.Code, "status", res.Enhanced, "reply", oneLine(res.Text))
+					log.Info("delivery deferred", "rcpt", rc.Addr, "host", out.Host, "code", res.Code, "status", res.Enhanced, "reply", oneline.Fold(res.Text))
 				}
 			}
 		}
@@ -709,15 +711,6 @@ func Backoff(n int, min, max time.Duration, u float64) time.Duration {
 	return time.Duration(float64(d) * (0.9 + 0.2*u))
 }
 
-func tlsOrNone(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return s
-}
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
-
 // notifies reports whether a recipient's NOTIFY parameter asks for kind
 // ("FAILURE" or "DELAY"). Without NOTIFY, failures are reported and delays
 // are too (when delay warnings are on), as RFC 3461 §4.1 permits.
@@ -776,7 +769,7 @@ func (r *Runner) reportFailures(env *spool.Envelope, data []byte, failed, expire
 	r.emit(event.Event{
 		Kind: event.NDR, Time: now, Device: env.Device, ClientIP: env.ClientIP, Sender: env.From,
 		Recipient: rcpts[0].Addr, QueueID: env.ID, Count: len(rcpts),
-		Reason: fmt.Sprintf("%d recipient(s) undeliverable: %s %s", len(rcpts), rcpts[0].Status, oneLine(rcpts[0].Reply)),
+		Reason: fmt.Sprintf("%d recipient(s) undeliverable: %s %s", len(rcpts), rcpts[0].Status, oneline.Fold(rcpts[0].Reply)),
 		Detail: map[string]string{"status": rcpts[0].Status, "ndr_id": id},
 	})
 	return nil
@@ -845,7 +838,7 @@ func (r *Runner) queueReport(env *spool.Envelope, data []byte, rcpts []dsn.Recip
 // whose sender cannot receive reports, and tell central.
 func (r *Runner) ndrUndeliverable(ndr *spool.Envelope, failed []int, now time.Time) {
 	rc := ndr.Recipients[failed[0]]
-	reason := fmt.Sprintf("NDR to %s could not be delivered: %d %s %s", rc.Addr, rc.Code, rc.EnhancedCode, oneLine(rc.Reply))
+	reason := fmt.Sprintf("NDR to %s could not be delivered: %d %s %s", rc.Addr, rc.Code, rc.EnhancedCode, oneline.Fold(rc.Reply))
 	log := r.log.With("queue_id", ndr.ID, "device", ndr.BounceFor)
 	if ndr.BounceFor == "" {
 		log.Warn("NDR undeliverable; the sender is not a registered device, nothing to suspend", "reason", reason)

@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"crypto/tls"
+	"github.com/postern/postern/shared/tlsinfo"
 	"net/netip"
 	"strings"
 	"time"
@@ -64,7 +65,7 @@ func receivedHeader(ri receivedInfo) []byte {
 	b.WriteString(proto)
 	if ri.TLS != nil {
 		b.WriteString(" (")
-		b.WriteString(tlsString(ri.TLS))
+		b.WriteString(tlsinfo.Describe(ri.TLS))
 		b.WriteString(")")
 	}
 	b.WriteString("\r\n\tid ")

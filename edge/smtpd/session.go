@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/postern/postern/edge/policy"
 	"github.com/postern/postern/edge/spool"
+	"github.com/postern/postern/shared/tlsinfo"
 )
 
 type backend struct{ s *Server }
@@ -168,7 +168,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		utf8 = opts.UTF8
 	}
 	if s.tls != nil {
-		env.TLS = tlsString(s.tls)
+		env.TLS = tlsinfo.Describe(s.tls)
 		s.noteTLS(device)
 	}
 	s.mu.Lock()
@@ -410,7 +410,3 @@ func (c *lineEndChecker) Write(p []byte) (int, error) {
 
 // bad reports a bare line ending, including a CR at the very end.
 func (c *lineEndChecker) bad() bool { return c.found || c.prevCR }
-
-func tlsString(st *tls.ConnectionState) string {
-	return strings.ReplaceAll(tls.VersionName(st.Version), " ", "") + " " + tls.CipherSuiteName(st.CipherSuite)
-}

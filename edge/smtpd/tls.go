@@ -7,8 +7,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
+	"github.com/postern/postern/shared/atomicfile"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -98,31 +98,11 @@ func ensureSelfSigned(certFile, keyFile, hostname string) error {
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := writeFileAtomic(keyFile, keyPEM, 0o600); err != nil {
-		return err
+	if err := atomicfile.Write(keyFile, keyPEM, 0o600); err != nil {
+		return fmt.Errorf("smtpd: write %s: %w", keyFile, err)
 	}
-	return writeFileAtomic(certFile, certPEM, 0o644)
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return fmt.Errorf("smtpd: write %s: %w", path, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return errors.Join(fmt.Errorf("smtpd: write %s", path), err)
+	if err := atomicfile.Write(certFile, certPEM, 0o644); err != nil {
+		return fmt.Errorf("smtpd: write %s: %w", certFile, err)
 	}
 	return nil
 }

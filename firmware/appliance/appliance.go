@@ -21,6 +21,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/postern/postern/shared/atomicfile"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -101,7 +102,7 @@ func Prepare(ctx context.Context, o Options) (Result, error) {
 		if err != nil {
 			return res, err
 		}
-		if err := writeFileAtomic(res.ConfigPath, data, 0o600); err != nil {
+		if err := atomicfile.Write(res.ConfigPath, data, 0o600); err != nil {
 			return res, fmt.Errorf("appliance: write first-boot configuration: %w", err)
 		}
 		res.Created = true
@@ -236,41 +237,4 @@ func firstPath(name string, dirs ...string) string {
 		}
 	}
 	return ""
-}
-
-// writeFileAtomic writes data to path through a synced temp file and a
-// rename, then syncs the folder, so a power cut leaves the old file or the
-// new one, never half of one.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
