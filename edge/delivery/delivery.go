@@ -49,6 +49,7 @@ import (
 	"github.com/postern/postern/shared/loopback"
 	"github.com/postern/postern/shared/oneline"
 	"github.com/postern/postern/shared/resolver"
+	"github.com/postern/postern/shared/smtpstatus"
 	"github.com/postern/postern/shared/tlsinfo"
 )
 
@@ -188,7 +189,7 @@ type Result struct {
 	// Code and Enhanced are the reply code (e.g. 550, "5.1.1"); for a
 	// failure no server answered (DNS, connection) the edge assigns them.
 	Code     int
-	Enhanced string
+	Enhanced smtpstatus.Code
 	// Text is the server's reply text, or a local explanation.
 	Text string
 	// RemoteMTA is the host name of the server that answered, "" when
@@ -214,7 +215,7 @@ type Outcome struct {
 func (c *Client) Deliver(ctx context.Context, job *Job) Outcome {
 	log := c.log.With("queue_id", job.QueueID, "domain", job.Domain)
 	out := Outcome{Results: make([]Result, len(job.Rcpts))}
-	fail := func(st Status, code int, enh, text, host string) Outcome {
+	fail := func(st Status, code int, enh smtpstatus.Code, text, host string) Outcome {
 		for i, r := range job.Rcpts {
 			out.Results[i] = Result{Addr: r.Addr, Status: st, Code: code, Enhanced: enh, Text: text, RemoteMTA: host}
 		}
@@ -236,7 +237,7 @@ func (c *Client) Deliver(ctx context.Context, job *Job) Outcome {
 			if err != nil {
 				last = &attemptError{text: fmt.Sprintf("address lookup for %s: %v", h.name, err)}
 				if h.implicit && errors.Is(err, resolver.ErrNotFound) {
-					return fail(Permanent, 550, "5.1.2", fmt.Sprintf("domain %s has no MX and no address records", job.Domain), "")
+					return fail(Permanent, 550, smtpstatus.BadDestinationSystem, fmt.Sprintf("domain %s has no MX and no address records", job.Domain), "")
 				}
 				log.Info("delivery host lookup failed", "host", h.name, "err", err)
 				continue
@@ -268,7 +269,7 @@ func (c *Client) Deliver(ctx context.Context, job *Job) Outcome {
 		last = &attemptError{text: "no usable mail server address"}
 	}
 	if last.code == 0 {
-		last.code, last.enhanced = 451, "4.4.1"
+		last.code, last.enhanced = 451, smtpstatus.NoAnswer
 	}
 	return fail(Temporary, last.code, last.enhanced, last.text, last.host)
 }
@@ -308,7 +309,7 @@ type host struct {
 type routeError struct {
 	status   Status
 	code     int
-	enhanced string
+	enhanced smtpstatus.Code
 	text     string
 }
 
@@ -329,15 +330,15 @@ func (c *Client) route(ctx context.Context, domain string) ([]host, *routeError)
 	mxs, err := c.o.Resolver.LookupMX(ctx, domain)
 	switch {
 	case errors.Is(err, resolver.ErrNullMX):
-		return nil, &routeError{Permanent, 556, "5.1.10", fmt.Sprintf("domain %s does not accept mail (null MX, RFC 7505)", domain)}
+		return nil, &routeError{Permanent, 556, smtpstatus.NullMX, fmt.Sprintf("domain %s does not accept mail (null MX, RFC 7505)", domain)}
 	case errors.Is(err, resolver.ErrInvalidName):
-		return nil, &routeError{Permanent, 550, "5.1.2", fmt.Sprintf("%q is not a valid domain name", domain)}
+		return nil, &routeError{Permanent, 550, smtpstatus.BadDestinationSystem, fmt.Sprintf("%q is not a valid domain name", domain)}
 	case errors.Is(err, resolver.ErrNotFound) || (err == nil && len(mxs) == 0):
 		// No MX: the domain is its own implicit MX (RFC 5321 §5.1). If it
 		// does not exist at all, the address lookup says so.
 		return []host{{name: domain, port: c.o.MXPort, implicit: true}}, nil
 	case err != nil:
-		return nil, &routeError{Temporary, 451, "4.4.3", fmt.Sprintf("MX lookup for %s failed: %v", domain, err)}
+		return nil, &routeError{Temporary, 451, smtpstatus.DirectoryFailure, fmt.Sprintf("MX lookup for %s failed: %v", domain, err)}
 	}
 	mxs = append([]resolver.MX(nil), mxs...)
 	sort.SliceStable(mxs, func(i, j int) bool { return mxs[i].Pref < mxs[j].Pref })
@@ -388,7 +389,7 @@ func splitHostPort(hp string) (string, int, error) {
 // produced results): the next address or host is tried.
 type attemptError struct {
 	code     int
-	enhanced string
+	enhanced smtpstatus.Code
 	text     string
 	host     string // remote MTA name when a server answered
 }
@@ -401,7 +402,7 @@ var errTLSFailed = errors.New("STARTTLS failed")
 func (c *Client) try(ctx context.Context, job *Job, h host, addr string) ([]Result, string, *attemptError) {
 	req, err := c.o.TLS.Requirement(ctx, job.Domain, h.name)
 	if err != nil {
-		return nil, "", &attemptError{code: 451, enhanced: "4.7.5", text: fmt.Sprintf("TLS policy for %s: %v", h.name, err)}
+		return nil, "", &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, text: fmt.Sprintf("TLS policy for %s: %v", h.name, err)}
 	}
 	res, tlsDesc, aerr, tlsErr := c.session(ctx, job, h, addr, req, true)
 	if tlsErr && req.Mode == Opportunistic {
@@ -424,7 +425,7 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 	opened := time.Now()
 	conn, err := c.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, "", &attemptError{code: 451, enhanced: "4.4.1", text: fmt.Sprintf("connect to %s (%s): %v", h.name, addr, unwrapNet(err))}, false
+		return nil, "", &attemptError{code: 451, enhanced: smtpstatus.NoAnswer, text: fmt.Sprintf("connect to %s (%s): %v", h.name, addr, unwrapNet(err))}, false
 	}
 	// The go-smtp client has no context: closing the connection when ctx
 	// ends unblocks whatever it waits for.
@@ -447,7 +448,7 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 	case offered && useTLS:
 		tc, err := c.startTLS(ctx, conn, req, h.name)
 		if err != nil {
-			return nil, "", &attemptError{code: 451, enhanced: "4.7.5", host: h.name, text: fmt.Sprintf("STARTTLS with %s: %v", h.name, err)}, true
+			return nil, "", &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, host: h.name, text: fmt.Sprintf("STARTTLS with %s: %v", h.name, err)}, true
 		}
 		cur = tc
 		st := tc.ConnectionState()
@@ -463,13 +464,13 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 		if offered {
 			why = "STARTTLS failed earlier"
 		}
-		return nil, "", &attemptError{code: 451, enhanced: "4.7.5", host: h.name,
+		return nil, "", &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, host: h.name,
 			text: fmt.Sprintf("%s %s, and delivery.tls = %q requires it", h.name, why, req.Mode)}, false
 	}
 	if h.smart && c.o.SmarthostUsername != "" {
 		if state == nil && !loopback.HostPort(addr) {
 			sc.Quit()
-			return nil, "", &attemptError{code: 451, enhanced: "4.7.5", host: h.name, text: "smarthost credentials are only sent over TLS, and TLS was not used"}, false
+			return nil, "", &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, host: h.name, text: "smarthost credentials are only sent over TLS, and TLS was not used"}, false
 		}
 		if err := sc.Auth(sasl.NewPlainClient("", c.o.SmarthostUsername, c.o.SmarthostPassword)); err != nil {
 			return nil, tlsDesc, c.connErr(h, "AUTH", err), false
@@ -538,7 +539,7 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) (_ []Result, _ *
 	for i, r := range job.Rcpts {
 		res[i] = Result{Addr: r.Addr, Status: Temporary, RemoteMTA: h.name}
 	}
-	all := func(st Status, code int, enh, text string) []Result {
+	all := func(st Status, code int, enh smtpstatus.Code, text string) []Result {
 		for i := range res {
 			res[i].Status, res[i].Code, res[i].Enhanced, res[i].Text = st, code, enh, text
 		}
@@ -550,11 +551,11 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) (_ []Result, _ *
 	}
 	if ok, _ := sc.Extension("SMTPUTF8"); utf8 && !ok {
 		sc.Quit()
-		return all(Permanent, 553, "5.6.7", h.name+" does not support SMTPUTF8, needed for a non-ASCII address"), nil, false
+		return all(Permanent, 553, smtpstatus.NonASCIIAddress, h.name+" does not support SMTPUTF8, needed for a non-ASCII address"), nil, false
 	}
 	if max, ok := sc.MaxMessageSize(); ok && max > 0 && len(job.Data) > max {
 		sc.Quit()
-		return all(Permanent, 552, "5.3.4", fmt.Sprintf("message size %d exceeds the limit %d of %s", len(job.Data), max, h.name)), nil, false
+		return all(Permanent, 552, smtpstatus.MessageTooBig, fmt.Sprintf("message size %d exceeds the limit %d of %s", len(job.Data), max, h.name)), nil, false
 	}
 	mo := &smtp.MailOptions{Size: int64(len(job.Data)), UTF8: utf8, EnvelopeID: job.EnvID}
 	switch strings.ToUpper(job.Ret) {
@@ -589,7 +590,7 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) (_ []Result, _ *
 		sc.Quit()
 		return res, nil, false
 	}
-	some := func(st Status, code int, enh, text string) []Result {
+	some := func(st Status, code int, enh smtpstatus.Code, text string) []Result {
 		for _, i := range accepted {
 			res[i].Status, res[i].Code, res[i].Enhanced, res[i].Text = st, code, enh, text
 		}
@@ -604,7 +605,7 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) (_ []Result, _ *
 		return nil, c.connErr(h, "DATA", err), false
 	}
 	if _, err := w.Write(job.Data); err != nil {
-		return some(Temporary, 451, "4.4.2", fmt.Sprintf("connection to %s lost during DATA: %v", h.name, unwrapNet(err))), nil, false
+		return some(Temporary, 451, smtpstatus.BadConnection, fmt.Sprintf("connection to %s lost during DATA: %v", h.name, unwrapNet(err))), nil, false
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
@@ -614,13 +615,13 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) (_ []Result, _ *
 		}
 		// The message may or may not have been taken: retrying risks a
 		// duplicate, not retrying risks a loss. Retry.
-		return some(Temporary, 451, "4.4.2", fmt.Sprintf("connection to %s lost after DATA: %v", h.name, unwrapNet(err))), nil, false
+		return some(Temporary, 451, smtpstatus.BadConnection, fmt.Sprintf("connection to %s lost after DATA: %v", h.name, unwrapNet(err))), nil, false
 	}
 	text := "ok"
 	if resp != nil && resp.StatusText != "" {
 		text = resp.StatusText
 	}
-	return some(Delivered, 250, "2.0.0", text), nil, true
+	return some(Delivered, 250, smtpstatus.OK, text), nil, true
 }
 
 func rcptOptions(r Rcpt) *smtp.RcptOptions {
@@ -655,12 +656,12 @@ func (c *Client) connErr(h host, stage string, err error) *attemptError {
 		// A server that refuses us at greeting/EHLO/MAIL level is tried
 		// again later (or the next MX now): record its reply.
 		if code >= 500 {
-			code, enh = 451, "4.4.0"
+			code, enh = 451, smtpstatus.TempNetwork
 		}
 		return &attemptError{code: code, enhanced: enh, host: h.name,
 			text: fmt.Sprintf("%s at %s: %d %s", stage, h.name, se.Code, oneline.Fold(se.Message))}
 	}
-	return &attemptError{code: 451, enhanced: "4.4.2", text: fmt.Sprintf("%s at %s: %v", stage, h.name, unwrapNet(err))}
+	return &attemptError{code: 451, enhanced: smtpstatus.BadConnection, text: fmt.Sprintf("%s at %s: %v", stage, h.name, unwrapNet(err))}
 }
 
 func asSMTP(err error) (*smtp.SMTPError, bool) {
@@ -673,29 +674,26 @@ func asSMTP(err error) (*smtp.SMTPError, bool) {
 
 // classify maps a reply to a status and its codes, filling in an enhanced
 // code when the server gave none.
-func classify(se *smtp.SMTPError) (Status, int, string) {
-	enh := ""
-	if e := se.EnhancedCode; e[0] >= 2 && e[0] <= 5 {
-		enh = fmt.Sprintf("%d.%d.%d", e[0], e[1], e[2])
-	}
+func classify(se *smtp.SMTPError) (Status, int, smtpstatus.Code) {
+	enh, _ := smtpstatus.FromSMTP(se.EnhancedCode)
 	switch {
 	case se.Code >= 500:
 		if enh == "" || enh[0] != '5' {
-			enh = "5.0.0"
+			enh = smtpstatus.PermUndefined
 		}
 		return Permanent, se.Code, enh
 	case se.Code >= 400:
 		if enh == "" || enh[0] != '4' {
-			enh = "4.0.0"
+			enh = smtpstatus.TempUndefined
 		}
 		return Temporary, se.Code, enh
 	case se.Code >= 200 && se.Code < 300:
 		if enh == "" {
-			enh = "2.0.0"
+			enh = smtpstatus.OK
 		}
 		return Delivered, se.Code, enh
 	}
-	return Temporary, 451, "4.0.0"
+	return Temporary, 451, smtpstatus.TempUndefined
 }
 
 func unwrapNet(err error) error {

@@ -14,6 +14,7 @@ import (
 	"github.com/postern/postern/edge/delivery/deliverytest"
 	"github.com/postern/postern/shared/dnstest"
 	"github.com/postern/postern/shared/resolver"
+	"github.com/postern/postern/shared/smtpstatus"
 )
 
 const msg = "From: scanner@example.edu\r\nTo: a@example.com\r\nSubject: scan\r\n\r\nhello\r\n.leading dot\r\n"
@@ -188,7 +189,7 @@ func TestRouting(t *testing.T) {
 	for _, tc := range []struct {
 		domain string
 		want   Status
-		enh    string
+		enh    smtpstatus.Code
 	}{
 		{"implicit.example", Delivered, "2.0.0"},
 		{"null.example", Permanent, "5.1.10"},
@@ -235,26 +236,26 @@ func TestReplies(t *testing.T) {
 		b      deliverytest.Behaviour
 		rcpts  []string
 		want   []Status
-		enh    []string
+		enh    []smtpstatus.Code
 		stored int
 	}{
 		{"mixed per recipient", deliverytest.Behaviour{Rcpt: mixed},
 			[]string{"a@example.com", "unknown@example.com", "full@example.com", "b@example.com"},
-			[]Status{Delivered, Permanent, Temporary, Delivered}, []string{"2.0.0", "5.1.1", "4.2.2", "2.0.0"}, 1},
+			[]Status{Delivered, Permanent, Temporary, Delivered}, []smtpstatus.Code{"2.0.0", "5.1.1", "4.2.2", "2.0.0"}, 1},
 		{"all refused", deliverytest.Behaviour{Rcpt: mixed},
-			[]string{"unknown@example.com"}, []Status{Permanent}, []string{"5.1.1"}, 0},
+			[]string{"unknown@example.com"}, []Status{Permanent}, []smtpstatus.Code{"5.1.1"}, 0},
 		{"MAIL 5xx", deliverytest.Behaviour{Mail: e(550, 5, 7, 1, "sender rejected")},
-			[]string{"a@example.com", "b@example.com"}, []Status{Permanent, Permanent}, []string{"5.7.1", "5.7.1"}, 0},
+			[]string{"a@example.com", "b@example.com"}, []Status{Permanent, Permanent}, []smtpstatus.Code{"5.7.1", "5.7.1"}, 0},
 		{"MAIL 4xx", deliverytest.Behaviour{Mail: e(451, 4, 7, 1, "greylisted")},
-			[]string{"a@example.com"}, []Status{Temporary}, []string{"4.7.1"}, 0},
+			[]string{"a@example.com"}, []Status{Temporary}, []smtpstatus.Code{"4.7.1"}, 0},
 		{"DATA 5xx", deliverytest.Behaviour{Rcpt: mixed, Data: e(554, 5, 6, 0, "content rejected")},
-			[]string{"a@example.com", "unknown@example.com"}, []Status{Permanent, Permanent}, []string{"5.6.0", "5.1.1"}, 0},
+			[]string{"a@example.com", "unknown@example.com"}, []Status{Permanent, Permanent}, []smtpstatus.Code{"5.6.0", "5.1.1"}, 0},
 		{"DATA 4xx", deliverytest.Behaviour{Data: e(451, 4, 3, 0, "try later")},
-			[]string{"a@example.com"}, []Status{Temporary}, []string{"4.3.0"}, 0},
+			[]string{"a@example.com"}, []Status{Temporary}, []smtpstatus.Code{"4.3.0"}, 0},
 		{"drop mid-DATA", deliverytest.Behaviour{DropInData: true},
-			[]string{"a@example.com"}, []Status{Temporary}, []string{"4.4.2"}, 0},
+			[]string{"a@example.com"}, []Status{Temporary}, []smtpstatus.Code{"4.4.2"}, 0},
 		{"slow server", deliverytest.Behaviour{Delay: 1500 * time.Millisecond},
-			[]string{"a@example.com"}, []Status{Temporary}, []string{"4.4.2"}, 0},
+			[]string{"a@example.com"}, []Status{Temporary}, []smtpstatus.Code{"4.4.2"}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(s.Messages())

@@ -23,6 +23,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"github.com/postern/postern/shared/oneline"
+	"github.com/postern/postern/shared/smtpstatus"
 	"sort"
 	"strings"
 	"time"
@@ -52,7 +53,7 @@ type Recipient struct {
 	// Action is Failed or Delayed.
 	Action Action
 	// Status is the RFC 3463 code, e.g. "5.1.1".
-	Status string
+	Status smtpstatus.Code
 	// RemoteMTA is the host name of the server that answered; empty when
 	// the failure happened before any server answered (DNS, connection).
 	RemoteMTA string
@@ -263,15 +264,10 @@ func (r *Report) writeStatus(b *bytes.Buffer, host string) {
 // code (when the server gave one) and the text on one line.
 func diagText(rc Recipient) string {
 	t := oneline.Fold(rc.Reply)
-	if rc.Status != "" && !strings.HasPrefix(t, rc.Status) && looksEnhanced(rc.Status) {
-		t = rc.Status + " " + t
+	if _, ok := smtpstatus.Parse(string(rc.Status)); ok && !strings.HasPrefix(t, string(rc.Status)) {
+		t = string(rc.Status) + " " + t
 	}
 	return fieldValue(t)
-}
-
-func looksEnhanced(s string) bool {
-	parts := strings.Split(s, ".")
-	return len(parts) == 3 && (parts[0] == "2" || parts[0] == "4" || parts[0] == "5")
 }
 
 // addrType is "utf-8" for an address with non-ASCII characters (RFC

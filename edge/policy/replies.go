@@ -2,22 +2,24 @@ package policy
 
 import (
 	"fmt"
+	"github.com/postern/postern/shared/smtpstatus"
 	"strings"
 )
 
-// Reply is a refusal: an SMTP reply with an RFC 3463 enhanced status code.
-// A nil *Reply means "accept". Reason is a short, stable description for
+// Reply is an SMTP reply the edge writes, with an RFC 3463 enhanced
+// status code: a refusal, or Queued's acceptance. A nil *Reply from a
+// check means "accept". Reason is a short, stable description for
 // logs and for the refusal events central aggregates (for example
 // "not registered" or "FCrDNS mismatch: PTR=a.example, A=192.0.2.9").
 type Reply struct {
 	Code     int
-	Enhanced [3]int
+	Enhanced smtpstatus.Code
 	Text     string
 	Reason   string
 }
 
 func (r *Reply) Error() string {
-	return fmt.Sprintf("%d %d.%d.%d %s", r.Code, r.Enhanced[0], r.Enhanced[1], r.Enhanced[2], r.Text)
+	return fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text)
 }
 
 // Temporary reports whether the reply is a 4xx.
@@ -25,8 +27,8 @@ func (r *Reply) Temporary() bool { return r.Code/100 == 4 }
 
 const maxText = 480
 
-func reply(code int, cls, subj, detail int, reason, format string, args ...any) *Reply {
-	return &Reply{Code: code, Enhanced: [3]int{cls, subj, detail}, Text: sanitize(fmt.Sprintf(format, args...)), Reason: reason}
+func reply(code int, enh smtpstatus.Code, reason, format string, args ...any) *Reply {
+	return &Reply{Code: code, Enhanced: enh, Text: sanitize(fmt.Sprintf(format, args...)), Reason: reason}
 }
 
 // sanitize keeps a reply on one line of printable ASCII: client-supplied
@@ -49,12 +51,27 @@ func sanitize(s string) string {
 	return b.String()
 }
 
-// Every refusal text of the edge lives below, so that they stay
-// consistent. Codes follow RFC 5321 and RFC 3463.
+// Every reply text the edge writes itself lives below, so that they stay
+// consistent. Codes follow RFC 5321 and RFC 3463 (shared/smtpstatus).
+
+// MailFirst: RCPT before MAIL.
+func MailFirst() *Reply {
+	return reply(503, smtpstatus.InvalidCommand, "bad sequence", "MAIL first")
+}
+
+// RcptFirst: DATA or BDAT before any accepted RCPT.
+func RcptFirst() *Reply {
+	return reply(503, smtpstatus.InvalidCommand, "bad sequence", "RCPT first")
+}
+
+// Queued is the one accepting reply: the message is on disk under id.
+func Queued(id string) *Reply {
+	return reply(250, smtpstatus.OK, "queued", "Ok: queued as %s", id)
+}
 
 // NotLocal: the client is outside smtp.local_networks.
 func NotLocal(ip string) *Reply {
-	return reply(554, 5, 7, 1, "not a local network",
+	return reply(554, smtpstatus.PermNotAuthorized, "not a local network",
 		"Access denied: %s is not on a network this relay serves", ip)
 }
 
@@ -63,113 +80,113 @@ func Suspended(device, why, contact string) *Reply {
 	if why == "" {
 		why = "suspended by the relay administrators"
 	}
-	return reply(550, 5, 7, 1, "device suspended",
+	return reply(550, smtpstatus.PermNotAuthorized, "device suspended",
 		"Device %s is suspended (%s); contact %s to have it reinstated", device, why, contact)
 }
 
 // NullSender: "<>" from a device.
 func NullSender() *Reply {
-	return reply(550, 5, 7, 1, "null sender",
+	return reply(550, smtpstatus.PermNotAuthorized, "null sender",
 		"The null sender <> is not accepted from devices; use the device's sender address")
 }
 
 // SenderSyntax: MAIL FROM is not a valid address.
 func SenderSyntax(addr string) *Reply {
-	return reply(553, 5, 1, 7, "bad sender syntax",
+	return reply(553, smtpstatus.BadSenderMailboxSyntax, "bad sender syntax",
 		"Sender address <%s> is not a valid mailbox", addr)
 }
 
 // SenderDomain: the sender's domain has no MX or address record, so
 // non-delivery reports could not be returned.
 func SenderDomain(domain string) *Reply {
-	return reply(550, 5, 1, 8, "sender domain cannot receive mail",
+	return reply(550, smtpstatus.BadSenderSystem, "sender domain cannot receive mail",
 		"Sender domain %s cannot receive mail (no MX or A/AAAA record), so bounces could not be returned", domain)
 }
 
 // DNSTemporary: a DNS lookup failed temporarily; never a 5xx.
 func DNSTemporary(what string) *Reply {
-	return reply(451, 4, 4, 3, "DNS failure",
+	return reply(451, smtpstatus.DirectoryFailure, "DNS failure",
 		"Temporary DNS failure looking up %s; try again later", what)
 }
 
 // MessageRate: over the hourly message limit.
 func MessageRate(who string, perHour int, bulkURL string) *Reply {
-	return reply(450, 4, 7, 1, "message rate limit",
+	return reply(450, smtpstatus.TempNotAuthorized, "message rate limit",
 		"%s has reached its limit of %d messages per hour; for bulk mail use %s", who, perHour, bulkURL)
 }
 
 // RecipientRate: over the hourly recipient limit.
 func RecipientRate(who string, perHour int, bulkURL string) *Reply {
-	return reply(450, 4, 7, 1, "recipient rate limit",
+	return reply(450, smtpstatus.TempNotAuthorized, "recipient rate limit",
 		"%s has reached its limit of %d recipients per hour; for bulk mail use %s", who, perHour, bulkURL)
 }
 
 // TooManyRecipients: over smtp.max_recipients in one message.
 func TooManyRecipients(max int) *Reply {
-	return reply(452, 4, 5, 3, "too many recipients",
+	return reply(452, smtpstatus.TooManyRecipients, "too many recipients",
 		"Too many recipients (at most %d per message); send the rest in another message", max)
 }
 
 // RecipientSyntax: RCPT TO is not a valid address.
 func RecipientSyntax(addr string) *Reply {
-	return reply(553, 5, 1, 3, "bad recipient syntax",
+	return reply(553, smtpstatus.BadDestinationMailboxSyntax, "bad recipient syntax",
 		"Recipient address <%s> is not a valid mailbox", addr)
 }
 
 // RecipientRouting: %, ! or @ in a local part (percent hack, bang path,
 // quoted routing) — never relayed.
 func RecipientRouting(addr string) *Reply {
-	return reply(550, 5, 7, 1, "routing in local part",
+	return reply(550, smtpstatus.PermNotAuthorized, "routing in local part",
 		"Recipient <%s> contains routing characters (%%, ! or @) in its local part; this relay does not route such addresses", addr)
 }
 
 // RecipientLiteral: user@[IP] recipients are never relayed.
 func RecipientLiteral(addr string) *Reply {
-	return reply(550, 5, 7, 1, "address literal",
+	return reply(550, smtpstatus.PermNotAuthorized, "address literal",
 		"Recipient <%s> is an address literal; this relay delivers only to domain names", addr)
 }
 
 // NotRegistered: an external recipient from a client that is not a
 // registered device. why explains what FCrDNS found.
 func NotRegistered(ip, why, registerURL string) *Reply {
-	return reply(550, 5, 7, 1, "not registered: "+why,
+	return reply(550, smtpstatus.PermNotAuthorized, "not registered: "+why,
 		"Relaying denied: %s is not a registered device (%s). Mail outside the organisation needs a registration: %s", ip, why, registerURL)
 }
 
 // SenderNotRegistered: a registered device used a sender address that is
 // not in its registration, for an external recipient.
 func SenderNotRegistered(sender, device, registerURL string) *Reply {
-	return reply(550, 5, 7, 1, "sender not registered",
+	return reply(550, smtpstatus.PermNotAuthorized, "sender not registered",
 		"Sender <%s> is not registered for device %s; use a registered sender address or update the registration at %s", sender, device, registerURL)
 }
 
 // AllowlistStale: central's allowlist expired and could not be renewed.
 func AllowlistStale() *Reply {
-	return reply(451, 4, 7, 0, "allowlist stale",
+	return reply(451, smtpstatus.TempSecurity, "allowlist stale",
 		"The relay's device allowlist is out of date; try again later")
 }
 
 // FromMissing: no From header.
 func FromMissing() *Reply {
-	return reply(550, 5, 6, 0, "From header missing",
+	return reply(550, smtpstatus.MediaError, "From header missing",
 		"The message has no From: header (RFC 5322 requires one)")
 }
 
 // FromMultiple: more than one From header.
 func FromMultiple() *Reply {
-	return reply(550, 5, 6, 0, "From header repeated",
+	return reply(550, smtpstatus.MediaError, "From header repeated",
 		"The message has more than one From: header (RFC 5322 allows one)")
 }
 
 // FromInvalid: the From header does not parse.
 func FromInvalid() *Reply {
-	return reply(550, 5, 6, 0, "From header invalid",
+	return reply(550, smtpstatus.MediaError, "From header invalid",
 		"The message's From: header is not a valid address list (RFC 5322)")
 }
 
 // HeaderInvalid: the header section does not parse at all.
 func HeaderInvalid() *Reply {
-	return reply(550, 5, 6, 0, "header invalid",
+	return reply(550, smtpstatus.MediaError, "header invalid",
 		"The message header is not valid (RFC 5322)")
 }
 
@@ -177,61 +194,61 @@ func HeaderInvalid() *Reply {
 // allows (100 and 500 characters). Both are echoed into NDRs, whose header
 // lines must stay within what a downstream server accepts.
 func DSNParamTooLong(param string, max int) *Reply {
-	return reply(501, 5, 5, 4, "DSN parameter too long",
+	return reply(501, smtpstatus.InvalidArguments, "DSN parameter too long",
 		"%s parameter too long (at most %d characters, RFC 3461)", param, max)
 }
 
 // BareNewline: a bare LF or bare CR in DATA (SMTP smuggling defence).
 func BareNewline() *Reply {
-	return reply(550, 5, 5, 2, "bare newline",
+	return reply(550, smtpstatus.SyntaxError, "bare newline",
 		"Message refused: bare <LF> or <CR> line ending received; lines must end with <CR><LF>")
 }
 
 // LineTooLong: a line beyond smtp.max_line_length.
 func LineTooLong(max int) *Reply {
-	return reply(500, 5, 5, 2, "line too long",
+	return reply(500, smtpstatus.SyntaxError, "line too long",
 		"Line too long (at most %d octets including CRLF)", max)
 }
 
 // MessageTooBig: over smtp.max_message_size.
 func MessageTooBig(max int64) *Reply {
-	return reply(552, 5, 3, 4, "message too big",
+	return reply(552, smtpstatus.MessageTooBig, "message too big",
 		"Message exceeds the size limit of %d bytes", max)
 }
 
 // SpoolFull: the spool's disk is full; never 250.
 func SpoolFull() *Reply {
-	return reply(452, 4, 3, 1, "spool full",
+	return reply(452, smtpstatus.MailSystemFull, "spool full",
 		"Insufficient system storage; try again later")
 }
 
 // SpoolError: the message could not be stored durably.
 func SpoolError() *Reply {
-	return reply(451, 4, 3, 0, "spool error",
+	return reply(451, smtpstatus.TempMailSystem, "spool error",
 		"Local error storing the message; try again later")
 }
 
 // DataTimeout: the client took longer than smtp.data_timeout for DATA.
 func DataTimeout() *Reply {
-	return reply(421, 4, 4, 2, "data timeout",
+	return reply(421, smtpstatus.BadConnection, "data timeout",
 		"Timeout receiving the message; closing connection")
 }
 
 // TooManyConnections: over smtp.max_connections or
 // smtp.max_connections_per_ip.
 func TooManyConnections(scope string) *Reply {
-	return reply(421, 4, 7, 0, "too many connections",
+	return reply(421, smtpstatus.TempSecurity, "too many connections",
 		"Too many connections %s; try again later", scope)
 }
 
 // TooManyErrors: over smtp.max_errors in one session.
 func TooManyErrors() *Reply {
-	return reply(421, 4, 7, 0, "too many errors",
+	return reply(421, smtpstatus.TempSecurity, "too many errors",
 		"Too many errors in this session; closing connection")
 }
 
 // ShuttingDown: the edge is stopping.
 func ShuttingDown() *Reply {
-	return reply(421, 4, 3, 2, "shutting down",
+	return reply(421, smtpstatus.NotAccepting, "shutting down",
 		"Service shutting down; try again later")
 }

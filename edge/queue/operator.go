@@ -9,6 +9,7 @@ import (
 	"github.com/postern/postern/edge/dsn"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/oneline"
+	"github.com/postern/postern/shared/smtpstatus"
 )
 
 // Errors of operator actions.
@@ -210,7 +211,7 @@ func (r *Runner) Delete(id string, ndr bool) error {
 					continue
 				}
 				rc.State = spool.Failed
-				rc.Code, rc.EnhancedCode, rc.RemoteMTA = 550, "5.0.0", ""
+				rc.Code, rc.EnhancedCode, rc.RemoteMTA = 550, smtpstatus.PermUndefined, ""
 				rc.Reply = "deleted from the queue by the operator of " + r.o.Hostname
 				if prev := env.LastError; prev != "" {
 					rc.Reply += "; last error: " + prev

@@ -49,6 +49,7 @@ import (
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/event"
 	"github.com/postern/postern/shared/oneline"
+	"github.com/postern/postern/shared/smtpstatus"
 	"github.com/postern/postern/shared/tlsinfo"
 )
 
@@ -770,7 +771,7 @@ func (r *Runner) reportFailures(env *spool.Envelope, data []byte, failed, expire
 		Kind: event.NDR, Time: now, Device: env.Device, ClientIP: env.ClientIP, Sender: env.From,
 		Recipient: rcpts[0].Addr, QueueID: env.ID, Count: len(rcpts),
 		Reason: fmt.Sprintf("%d recipient(s) undeliverable: %s %s", len(rcpts), rcpts[0].Status, oneline.Fold(rcpts[0].Reply)),
-		Detail: map[string]string{"status": rcpts[0].Status, "ndr_id": id},
+		Detail: map[string]string{"status": string(rcpts[0].Status), "ndr_id": id},
 	})
 	return nil
 }
@@ -779,13 +780,13 @@ func (r *Runner) dsnRecipient(rc *spool.Recipient, action dsn.Action, expired bo
 	status := rc.EnhancedCode
 	switch {
 	case action == dsn.Failed && expired:
-		if !strings.HasPrefix(status, "4.") {
-			status = "4.4.7" // delivery time expired
+		if status.Class() != 4 {
+			status = smtpstatus.DeliveryTimeUp
 		}
 	case status == "":
-		status = "5.0.0"
+		status = smtpstatus.PermUndefined
 		if action == dsn.Delayed {
-			status = "4.0.0"
+			status = smtpstatus.TempUndefined
 		}
 	}
 	code := rc.Code
@@ -852,7 +853,7 @@ func (r *Runner) ndrUndeliverable(ndr *spool.Envelope, failed []int, now time.Ti
 	}
 	r.emit(event.Event{
 		Kind: event.NDRUndeliverable, Time: now, Device: ndr.BounceFor, Sender: rc.Addr, Recipient: rc.Addr,
-		QueueID: ndr.ID, Reason: reason, Detail: map[string]string{"status": rc.EnhancedCode},
+		QueueID: ndr.ID, Reason: reason, Detail: map[string]string{"status": string(rc.EnhancedCode)},
 	})
 }
 

@@ -68,7 +68,7 @@ type session struct {
 
 // toSMTP converts a policy reply into go-smtp's error type.
 func toSMTP(r *policy.Reply) *smtp.SMTPError {
-	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCode(r.Enhanced), Message: r.Text}
+	return &smtp.SMTPError{Code: r.Code, EnhancedCode: r.Enhanced.SMTP(), Message: r.Text}
 }
 
 // refuse logs and reports r, counts it against the session's error limit
@@ -195,7 +195,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return toSMTP(policy.TooManyErrors())
 	}
 	if s.env == nil {
-		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL first"}
+		return toSMTP(policy.MailFirst())
 	}
 	if opts != nil && len(opts.OriginalRecipient) > maxORCPT {
 		return s.refuse(s.mlog, "RCPT", to, policy.DSNParamTooLong("ORCPT", maxORCPT))
@@ -242,7 +242,7 @@ func (s *session) Data(r io.Reader) error {
 	empty := env == nil || len(env.Recipients) == 0
 	s.mu.Unlock()
 	if empty {
-		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "RCPT first"}
+		return toSMTP(policy.RcptFirst())
 	}
 	s.conn.Conn().SetReadDeadline(time.Now().Add(srv.opts.SMTP.DataTimeout)) // real time: a network deadline
 
@@ -323,7 +323,7 @@ func (s *session) Data(r io.Reader) error {
 	srv.accepted.Add(1)
 	log.Info("accepted", "from", env.From, "rcpts", len(env.Recipients), "size", len(data), "tls", env.TLS)
 	id := env.ID
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+	return toSMTP(policy.Queued(id))
 }
 
 // RFC 3461 §4.2 and §4.4: ORCPT and ENVID values (echoed into NDRs) are

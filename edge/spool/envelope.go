@@ -1,6 +1,10 @@
 package spool
 
-import "time"
+import (
+	"time"
+
+	"github.com/postern/postern/shared/smtpstatus"
+)
 
 // RcptState is where one recipient of a message stands.
 type RcptState uint8
@@ -39,11 +43,11 @@ type Recipient struct {
 
 	State RcptState `json:"state"`
 	// Last result from the next hop (or from routing) for this recipient.
-	Code         int       `json:"code,omitempty"`
-	EnhancedCode string    `json:"enhanced,omitempty"` // e.g. "5.1.1"
-	Reply        string    `json:"reply,omitempty"`
-	RemoteMTA    string    `json:"remote_mta,omitempty"`
-	UpdatedAt    time.Time `json:"updated_at,omitempty"`
+	Code         int             `json:"code,omitempty"`
+	EnhancedCode smtpstatus.Code `json:"enhanced,omitempty"` // e.g. "5.1.1"
+	Reply        string          `json:"reply,omitempty"`
+	RemoteMTA    string          `json:"remote_mta,omitempty"`
+	UpdatedAt    time.Time       `json:"updated_at,omitempty"`
 	// DelayWarned is set once a delay warning DSN was sent for it.
 	DelayWarned bool `json:"delay_warned,omitempty"`
 }
