@@ -23,7 +23,7 @@ func TestSystemdUnits(t *testing.T) {
 	score := regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`)
 	tests := []struct {
 		unit, bin string
-		// must lists directives the unit has to carry (issue 7).
+		// must lists the hardening directives the unit has to carry.
 		must []string
 	}{
 		{"postern-edge.service", "/usr/bin/postern-edge", []string{

@@ -5,8 +5,9 @@
 //	devices <- centralclient (allowlist)   events -> centralclient outbox
 //	admin (health, readiness, metrics, queue tools)
 //
-// Build wires the intake, spool, device table, resolver and admin endpoint;
-// other stages (queue runner, sync) attach to the Edge with Add before Run.
+// Build wires the intake, spool, device table, resolver and admin endpoint,
+// and attaches the other stages (queue runner, link to central) with Add;
+// Run runs them all.
 // Shutdown order guarantees that the spool is closed only after the SMTP
 // server has stopped and every DATA handler has finished its write.
 package app
@@ -160,14 +161,15 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 		e.SMTP.Close()
 		return fail(err)
 	}
-	if err := e.addSync(); err != nil { // sync.go
+	if err := e.addSync(); err != nil { // central.go
 		e.SMTP.Close()
 		return fail(err)
 	}
 	return e, nil
 }
 
-// Add attaches a stage (queue runner, sync) to run alongside the intake.
+// Add attaches a stage to run alongside the intake; Build adds the queue
+// runner and, with sync on, the link to central.
 // Stages stop before the spool is closed.
 func (e *Edge) Add(name string, s Stage) { e.stages = append(e.stages, namedStage{name, s}) }
 

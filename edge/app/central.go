@@ -1,9 +1,9 @@
 package app
 
-// The link to central (owned by the sync work, kept in its own file like
-// delivery.go): the enrolment file overlays the sync settings, and with
-// sync on, the outbox receives every event and the sync client keeps the
-// registry on central's signed allowlist.
+// The link to central, kept in its own file like delivery.go: the
+// enrolment file overlays the sync settings, and with sync on, the outbox
+// receives every event and the central client keeps the device table on
+// central's signed allowlist.
 
 import (
 	"crypto/tls"

@@ -1,7 +1,7 @@
 package app
 
-// The delivery side of the edge (owned by the delivery work, kept in its
-// own file so the assembly in app.go stays readable): metrics, the outbound
+// The delivery side of the edge, kept in its own file so the assembly in
+// app.go stays readable: metrics, the outbound
 // SMTP client, the queue runner and the queue tools on the admin endpoint.
 
 import (

@@ -47,7 +47,7 @@ func msg(subject string) string {
 	return "From: Device <scanner@example.edu>\r\nSubject: " + subject + "\r\n\r\nHello from " + subject + ".\r\n"
 }
 
-// TestPolicyThroughBinary runs the issue's case table against the real
+// TestPolicyThroughBinary runs the relay policy's case table against the real
 // binary, its real resolver and a real DNS server.
 func TestPolicyThroughBinary(t *testing.T) {
 	d := zone(t)
@@ -121,7 +121,7 @@ func TestPolicyThroughBinary(t *testing.T) {
 }
 
 // TestIdleRSS measures the resident memory of the running edge after 10 s
-// idle (issue 3 aims for under 40 MB).
+// idle; the target for a small appliance is under 40 MB.
 func TestIdleRSS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10 s idle")

@@ -207,8 +207,8 @@ func eventually(t *testing.T, within time.Duration, what string, f func() string
 	}
 }
 
-// TestSyncSuspensionThroughBinaries is issue 6's end-to-end case with the
-// real binaries: central + two enrolled edges + loopback DNS + loopback MX
+// TestSyncSuspensionThroughBinaries is the suspension path end to end with
+// the real binaries: central + two enrolled edges + loopback DNS + loopback MX
 // sinks. A device registered and approved with central's CLI gets its
 // external mail delivered through edge 1; then an NDR to its sender cannot
 // be delivered (the sender's MX refuses it with 550): edge 1 suspends the

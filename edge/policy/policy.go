@@ -5,7 +5,7 @@
 // DNS answers come in as values (Identity, DomainStatus) so every rule is
 // table-tested.
 //
-// The rules (PRODUCT.md, "The relay policy"):
+// The rules:
 //   - only clients in the local networks (554 5.7.1);
 //   - affiliated recipients from any local client;
 //   - other recipients only for registered, active devices identified by

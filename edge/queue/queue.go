@@ -283,7 +283,8 @@ func signal(ch chan struct{}) {
 // set is what keeps a message from being handed out twice, and a message
 // being delivered stays due on disk, so a crash mid-delivery leaves it to
 // be retried as soon as the edge starts again. (A durable lease per
-// message cost two fsyncs on the dispatch path, one message at a time.)
+// message would cost two fsyncs on the dispatch path, one message at a
+// time.)
 //
 // The walk over the due index decodes only what it may start: ids in
 // flight are passed over by key, and so are ids that last time waited for
@@ -530,12 +531,12 @@ func (r *Runner) deliver(ctx context.Context, env *spool.Envelope) {
 	log := r.log.With("queue_id", env.ID)
 	data, err := r.sp.Data(env.ID)
 	if err != nil {
-		// Left leased: tried again when the lease ends.
+		// The message stays due on disk: a later pass tries it again.
 		log.Error("queue: reading message failed", "err", err)
 		return
 	}
-	// The attempt must end before the lease does, or the message could
-	// be handed out twice.
+	// Options.Lease bounds the attempt; the last tenth is left for
+	// recording its outcome.
 	dctx, cancel := context.WithTimeout(ctx, r.o.Lease-r.o.Lease/10)
 	defer cancel()
 

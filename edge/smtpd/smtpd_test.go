@@ -12,7 +12,7 @@ import (
 	"github.com/postern/postern/shared/event"
 )
 
-// TestPolicyCases is the case table of issue 3 through real TCP, with
+// TestPolicyCases runs the relay policy's case table through real TCP, with
 // clients bound to different 127.0.0.x addresses acting as devices:
 //
 //	127.0.0.10 scanner.example.edu (registered, FCrDNS ok, sender list)

@@ -165,10 +165,11 @@ func reindex(old, new *Envelope, ej []byte) []mutation {
 	return muts
 }
 
-// Lease moves the NextAttempt of id to until and returns the envelope as
-// stored. A delivery that crashes leaves the message due again at until.
-// It fails with ErrNotFound, or ErrHeld for a held message. The queue
-// runner must lease an id only once at a time (it knows what is in flight).
+// Lease moves the NextAttempt of id to until in one read-modify-write and
+// returns the envelope as stored. It fails with ErrNotFound, or ErrHeld for
+// a held message. The queue runner does not lease (it marks messages in
+// flight in memory, and they stay due on disk); deploy/bench/spoolprobe
+// uses Lease to measure what a durable lease per message costs.
 func (s *Spool) Lease(id string, until time.Time) (*Envelope, error) {
 	var leased *Envelope
 	err := s.submit(&request{

@@ -4,8 +4,8 @@
 // A spooled message is an Envelope (sender, recipients and their states,
 // client identity, schedule) plus the message bytes. The package guarantees:
 //
-//   - Put, Update, Delete, Lease and Bucket.Set/Delete return only after
-//     their write is fsynced. Concurrent writers share fsyncs: one committer
+//   - Every write (Put, Update, Delete, Lease, Bucket.Set/Delete) returns
+//     only after it is fsynced. Concurrent writers share fsyncs: one committer
 //     goroutine gathers every write that is waiting into one Badger
 //     transaction and syncs it once (group commit), so N concurrent Puts cost
 //     one value-log sync and one WAL sync, not N.

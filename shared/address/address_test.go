@@ -413,10 +413,11 @@ func TestDomainList(t *testing.T) {
 	}
 }
 
-// The open-relay tricks of issue 3. The affiliated list is example.edu and
-// its subdomains. Whatever the spelling, either the path is refused, or the
-// domain the policy sees is the one the mail would really be delivered to,
-// and it is affiliated only when that domain truly is.
+// Known open-relay tricks (percent hack, bang paths, quoted @, source
+// routes, address literals and more). The affiliated list is example.edu
+// and its subdomains. Whatever the spelling, either the path is refused, or
+// the domain the policy sees is the one the mail would really be delivered
+// to, and it is affiliated only when that domain truly is.
 func TestOpenRelayTricks(t *testing.T) {
 	l, err := NewDomainList([]string{"example.edu", ".example.edu"})
 	if err != nil {

@@ -7,7 +7,8 @@
 //
 //   - put: N messages spooled by 20 concurrent writers (the SMTP intake);
 //   - sequential lease: lease record + Lease per message, one after the
-//     other in one goroutine (what queue.Runner.dispatch does);
+//     other in one goroutine (a runner that leases durably, which
+//     queue.Runner does not do because of this cost);
 //   - sequential finish: lease-record delete + Delete, one goroutine;
 //   - parallel lease: the same lease pair from 16 goroutines at once.
 //
