@@ -87,7 +87,7 @@ func BaseURL(cfg config.Config) string {
 // Registry builds the registry logic from the configuration (used by
 // serve and the CLI). changed may be nil.
 func Registry(cfg config.Config, st store.Store, changed func(), log *slog.Logger) (*registration.Service, error) {
-	res, err := resolver.New(resolver.Options{Servers: cfg.DNS.Resolvers, Timeout: cfg.DNS.Timeout, Logger: log})
+	res, err := resolver.New(resolver.Options{Servers: cfg.DNS.Resolvers, Timeout: cfg.DNS.Timeout, Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("dns resolver: %w", err)
 	}

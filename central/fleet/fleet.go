@@ -34,6 +34,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/postern/postern/shared/allowlist"
+	"github.com/postern/postern/shared/clock"
 	"github.com/postern/postern/shared/event"
 	"github.com/postern/postern/shared/topic"
 )
@@ -84,7 +85,8 @@ type Options struct {
 	// Edge is what enrolment tells a new edge.
 	Edge EdgeSettings
 
-	Clock func() time.Time
+	// Clock drives republishing and timestamps (default clock.Real).
+	Clock clock.Clock
 	Log   *slog.Logger
 }
 
@@ -92,7 +94,7 @@ type Options struct {
 type Service struct {
 	o     Options
 	log   *slog.Logger
-	clock func() time.Time
+	clock clock.Clock
 	mqtt  paho.Client
 
 	trigger chan struct{}
@@ -128,7 +130,7 @@ func New(o Options) (*Service, error) {
 		o.Topics = topic.New("")
 	}
 	if o.Clock == nil {
-		o.Clock = time.Now
+		o.Clock = clock.Real
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -208,8 +210,8 @@ func (s *Service) onConnect(cl paho.Client) {
 // publishLoop builds and publishes a snapshot at start, on Changed and
 // every RepublishInterval.
 func (s *Service) publishLoop(ctx context.Context) {
-	tick := time.NewTicker(s.o.RepublishInterval)
-	defer tick.Stop()
+	tick, stopTick := s.clock.Ticker(s.o.RepublishInterval)
+	defer stopTick()
 	retry := time.Duration(0)
 	s.Changed()
 	for {
@@ -221,7 +223,7 @@ func (s *Service) publishLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.trigger:
-		case <-tick.C:
+		case <-tick:
 		case <-after:
 		}
 		if err := s.publish(ctx); err != nil {
@@ -235,12 +237,12 @@ func (s *Service) publishLoop(ctx context.Context) {
 
 // publish builds, signs and publishes one snapshot and waits for the PUBACK.
 func (s *Service) publish(ctx context.Context) error {
-	start := s.clock()
+	start := s.clock.Now()
 	ver, devs, err := s.o.Source.Allowlist(ctx)
 	if err != nil {
 		return fmt.Errorf("read allowlist: %w", err)
 	}
-	now := s.clock()
+	now := s.clock.Now()
 	snap := allowlist.Snapshot{Version: ver, Issued: now, ValidUntil: now.Add(s.o.ValidFor), Devices: devs}
 	wire, err := allowlist.Encode(snap, s.o.Key)
 	if err != nil {
@@ -266,7 +268,7 @@ func (s *Service) publish(ctx context.Context) error {
 	}
 	s.published.Add(1)
 	s.log.Info("allowlist published", "version", ver, "devices", len(devs), "bytes", len(wire),
-		"valid_until", snap.ValidUntil, "took", s.clock().Sub(start).Round(time.Millisecond))
+		"valid_until", snap.ValidUntil, "took", s.clock.Now().Sub(start).Round(time.Millisecond))
 	return nil
 }
 

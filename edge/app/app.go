@@ -101,7 +101,7 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 		Dir:              filepath.Join(cfg.DataDir, "spool"),
 		ValueLogFileSize: cfg.Spool.ValueLogFileSize,
 		GCInterval:       cfg.Spool.GCInterval,
-		Logger:           log.With("stage", "spool"),
+		Log:              log.With("stage", "spool"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
@@ -116,7 +116,7 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 	}
 	if e.Resolver, err = resolver.New(resolver.Options{
 		Servers: cfg.DNS.Resolvers, Timeout: cfg.DNS.Timeout, CacheSize: cfg.DNS.CacheSize,
-		Logger: log.With("stage", "resolver"),
+		Log: log.With("stage", "resolver"),
 	}); err != nil {
 		return fail(err)
 	}
@@ -137,7 +137,7 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 		DNS:      smtpd.NewDNS(e.Resolver),
 		Spool:    sp,
 		Events:   e.Events,
-		Logger:   log.With("stage", "smtpd"),
+		Log:      log.With("stage", "smtpd"),
 	}); err != nil {
 		return fail(err)
 	}

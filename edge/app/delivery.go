@@ -37,7 +37,7 @@ func (e *Edge) addDelivery() error {
 		SmarthostPassword: cfg.Delivery.SmarthostPassword,
 		ConnectTimeout:    cfg.Delivery.ConnectTimeout,
 		CommandTimeout:    cfg.Delivery.CommandTimeout,
-		Logger:            e.Log.With("stage", "delivery"),
+		Log:               e.Log.With("stage", "delivery"),
 	})
 	if err != nil {
 		return err
@@ -52,7 +52,7 @@ func (e *Edge) addDelivery() error {
 		Events:    e.Events,
 		Metrics:   m,
 		Leases:    e.Spool.KV("lease/"),
-		Logger:    e.Log.With("stage", "queue"),
+		Log:       e.Log.With("stage", "queue"),
 	})
 	if err != nil {
 		return err

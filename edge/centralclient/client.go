@@ -40,6 +40,7 @@ import (
 
 	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/shared/allowlist"
+	"github.com/postern/postern/shared/clock"
 	"github.com/postern/postern/shared/topic"
 )
 
@@ -83,7 +84,8 @@ type Options struct {
 	Counters   func() map[string]int64
 	Software   string
 
-	Clock func() time.Time
+	// Clock drives heartbeats and timestamps (default clock.Real).
+	Clock clock.Clock
 	Log   *slog.Logger
 }
 
@@ -91,7 +93,7 @@ type Options struct {
 type Client struct {
 	o      Options
 	log    *slog.Logger
-	clock  func() time.Time
+	clock  clock.Clock
 	mqtt   paho.Client
 	status chan struct{} // request an immediate status publish
 
@@ -139,7 +141,7 @@ func New(opts Options) (*Client, error) {
 		opts.MaxReconnectInterval = time.Minute
 	}
 	if opts.Clock == nil {
-		opts.Clock = time.Now
+		opts.Clock = clock.Real
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -273,7 +275,7 @@ func (c *Client) apply(s *allowlist.Snapshot) {
 // and falls back to HTTPS fetches. On return it publishes an offline
 // status and disconnects cleanly.
 func (c *Client) Run(ctx context.Context) error {
-	c.started = c.clock()
+	c.started = c.clock.Now()
 	will, err := topic.MarshalStatus(topic.Status{Edge: c.o.EdgeID, Online: false, Software: c.o.Software})
 	if err != nil {
 		return err
@@ -336,7 +338,7 @@ func (c *Client) onConnect(cl paho.Client) {
 
 func (c *Client) onLost(_ paho.Client, err error) {
 	c.connected.Store(false)
-	c.disconnected.Store(c.clock().UnixNano())
+	c.disconnected.Store(c.clock.Now().UnixNano())
 	c.log.Warn("mqtt connection lost; reconnecting", "err", err)
 }
 
@@ -351,14 +353,14 @@ func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 
 // publishLoop drains the outbox while connected.
 func (c *Client) publishLoop(ctx context.Context) {
-	tick := time.NewTicker(5 * time.Second)
-	defer tick.Stop()
+	tick, stopTick := c.clock.Ticker(5 * time.Second)
+	defer stopTick()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.o.Outbox.wake:
-		case <-tick.C:
+		case <-tick:
 		}
 		for c.mqtt.IsConnectionOpen() && ctx.Err() == nil {
 			n, err := c.publishBatch(ctx)
@@ -417,7 +419,7 @@ func (c *Client) statusNow(online bool) topic.Status {
 	s := topic.Status{
 		Edge:     c.o.EdgeID,
 		Online:   online,
-		Time:     c.clock().UTC(),
+		Time:     c.clock.Now().UTC(),
 		Software: c.o.Software,
 		Outbox:   c.o.Outbox.Len(),
 		Counters: c.Counters(),
@@ -440,13 +442,13 @@ func (c *Client) statusNow(online bool) topic.Status {
 // statusLoop publishes the retained status at every heartbeat and when
 // something changed (connect, new snapshot).
 func (c *Client) statusLoop(ctx context.Context) {
-	tick := time.NewTicker(c.o.HeartbeatInterval)
-	defer tick.Stop()
+	tick, stopTick := c.clock.Ticker(c.o.HeartbeatInterval)
+	defer stopTick()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tick:
 		case <-c.status:
 		}
 		if !c.mqtt.IsConnectionOpen() {

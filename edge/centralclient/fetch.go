@@ -75,9 +75,9 @@ func (c *Client) needFetch() bool {
 	}
 	lost := c.disconnected.Load()
 	if lost == 0 { // never connected since start
-		return c.clock().Sub(c.started) >= c.o.FetchAfter
+		return c.clock.Now().Sub(c.started) >= c.o.FetchAfter
 	}
-	return c.clock().Sub(time.Unix(0, lost)) >= c.o.FetchAfter
+	return c.clock.Now().Sub(time.Unix(0, lost)) >= c.o.FetchAfter
 }
 
 // Fetch gets the current snapshot from central over HTTPS and handles it

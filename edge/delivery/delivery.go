@@ -84,7 +84,7 @@ type Options struct {
 	// kept for the next message to the same server (default 2s; negative:
 	// one connection per message). See conncache.go.
 	ConnIdle time.Duration
-	Logger   *slog.Logger
+	Log      *slog.Logger
 }
 
 // Client delivers messages. It is safe for concurrent use; a Deliver
@@ -123,15 +123,15 @@ func New(opts Options) (*Client, error) {
 	if opts.MaxAddresses <= 0 {
 		opts.MaxAddresses = 10
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	if opts.Smarthost != "" {
 		if _, _, err := splitHostPort(opts.Smarthost); err != nil {
 			return nil, fmt.Errorf("delivery: smarthost: %w", err)
 		}
 	}
-	c := &Client{o: opts, log: opts.Logger, dialer: net.Dialer{Timeout: opts.ConnectTimeout}}
+	c := &Client{o: opts, log: opts.Log, dialer: net.Dialer{Timeout: opts.ConnectTimeout}}
 	if opts.ConnIdle == 0 {
 		opts.ConnIdle = defaultConnIdle
 	}

@@ -18,72 +18,8 @@ import (
 	"github.com/postern/postern/shared/dnstest"
 	"github.com/postern/postern/shared/event"
 	"github.com/postern/postern/shared/resolver"
+	"github.com/postern/postern/shared/testkit"
 )
-
-// fakeClock is a Clock the test moves by hand; timers fire on Advance.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-}
-
-type fakeTimer struct {
-	at      time.Time
-	ch      chan time.Time
-	stopped bool
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Timer(d time.Duration) (<-chan time.Time, func() bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{at: c.now.Add(d), ch: make(chan time.Time, 1)}
-	if d <= 0 {
-		t.ch <- c.now
-		t.stopped = true
-	} else {
-		c.timers = append(c.timers, t)
-	}
-	return t.ch, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		was := !t.stopped
-		t.stopped = true
-		return was
-	}
-}
-
-// Set moves the clock to t (never backwards) and fires due timers.
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if t.After(c.now) {
-		c.now = t
-	}
-	keep := c.timers[:0]
-	for _, tm := range c.timers {
-		switch {
-		case tm.stopped:
-		case !tm.at.After(c.now):
-			tm.stopped = true
-			tm.ch <- c.now
-		default:
-			keep = append(keep, tm)
-		}
-	}
-	c.timers = keep
-}
-
-func (c *fakeClock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
 
 // recorder collects events.
 type recorder struct {
@@ -118,7 +54,7 @@ type env struct {
 	reg    *devices.Table
 	dns    *dnstest.Server
 	res    *resolver.Resolver
-	clock  *fakeClock
+	clock  *testkit.Clock
 	events *recorder
 	port   int
 	cfg    config.Delivery
@@ -132,7 +68,7 @@ const device = "scanner1.example.edu"
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), clock: newFakeClock(), events: &recorder{}}
+	e := &env{t: t, dir: t.TempDir(), clock: testkit.NewClock(), events: &recorder{}}
 	e.dns = dnstest.Start(t)
 	var err error
 	e.res, err = resolver.New(resolver.Options{Servers: []string{e.dns.Addr}, Timeout: 300 * time.Millisecond, Attempts: 1, CacheSize: -1})
@@ -177,13 +113,13 @@ func (e *env) start() {
 	e.t.Helper()
 	dc, err := delivery.New(delivery.Options{Hostname: "edge.example.edu", Resolver: e.res, MXPort: e.port,
 		Smarthost:      e.smart,
-		ConnectTimeout: e.cfg.ConnectTimeout, CommandTimeout: e.cfg.CommandTimeout, Logger: testLogger(e.t)})
+		ConnectTimeout: e.cfg.ConnectTimeout, CommandTimeout: e.cfg.CommandTimeout, Log: testLogger(e.t)})
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.runner, err = New(Options{Spool: e.sp, Deliverer: dc, Hostname: "edge.example.edu", Delivery: e.cfg,
 		Suspender: e.reg, Events: e.events, Clock: e.clock, Jitter: func() float64 { return 0.5 },
-		Leases: e.sp.KV("lease/"), Lease: 10 * time.Minute, Logger: testLogger(e.t)})
+		Leases: e.sp.KV("lease/"), Lease: 10 * time.Minute, Log: testLogger(e.t)})
 	if err != nil {
 		e.t.Fatal(err)
 	}

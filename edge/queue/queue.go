@@ -47,6 +47,7 @@ import (
 	"github.com/postern/postern/edge/dsn"
 	"github.com/postern/postern/edge/metrics"
 	"github.com/postern/postern/edge/spool"
+	"github.com/postern/postern/shared/clock"
 	"github.com/postern/postern/shared/event"
 	"github.com/postern/postern/shared/oneline"
 	"github.com/postern/postern/shared/smtpstatus"
@@ -91,22 +92,6 @@ type LeaseStore interface {
 	Iterate(fn func(key string, value []byte) error) error
 }
 
-// Clock is the runner's time source; tests control it.
-type Clock interface {
-	Now() time.Time
-	// Timer returns a channel that receives once d has passed, and a stop
-	// function.
-	Timer(d time.Duration) (<-chan time.Time, func() bool)
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-func (realClock) Timer(d time.Duration) (<-chan time.Time, func() bool) {
-	t := time.NewTimer(d)
-	return t.C, t.Stop
-}
-
 // Options configure a Runner.
 type Options struct {
 	Spool     Spool
@@ -121,7 +106,7 @@ type Options struct {
 	Suspender Suspender
 	Events    Events
 	Metrics   *metrics.Metrics
-	Clock     Clock
+	Clock     clock.Clock // default clock.Real
 	// Jitter returns a number in [0,1) (default math/rand).
 	Jitter func() float64
 	// Lease bounds one delivery attempt: it is cut off a little before
@@ -133,7 +118,7 @@ type Options struct {
 	// Recheck is how soon the runner looks again when due messages wait
 	// only for a free slot (default 1s); finishing deliveries also wake it.
 	Recheck time.Duration
-	Logger  *slog.Logger
+	Log     *slog.Logger
 }
 
 // Runner is the queue runner. Operator actions (Retry, Hold, ...) are safe
@@ -142,7 +127,7 @@ type Runner struct {
 	o     Options
 	sp    Spool
 	log   *slog.Logger
-	clock Clock
+	clock clock.Clock
 
 	mu       sync.Mutex
 	inflight map[string]bool
@@ -183,25 +168,20 @@ func New(o Options) (*Runner, error) {
 	if o.EdgeID == "" {
 		o.EdgeID = o.Hostname
 	}
-	d := &o.Delivery
-	def := config.Default(false).Delivery
-	if d.Concurrency < 1 {
-		d.Concurrency = def.Concurrency
-	}
-	if d.PerDomainConcurrency < 1 {
-		d.PerDomainConcurrency = def.PerDomainConcurrency
-	}
-	if d.RetryMin <= 0 {
-		d.RetryMin = def.RetryMin
-	}
-	if d.RetryMax < d.RetryMin {
-		d.RetryMax = max(def.RetryMax, d.RetryMin)
-	}
-	if d.MaxQueueLifetime <= 0 {
-		d.MaxQueueLifetime = def.MaxQueueLifetime
+	// The delivery settings come from a validated config (config holds
+	// their defaults); New only refuses values the runner cannot work with.
+	switch d := o.Delivery; {
+	case d.Concurrency < 1:
+		return nil, errors.New("queue: Options.Delivery.Concurrency (delivery.concurrency) must be at least 1")
+	case d.PerDomainConcurrency < 1:
+		return nil, errors.New("queue: Options.Delivery.PerDomainConcurrency (delivery.per_domain_concurrency) must be at least 1")
+	case d.RetryMin <= 0 || d.RetryMax < d.RetryMin:
+		return nil, errors.New("queue: Options.Delivery needs 0 < RetryMin <= RetryMax (delivery.retry_min, delivery.retry_max)")
+	case d.MaxQueueLifetime <= 0:
+		return nil, errors.New("queue: Options.Delivery.MaxQueueLifetime (delivery.max_queue_lifetime) must be positive")
 	}
 	if o.Clock == nil {
-		o.Clock = realClock{}
+		o.Clock = clock.Real
 	}
 	if o.Jitter == nil {
 		o.Jitter = rand.Float64
@@ -212,11 +192,11 @@ func New(o Options) (*Runner, error) {
 	if o.Recheck <= 0 {
 		o.Recheck = time.Second
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
 	}
 	return &Runner{
-		o: o, sp: o.Spool, log: o.Logger, clock: o.Clock,
+		o: o, sp: o.Spool, log: o.Log, clock: o.Clock,
 		inflight: map[string]bool{},
 		retry:    map[string]bool{},
 		domains:  map[string]int{},

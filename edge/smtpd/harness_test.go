@@ -102,7 +102,7 @@ func startEdge(t *testing.T, o edgeOpts) *testEdge {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	sp, err := spool.Open(spool.Options{Dir: dir + "/spool", ValueLogFileSize: 4 << 20, GCInterval: -1, Logger: log, MinFree: o.minFree})
+	sp, err := spool.Open(spool.Options{Dir: dir + "/spool", ValueLogFileSize: 4 << 20, GCInterval: -1, Log: log, MinFree: o.minFree})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func startEdge(t *testing.T, o edgeOpts) *testEdge {
 	sink := &eventSink{}
 	srv, err := New(Options{
 		Hostname: cfg.Hostname, SMTP: cfg.SMTP, TLS: tc, Policy: pol, DNS: o.dns, Spool: sp,
-		Events: sink, Logger: log, ReportInterval: 50 * time.Millisecond,
+		Events: sink, Log: log, ReportInterval: 50 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -70,7 +70,7 @@ type Options struct {
 	DNS    DNS
 	Spool  Spool
 	Events Events
-	Logger *slog.Logger
+	Log    *slog.Logger
 	Clock  func() time.Time
 	// ReportInterval is how often aggregated events are flushed
 	// (default one minute).
@@ -103,8 +103,8 @@ func New(opts Options) (*Server, error) {
 	if opts.Policy == nil || opts.DNS == nil || opts.Spool == nil {
 		return nil, errors.New("smtpd: Policy, DNS and Spool are required")
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now
@@ -121,7 +121,7 @@ func New(opts Options) (*Server, error) {
 	s := &Server{
 		opts:   opts,
 		pol:    opts.Policy,
-		log:    opts.Logger,
+		log:    opts.Log,
 		clock:  opts.Clock,
 		gate:   newGate(opts.SMTP.MaxConnections, opts.SMTP.MaxConnectionsIP),
 		report: newReporter(opts.Events, opts.Hostname, opts.Clock),
@@ -139,7 +139,7 @@ func New(opts Options) (*Server, error) {
 	srv.WriteTimeout = opts.SMTP.CommandTimeout
 	srv.EnableSMTPUTF8 = true
 	srv.EnableDSN = true
-	srv.ErrorLog = slogWriter{opts.Logger}
+	srv.ErrorLog = slogWriter{opts.Log}
 	s.smtp = srv
 	return s, nil
 }

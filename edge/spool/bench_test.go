@@ -13,7 +13,7 @@ import (
 // Puts each commit (one value-log sync + one WAL sync) carried.
 func benchPut(b *testing.B, parallelism int) {
 	s, err := Open(Options{Dir: b.TempDir(), GCInterval: -1, MinFree: 1,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)
 	}

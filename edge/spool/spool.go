@@ -67,9 +67,9 @@ type Options struct {
 	// GCInterval is how often value-log GC runs (spool.gc_interval,
 	// default 5m). Negative disables the background GC (tests call GC).
 	GCInterval time.Duration
-	// Logger receives the spool's and Badger's warnings (default
+	// Log receives the spool's and Badger's warnings (default
 	// slog.Default()).
-	Logger *slog.Logger
+	Log *slog.Logger
 	// Clock is used for queue ids (default time.Now).
 	Clock func() time.Time
 	// MinFree is the free disk space (bytes) a Put must leave behind
@@ -182,8 +182,8 @@ func Open(opts Options) (*Spool, error) {
 	if opts.GCInterval == 0 {
 		opts.GCInterval = 5 * time.Minute
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+	if opts.Log == nil {
+		opts.Log = slog.Default()
 	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now
@@ -196,7 +196,7 @@ func Open(opts Options) (*Spool, error) {
 	}
 	s := &Spool{
 		dir:       opts.Dir,
-		log:       opts.Logger.With("component", "spool"),
+		log:       opts.Log.With("component", "spool"),
 		clock:     opts.Clock,
 		minFree:   opts.MinFree,
 		vlogMax:   opts.ValueLogFileSize,

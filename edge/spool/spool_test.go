@@ -27,7 +27,7 @@ func testOptions(dir string) Options {
 		Dir:              dir,
 		ValueLogFileSize: 1 << 20,
 		GCInterval:       -1,
-		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Log:              slog.New(slog.NewTextHandler(io.Discard, nil)),
 		MinFree:          1, // tests on a shared disk must not trip the reserve
 	}
 }

@@ -72,8 +72,8 @@ type Options struct {
 	MaxNegTTL time.Duration
 	// Clock returns the current time for cache expiry; nil = time.Now.
 	Clock func() time.Time
-	// Logger receives debug lines about failed queries; nil = discard.
-	Logger *slog.Logger
+	// Log receives debug lines about failed queries; nil = discard.
+	Log *slog.Logger
 	// ResolvConf is the file read when Servers is empty; "" =
 	// /etc/resolv.conf.
 	ResolvConf string
@@ -114,7 +114,7 @@ func New(opts Options) (*Resolver, error) {
 		maxTTL:    opts.MaxTTL,
 		maxNegTTL: opts.MaxNegTTL,
 		now:       opts.Clock,
-		log:       opts.Logger,
+		log:       opts.Log,
 		flights:   map[cacheKey]*flight{},
 	}
 	if r.timeout <= 0 {
