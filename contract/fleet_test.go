@@ -1,4 +1,4 @@
-package fleet_test
+package contract_test
 
 import (
 	"bytes"
@@ -23,6 +23,7 @@ import (
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/allowlist"
 	"github.com/postern/postern/shared/event"
+	"github.com/postern/postern/shared/testkit"
 )
 
 var signKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, 32))
@@ -67,7 +68,7 @@ func startCentral(t testing.TB, env *brokertest.Env, st *sqlite.Store) *central 
 	c := &central{st: st, svc: svc, cancel: cancel, done: make(chan struct{})}
 	go func() { defer close(c.done); _ = svc.Run(ctx) }()
 	t.Cleanup(c.stop)
-	waitFor(t, 5*time.Second, "first snapshot published", func() bool { return svc.Stats().Published > 0 })
+	testkit.WaitFor(t, 5*time.Second, "first snapshot published", func() bool { return svc.Stats().Published > 0 })
 	return c
 }
 
@@ -97,17 +98,6 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
-	}
-}
-
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v: %s", d, what)
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -166,18 +156,13 @@ func registerDevice(t testing.TB, st *sqlite.Store, name string) {
 	}, "owner"))
 }
 
-func brokers(t *testing.T, f func(t *testing.T, env *brokertest.Env)) {
-	t.Run("embedded", func(t *testing.T) { f(t, brokertest.Embedded(t)) })
-	t.Run("mosquitto", func(t *testing.T) { f(t, brokertest.Mosquitto(t)) })
-}
-
 // TestApproveSuspendAcrossFleet: approving a device in central's store
 // makes every edge enforce it; suspending it is enforced within 2 s. Run
 // with 1 edge and with a fleet of 50 edge sync clients; logs latencies.
 func TestApproveSuspendAcrossFleet(t *testing.T) {
 	for _, n := range []int{1, 50} {
 		t.Run(fmt.Sprintf("edges=%d", n), func(t *testing.T) {
-			brokers(t, func(t *testing.T, env *brokertest.Env) {
+			brokertest.Each(t, func(t *testing.T, env *brokertest.Env) {
 				st := openStore(t)
 				c := startCentral(t, env, st)
 				sp, dir := openSpool(t)
@@ -188,7 +173,7 @@ func TestApproveSuspendAcrossFleet(t *testing.T) {
 					edges[i] = startEdge(t, env, sp, id, dir)
 				}
 				for _, e := range edges {
-					waitFor(t, 10*time.Second, "edge connected", e.c.Connected)
+					testkit.WaitFor(t, 10*time.Second, "edge connected", e.c.Connected)
 				}
 				ctx := context.Background()
 				const name = "scanner.example.edu"
@@ -200,7 +185,7 @@ func TestApproveSuspendAcrossFleet(t *testing.T) {
 					c.svc.Changed()
 					lat := make([]time.Duration, n)
 					for i, e := range edges {
-						waitFor(t, 2*time.Second, what+" enforced on "+e.id, func() bool { return e.status(name) == want })
+						testkit.WaitFor(t, 2*time.Second, what+" enforced on "+e.id, func() bool { return e.status(name) == want })
 						lat[i] = time.Since(start)
 					}
 					sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
@@ -215,7 +200,7 @@ func TestApproveSuspendAcrossFleet(t *testing.T) {
 				// Fleet view: every edge reported the version it applied.
 				v, _, err := st.AllowlistSnapshot(ctx)
 				must(t, err)
-				waitFor(t, 60*time.Second, "edge status stored", func() bool {
+				testkit.WaitFor(t, 60*time.Second, "edge status stored", func() bool {
 					es, err := st.ListEdges(ctx)
 					if err != nil || len(es) != n {
 						return false
@@ -236,7 +221,7 @@ func TestApproveSuspendAcrossFleet(t *testing.T) {
 // NDR; central suspends the device with an audit entry and a second edge
 // enforces the suspension. The same event delivered twice is stored once.
 func TestNDRUndeliverableSuspendsEverywhere(t *testing.T) {
-	brokers(t, func(t *testing.T, env *brokertest.Env) {
+	brokertest.Each(t, func(t *testing.T, env *brokertest.Env) {
 		st := openStore(t)
 		ctx := context.Background()
 		const name = "copier.example.edu"
@@ -247,12 +232,12 @@ func TestNDRUndeliverableSuspendsEverywhere(t *testing.T) {
 		enrolEdge(t, env, st, "edge-a")
 		enrolEdge(t, env, st, "edge-b")
 		a, b := startEdge(t, env, sp, "edge-a", dir), startEdge(t, env, sp, "edge-b", dir)
-		waitFor(t, 5*time.Second, "edge-b enforces active device", func() bool { return b.status(name) == devices.StatusActive })
+		testkit.WaitFor(t, 5*time.Second, "edge-b enforces active device", func() bool { return b.status(name) == devices.StatusActive })
 
 		ev := event.Event{ID: event.NewID(), Kind: event.NDRUndeliverable, Device: name, Sender: "scan@example.edu", QueueID: "Q1", Reason: "5.1.1 user unknown"}
 		a.outbox.Emit(ev)
 		a.outbox.Emit(ev) // redelivery of the same id
-		waitFor(t, 5*time.Second, "suspension reaches edge-b", func() bool { return b.status(name) == devices.StatusSuspended })
+		testkit.WaitFor(t, 5*time.Second, "suspension reaches edge-b", func() bool { return b.status(name) == devices.StatusSuspended })
 		d, err := st.Device(ctx, name)
 		must(t, err)
 		want := "suspended by edge edge-a: NDR to scan@example.edu undeliverable"
@@ -270,7 +255,7 @@ func TestNDRUndeliverableSuspendsEverywhere(t *testing.T) {
 		if !found {
 			t.Errorf("no audit entry %q", want)
 		}
-		waitFor(t, 5*time.Second, "both copies consumed", func() bool { return c.svc.Stats().Events >= 2 })
+		testkit.WaitFor(t, 5*time.Second, "both copies consumed", func() bool { return c.svc.Stats().Events >= 2 })
 		evs, err := st.ListEvents(ctx, store.EventFilter{})
 		must(t, err)
 		if len(evs) != 1 || evs[0].Edge != "edge-a" {
@@ -293,17 +278,17 @@ func TestCentralDownEdgeKeepsEnforcing(t *testing.T) {
 	sp, dir := openSpool(t)
 	enrolEdge(t, env, st, "edge-a")
 	e := startEdge(t, env, sp, "edge-a", dir)
-	waitFor(t, 5*time.Second, "enforced", func() bool { return e.status(name) == devices.StatusActive })
+	testkit.WaitFor(t, 5*time.Second, "enforced", func() bool { return e.status(name) == devices.StatusActive })
 	c.stop()
 	for i := 0; i < 20; i++ {
 		e.outbox.Emit(event.Event{Kind: event.Refusal, ClientIP: "10.0.0.9", Reason: "sender not registered", Count: i + 1})
 	}
-	waitFor(t, 5*time.Second, "events acknowledged by the broker", func() bool { return e.outbox.Len() == 0 })
+	testkit.WaitFor(t, 5*time.Second, "events acknowledged by the broker", func() bool { return e.outbox.Len() == 0 })
 	if e.status(name) != devices.StatusActive {
 		t.Fatal("edge stopped enforcing while central was down")
 	}
 	startCentral(t, env, st)
-	waitFor(t, 10*time.Second, "queued events stored", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "queued events stored", func() bool {
 		evs, err := st.ListEvents(ctx, store.EventFilter{Limit: 100})
 		return err == nil && len(evs) == 20
 	})
@@ -364,7 +349,7 @@ func TestEnrolAndFetch(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = cl.Run(runCtx) }()
-	waitFor(t, 5*time.Second, "enrolled edge connects", cl.Connected)
+	testkit.WaitFor(t, 5*time.Second, "enrolled edge connects", cl.Connected)
 	cancel()
 	<-done
 }

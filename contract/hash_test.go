@@ -1,4 +1,4 @@
-package fleet_test
+package contract_test
 
 import "github.com/postern/postern/central/broker"
 

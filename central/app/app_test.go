@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"github.com/postern/postern/central/cli"
 	"github.com/postern/postern/central/config"
 	"github.com/postern/postern/shared/dnstest"
+	"github.com/postern/postern/shared/testkit"
 )
 
 type syncBuf struct {
@@ -28,15 +28,6 @@ type syncBuf struct {
 
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // TestServeWithCLI runs the whole central service (SQLite, embedded
 // broker, sync, web, API) and drives it with the CLI at the same time, as
@@ -49,7 +40,7 @@ func TestServeWithCLI(t *testing.T) {
 	d.AddMX("dept.example.edu", 10, "mx.dept.example.edu")
 	d.AddA("mx.dept.example.edu", "10.9.9.9")
 	dir := t.TempDir()
-	httpAddr, mqttAddr := freePort(t), freePort(t)
+	httpAddr, mqttAddr := testkit.FreeAddr(t, ""), testkit.FreeAddr(t, "")
 	cfgFile := filepath.Join(dir, "central.toml")
 	os.WriteFile(cfgFile, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\nbase_url = \"http://%s\"\n[mqtt]\nlisten = %q\n[dns]\nresolvers = [%q]\ntimeout = \"1s\"\n",
 		filepath.Join(dir, "data"), httpAddr, httpAddr, mqttAddr, d.Addr)), 0o600)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/postern/postern/central/broker"
 	"github.com/postern/postern/central/broker/brokertest"
+	"github.com/postern/postern/shared/testkit"
 )
 
 func connect(t *testing.T, o *paho.ClientOptions) (paho.Client, error) {
@@ -128,7 +129,7 @@ func testACL(t *testing.T, e *brokertest.Env) {
 				t.Fatalf("publish %s: %v", name, tok.Error())
 			}
 		}
-		waitFor(t, func() bool { return rec.has(tp.Events("edge-a"), "ok-"+tp.Events("edge-a")) }, "own event reaches central")
+		testkit.WaitFor(t, 5*time.Second, "own event reaches central", func() bool { return rec.has(tp.Events("edge-a"), "ok-"+tp.Events("edge-a")) })
 	})
 
 	t.Run("edge may not subscribe elsewhere", func(t *testing.T) {
@@ -157,7 +158,7 @@ func testACL(t *testing.T, e *brokertest.Env) {
 			t.Fatal(err)
 		}
 		b.Publish(tp.Events("edge-b"), 1, false, "b-private").WaitTimeout(3 * time.Second)
-		waitFor(t, func() bool { return rec.has(tp.Events("edge-b"), "b-private") }, "edge-b's event reaches central")
+		testkit.WaitFor(t, 5*time.Second, "edge-b's event reaches central", func() bool { return rec.has(tp.Events("edge-b"), "b-private") })
 		select {
 		case name := <-leaked:
 			t.Fatalf("edge-a received %s", name)
@@ -208,17 +209,6 @@ func testACL(t *testing.T, e *brokertest.Env) {
 			t.Fatal("no retained allowlist")
 		}
 	})
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestPassword(t *testing.T) {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/postern/postern/shared/testkit"
 )
 
 // mosquitto is a private Mosquitto process running the shipped
@@ -82,7 +83,7 @@ func startMosquitto(t *testing.T, users map[string]string) *mosquitto {
 			continue
 		}
 		if key == "listener" {
-			addr := "127.0.0.1:" + fmt.Sprint(freePort(t))
+			addr := "127.0.0.1:" + fmt.Sprint(testkit.FreePort(t))
 			switch fields[1] {
 			case "8883":
 				m.tlsAddr = addr
@@ -158,16 +159,6 @@ func lookBin(t *testing.T, name string) string {
 // mosquittoDir is the repository's deploy/mosquitto (tests run in their
 // package folder, deploy/deploytest).
 func mosquittoDir() string { return filepath.Join("..", "mosquitto") }
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 func waitPort(t *testing.T, addr string) {
 	t.Helper()

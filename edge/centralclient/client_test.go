@@ -21,6 +21,7 @@ import (
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/allowlist"
 	"github.com/postern/postern/shared/event"
+	"github.com/postern/postern/shared/testkit"
 )
 
 var (
@@ -163,7 +164,7 @@ func startCentral(t testing.TB, env *brokertest.Env) *central {
 	if tok := ce.c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("central connect: %v", tok.Error())
 	}
-	waitFor(t, 5*time.Second, "central subscribed", func() bool { return ce.c.IsConnectionOpen() })
+	testkit.WaitFor(t, 5*time.Second, "central subscribed", func() bool { return ce.c.IsConnectionOpen() })
 	time.Sleep(100 * time.Millisecond)
 	t.Cleanup(func() { ce.c.Disconnect(100) })
 	return ce
@@ -187,27 +188,11 @@ func (ce *central) counts() (distinct, total int) {
 	return distinct, total
 }
 
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v: %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func brokers(t *testing.T, f func(t *testing.T, env *brokertest.Env)) {
-	t.Run("embedded", func(t *testing.T) { f(t, brokertest.Embedded(t)) })
-	t.Run("mosquitto", func(t *testing.T) { f(t, brokertest.Mosquitto(t)) })
-}
-
 // TestSnapshotEnforcedRejectedPersisted: approve -> enforced, suspend ->
 // refused within 2 s, forged/unsigned/older rejected, and after a restart
 // without network the persisted snapshot is enforced.
 func TestSnapshotEnforcedRejectedPersisted(t *testing.T) {
-	brokers(t, func(t *testing.T, env *brokertest.Env) {
+	brokertest.Each(t, func(t *testing.T, env *brokertest.Env) {
 		ce := startCentral(t, env)
 		dir := t.TempDir()
 		e := openEdge(t, env, "edge-1", dir)
@@ -215,11 +200,11 @@ func TestSnapshotEnforcedRejectedPersisted(t *testing.T) {
 		t0 := time.Now()
 
 		ce.publish(env.Topics.Allowlist(), snapshot(t, centralPriv, 1, t0, dev("scanner.example.edu", allowlist.Active)))
-		waitFor(t, 2*time.Second, "approved device enforced", func() bool { return e.status("scanner.example.edu") == devices.StatusActive })
+		testkit.WaitFor(t, 2*time.Second, "approved device enforced", func() bool { return e.status("scanner.example.edu") == devices.StatusActive })
 
 		start := time.Now()
 		ce.publish(env.Topics.Allowlist(), snapshot(t, centralPriv, 2, t0.Add(time.Second), dev("scanner.example.edu", allowlist.Suspended)))
-		waitFor(t, 2*time.Second, "suspension enforced", func() bool { return e.status("scanner.example.edu") == devices.StatusSuspended })
+		testkit.WaitFor(t, 2*time.Second, "suspension enforced", func() bool { return e.status("scanner.example.edu") == devices.StatusSuspended })
 		t.Logf("%s: suspend -> enforced in %v", env.Name, time.Since(start))
 
 		bad := map[string][]byte{
@@ -229,14 +214,14 @@ func TestSnapshotEnforcedRejectedPersisted(t *testing.T) {
 		}
 		for reason, wire := range bad {
 			ce.publish(env.Topics.Allowlist(), wire)
-			waitFor(t, 2*time.Second, reason+" rejection counted", func() bool { return e.c.Counters()["snapshots_rejected_"+reason] == 1 })
+			testkit.WaitFor(t, 2*time.Second, reason+" rejection counted", func() bool { return e.c.Counters()["snapshots_rejected_"+reason] == 1 })
 		}
 		if v := e.reg.Version(); v != 2 || e.status("scanner.example.edu") != devices.StatusSuspended {
 			t.Fatalf("after rejected snapshots: version %d, status %s", v, e.status("scanner.example.edu"))
 		}
 		// Put the genuine snapshot back as the retained one for later edges.
 		ce.publish(env.Topics.Allowlist(), snapshot(t, centralPriv, 3, t0.Add(4*time.Second), dev("scanner.example.edu", allowlist.Active)))
-		waitFor(t, 2*time.Second, "reinstated", func() bool { return e.status("scanner.example.edu") == devices.StatusActive })
+		testkit.WaitFor(t, 2*time.Second, "reinstated", func() bool { return e.status("scanner.example.edu") == devices.StatusActive })
 		e.close()
 
 		// Restart offline: the broker address is dead.
@@ -257,14 +242,14 @@ func TestSnapshotEnforcedRejectedPersisted(t *testing.T) {
 // is down, across an edge restart, all reach central once the broker is
 // back, and each is deleted from the outbox only after its PUBACK.
 func TestEventsSurviveBrokerOutageAndRestart(t *testing.T) {
-	brokers(t, func(t *testing.T, env *brokertest.Env) {
+	brokertest.Each(t, func(t *testing.T, env *brokertest.Env) {
 		ce := startCentral(t, env)
 		dir := t.TempDir()
 		e := openEdge(t, env, "edge-1", dir)
 		e.run()
-		waitFor(t, 5*time.Second, "edge connected", e.c.Connected)
+		testkit.WaitFor(t, 5*time.Second, "edge connected", e.c.Connected)
 		e.outbox.Emit(event.Event{Kind: event.Refusal, Reason: "before outage"})
-		waitFor(t, 5*time.Second, "first event delivered", func() bool { d, _ := ce.counts(); return d == 1 })
+		testkit.WaitFor(t, 5*time.Second, "first event delivered", func() bool { d, _ := ce.counts(); return d == 1 })
 
 		env.Stop()
 		const n = 40
@@ -285,8 +270,8 @@ func TestEventsSurviveBrokerOutageAndRestart(t *testing.T) {
 			t.Fatalf("central saw %d events while the broker was down", d)
 		}
 		env.Start()
-		waitFor(t, 15*time.Second, "all events delivered", func() bool { d, _ := ce.counts(); return d == n+1 })
-		waitFor(t, 5*time.Second, "outbox empty", func() bool { return e.outbox.Len() == 0 })
+		testkit.WaitFor(t, 15*time.Second, "all events delivered", func() bool { d, _ := ce.counts(); return d == n+1 })
+		testkit.WaitFor(t, 5*time.Second, "outbox empty", func() bool { return e.outbox.Len() == 0 })
 		d, total := ce.counts()
 		t.Logf("%s: %d distinct events, %d deliveries (duplicates are dropped by id at central)", env.Name, d, total)
 	})
@@ -300,7 +285,7 @@ func TestStatusReported(t *testing.T) {
 	ce.publish(env.Topics.Allowlist(), snapshot(t, centralPriv, 5, time.Now(), dev("a.example.edu", allowlist.Active)))
 	e := openEdge(t, env, "edge-s", t.TempDir(), func(o *Options) { o.QueueDepth = func() int { return 7 } })
 	e.run()
-	waitFor(t, 5*time.Second, "status with version 5", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "status with version 5", func() bool {
 		ce.mu.Lock()
 		defer ce.mu.Unlock()
 		var st struct {
@@ -311,7 +296,7 @@ func TestStatusReported(t *testing.T) {
 		return json.Unmarshal(ce.status["edge-s"], &st) == nil && st.Online && st.AllowlistVersion == 5 && st.QueueDepth == 7
 	})
 	e.stop()
-	waitFor(t, 5*time.Second, "offline status", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "offline status", func() bool {
 		ce.mu.Lock()
 		defer ce.mu.Unlock()
 		return bytes.Contains(ce.status["edge-s"], []byte(`"online":false`))
@@ -349,8 +334,8 @@ func TestFetchOverHTTPS(t *testing.T) {
 		o.FetchInterval = 50 * time.Millisecond
 	})
 	e.run()
-	waitFor(t, 5*time.Second, "fetched snapshot enforced", func() bool { return e.status("fetched.example.edu") == devices.StatusActive })
-	waitFor(t, 5*time.Second, "revalidated with ETag", func() bool { mu.Lock(); defer mu.Unlock(); return notModified > 0 })
+	testkit.WaitFor(t, 5*time.Second, "fetched snapshot enforced", func() bool { return e.status("fetched.example.edu") == devices.StatusActive })
+	testkit.WaitFor(t, 5*time.Second, "revalidated with ETag", func() bool { mu.Lock(); defer mu.Unlock(); return notModified > 0 })
 
 	// A tampered body is rejected.
 	mu.Lock()

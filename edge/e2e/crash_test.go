@@ -23,7 +23,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 	d := zone(t)
 	// Delivery must not remove what the test checks: MX connections go
 	// to a closed port (a temporary failure) and are retried much later.
-	closed := freePort(t)
+	closed := freeAddr(t)
 	_, port, _ := net.SplitHostPort(closed)
 	e := newEdge(t, d.Addr, devices+"\n[delivery]\nmx_port = "+port+"\nretry_min = \"1h\"\nretry_max = \"2h\"\n")
 	acked := map[string]string{} // queue id -> body sent

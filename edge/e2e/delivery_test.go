@@ -6,7 +6,6 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"net/mail"
 	"os"
@@ -348,15 +347,9 @@ func BenchmarkDeliveryThroughput(b *testing.B) {
 	b.ReportMetric(float64(peakRSS(pid))/(1<<20), "peak-RSS-MiB")
 }
 
-// startEdgeTB runs the binary for a benchmark (newEdge needs a *testing.T)
-// and returns its SMTP address and pid; it is killed when b ends.
-func startEdgeTB(tb testing.TB, dnsAddr, extra string) (string, int) {
-	dir := tb.TempDir()
-	smtpAddr, adminAddr := freePortTB(tb), freePortTB(tb)
-	for adminAddr == smtpAddr { // a closed probe port can be handed out twice
-		adminAddr = freePortTB(tb)
-	}
-	cfg := fmt.Sprintf(`hostname = "edge.bench.example.edu"
+// benchConfig is the edge configuration of the benchmarks (see
+// newEdgeConfig for its verbs): warnings only, default policy limits.
+const benchConfig = `hostname = "edge.bench.example.edu"
 data_dir = %q
 [log]
 level = "warn"
@@ -369,40 +362,14 @@ max_message_size = 1048576
 resolvers = [%q]
 [admin]
 listen = %q
-%s`, dir+"/data", smtpAddr, dnsAddr, adminAddr, extra)
-	path := dir + "/edge.toml"
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	cmd := exec.Command(binary, "run", "-config", path)
-	logf, _ := os.Create(dir + "/edge.log")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() })
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", smtpAddr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return smtpAddr, cmd.Process.Pid
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(dir + "/edge.log")
-			tb.Fatalf("edge not listening:\n%s", b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+%s`
 
-func freePortTB(tb testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+// startEdgeTB runs the binary with benchConfig and returns its SMTP
+// address and pid; it is killed when tb ends.
+func startEdgeTB(tb testing.TB, dnsAddr, extra string) (string, int) {
+	e := newEdgeConfig(tb, benchConfig, dnsAddr, extra)
+	e.start()
+	return e.smtp, e.cmd.Process.Pid
 }
 
 // cpuTime is the user+system CPU time pid has used (0 if unknown).

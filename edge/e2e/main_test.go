@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"github.com/postern/postern/shared/testkit"
 	"net"
 	"os"
 	"os/exec"
@@ -36,7 +37,7 @@ func TestMain(m *testing.M) {
 
 // edgeProc is a running edge binary.
 type edgeProc struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	cfgPath string
 	smtp    string
@@ -46,32 +47,14 @@ type edgeProc struct {
 	exited  chan struct{}
 }
 
-// freePort returns a loopback address with a port that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	// 127.0.0.250 is used by nothing else on the machine, so the port
-	// cannot be taken by another test process between this probe and the
-	// edge binding it (which happened under a loaded full-suite run).
-	l, err := net.Listen("tcp", "127.0.0.250:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// freeAddr returns a probed port on 127.0.0.250, which nothing else on the
+// machine uses, so another test process cannot take the port between the
+// probe and the edge binding it.
+func freeAddr(tb testing.TB) string { return testkit.FreeAddr(tb, "127.0.0.250") }
 
-// newEdge writes a configuration into a fresh folder. extra is appended
-// TOML (for [[devices]]).
-func newEdge(t *testing.T, dnsAddr string, extra string) *edgeProc {
-	t.Helper()
-	dir := t.TempDir()
-	e := &edgeProc{t: t, dir: dir, smtp: freePort(t), admin: freePort(t)}
-	// The probe listener is closed before the next probe, so the kernel
-	// may hand out the same port twice; the edge would then fail to bind.
-	for e.admin == e.smtp {
-		e.admin = freePort(t)
-	}
-	cfg := fmt.Sprintf(`hostname = "edge.e2e.example.edu"
+// e2eConfig is the edge configuration of the end-to-end tests: data
+// folder, SMTP listener, resolver, admin listener, then extra TOML.
+const e2eConfig = `hostname = "edge.e2e.example.edu"
 data_dir = %q
 [log]
 format = "json"
@@ -96,12 +79,32 @@ value_log_file_size = 8388608
 [admin]
 listen = %q
 %s
-`, filepath.Join(dir, "data"), e.smtp, dnsAddr, e.admin, extra)
+`
+
+// newEdge writes e2eConfig into a fresh folder. extra is appended TOML
+// (for [[devices]]).
+func newEdge(tb testing.TB, dnsAddr string, extra string) *edgeProc {
+	return newEdgeConfig(tb, e2eConfig, dnsAddr, extra)
+}
+
+// newEdgeConfig writes the configuration tmpl (with %q verbs for the data
+// folder, SMTP listener, resolver and admin listener, and %s for extra)
+// into a fresh folder, on fresh loopback ports.
+func newEdgeConfig(tb testing.TB, tmpl, dnsAddr, extra string) *edgeProc {
+	tb.Helper()
+	dir := tb.TempDir()
+	e := &edgeProc{t: tb, dir: dir, smtp: freeAddr(tb), admin: freeAddr(tb)}
+	// The probe listener is closed before the next probe, so the kernel
+	// may hand out the same port twice; the edge would then fail to bind.
+	for e.admin == e.smtp {
+		e.admin = freeAddr(tb)
+	}
+	cfg := fmt.Sprintf(tmpl, filepath.Join(dir, "data"), e.smtp, dnsAddr, e.admin, extra)
 	e.cfgPath = filepath.Join(dir, "edge.toml")
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { e.kill() })
+	tb.Cleanup(func() { e.kill() })
 	return e
 }
 

@@ -58,7 +58,7 @@ type centralProc struct {
 func startCentral(t *testing.T, dnsAddr string) *centralProc {
 	t.Helper()
 	c := &centralProc{t: t, bin: buildCentral(t), dir: t.TempDir()}
-	httpAddr, mqttAddr := freePort(t), freePort(t)
+	httpAddr, mqttAddr := freeAddr(t), freeAddr(t)
 	c.url = "http://" + httpAddr
 	cfg := fmt.Sprintf(`data_dir = %q
 [log]

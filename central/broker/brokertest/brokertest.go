@@ -122,6 +122,14 @@ func Embedded(t testing.TB) *Env {
 	return e
 }
 
+// Each runs f twice, as the subtests "embedded" (central's embedded
+// broker) and "mosquitto" (a private Mosquitto), so that a test proves its
+// behaviour on both brokers central supports.
+func Each(t *testing.T, f func(t *testing.T, env *Env)) {
+	t.Run("embedded", func(t *testing.T) { f(t, Embedded(t)) })
+	t.Run("mosquitto", func(t *testing.T) { f(t, Mosquitto(t)) })
+}
+
 // Mosquitto starts a private Mosquitto with the shipped configuration. It
 // skips the test when Mosquitto is not installed, unless CI is set.
 func Mosquitto(t testing.TB) *Env {
