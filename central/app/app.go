@@ -1,14 +1,14 @@
 // Package app assembles the running central service: the store (SQLite in
-// data_dir, or PostgreSQL from database.url), the registry logic, the web
-// pages, the JSON API, the embedded MQTT broker (or an external one) and
-// the sync service that publishes the signed allowlist.
+// data_dir, or PostgreSQL from database.url), the registration service,
+// the web pages, the JSON API, the embedded MQTT broker (or an external
+// one) and the fleet service that publishes the signed allowlist.
 //
-// Change notification: the registry calls Changed after every change it
-// makes; Changed is the sync service's trigger, which builds and publishes
-// a new snapshot. Changes made elsewhere — the CLI while serve runs,
-// another central instance on the same PostgreSQL — are noticed by a
-// watcher that polls the store's allowlist version every VersionPoll and
-// triggers a publish when it moved.
+// Change notification: the registration service calls Changed after every
+// change it makes; Changed is the fleet service's trigger, which builds
+// and publishes a new snapshot. Changes made elsewhere — the CLI while
+// serve runs, another central instance on the same PostgreSQL — are
+// noticed by a watcher that polls the store's allowlist version every
+// VersionPoll and triggers a publish when it moved.
 package app
 
 import (

@@ -45,7 +45,7 @@ type Edge struct {
 	Config   config.Config
 	Log      *slog.Logger
 	Spool    *spool.Spool
-	Registry *devices.Table
+	Devices  *devices.Table
 	Resolver *resolver.Resolver
 	Policy   *policy.Policy
 	SMTP     *smtpd.Server
@@ -111,7 +111,7 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 		sp.Close()
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	if e.Registry, err = devices.New(cfg.Devices, sp.KV("susp/"), time.Now); err != nil {
+	if e.Devices, err = devices.New(cfg.Devices, sp.KV("susp/"), time.Now); err != nil {
 		return fail(err)
 	}
 	if e.Resolver, err = resolver.New(resolver.Options{
@@ -124,7 +124,7 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 	if err != nil {
 		return fail(err)
 	}
-	e.Policy = policy.New(pc, e.Registry, ratelimit.New(nil), ratelimit.New(nil))
+	e.Policy = policy.New(pc, e.Devices, ratelimit.New(nil), ratelimit.New(nil))
 	tlsConf, err := smtpd.TLSConfig(cfg.SMTP.TLSCert, cfg.SMTP.TLSKey, cfg.SMTP.TLSMinVersion, cfg.DataDir, cfg.Hostname)
 	if err != nil {
 		return fail(err)
@@ -197,7 +197,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	for _, s := range e.stages {
 		start(s.name, s.run)
 	}
-	e.Log.Info("edge running", "hostname", e.Config.Hostname, "smtp", fmt.Sprint(e.SMTP.Addrs()), "devices", len(e.Registry.Devices()))
+	e.Log.Info("edge running", "hostname", e.Config.Hostname, "smtp", fmt.Sprint(e.SMTP.Addrs()), "devices", len(e.Devices.Devices()))
 	<-ctx.Done()
 	wg.Wait()
 	e.SMTP.Close()

@@ -75,7 +75,7 @@ func (e *Edge) addSync() error {
 		HTTPClient:        centralclient.NewHTTPClient(nil),
 		Allow:             e.Spool.KV("allow/"),
 		Outbox:            ob,
-		Registry:          e.Registry,
+		Registry:          e.Devices,
 		HeartbeatInterval: s.HeartbeatInterval,
 		QueueDepth:        func() int { return e.Spool.Stats().Messages },
 		Software:          version.String(),

@@ -48,7 +48,7 @@ func (e *Edge) addDelivery() error {
 		Hostname:  cfg.Hostname,
 		EdgeID:    cfg.Sync.EdgeID,
 		Delivery:  cfg.Delivery,
-		Suspender: e.Registry,
+		Suspender: e.Devices,
 		Events:    e.Events,
 		Metrics:   m,
 		Leases:    e.Spool.KV("lease/"),

@@ -1,7 +1,7 @@
 // Command spoolprobe times the edge spool's durable writes the way the
-// intake and the queue runner issue them, to show where the edge's
-// end-to-end rate goes (see deploy/bench/README.md, "What limits the
-// edge"). It opens a fresh spool in a temporary folder under -dir and
+// intake issues them and the way a leasing queue runner would, to show
+// where the edge's end-to-end rate goes (see deploy/bench/README.md, "What
+// limits the edge"). It opens a fresh spool in a temporary folder under -dir and
 // prints, for each pattern, the rate and how many Badger commits carried
 // how many writes:
 //
