@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/postern/postern/shared/atomicfile"
 )
 
 // sink is the loopback mail server every dev delivery ends at.
@@ -134,11 +135,7 @@ func (s *sink) save(from string, to []string, body []byte) (string, error) {
 	}
 	b.Write(body)
 	path := filepath.Join(s.dir, strconv.Itoa(n)+".eml")
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b.Bytes(), 0o640); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, b.Bytes(), 0o640); err != nil {
 		return "", err
 	}
 	return path, nil

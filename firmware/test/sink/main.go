@@ -29,6 +29,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
+	"github.com/postern/postern/shared/atomicfile"
 )
 
 func main() {
@@ -79,10 +80,7 @@ func run(dir, smtpAddr, dnsAddr, portsFile string, a net.IP, log *slog.Logger) e
 
 	ports := fmt.Sprintf("SMTP_PORT=%d\nDNS_PORT=%d\n", sl.Addr().(*net.TCPAddr).Port, port)
 	if portsFile != "" {
-		if err := os.WriteFile(portsFile+".tmp", []byte(ports), 0o644); err != nil {
-			return fmt.Errorf("sink: %w", err)
-		}
-		if err := os.Rename(portsFile+".tmp", portsFile); err != nil {
+		if err := atomicfile.Write(portsFile, []byte(ports), 0o644); err != nil {
 			return fmt.Errorf("sink: %w", err)
 		}
 	}
@@ -146,10 +144,7 @@ func (s *session) Data(r io.Reader) error {
 	n := s.b.n.Add(1)
 	name := filepath.Join(s.b.dir, fmt.Sprintf("msg-%d.eml", n))
 	head := fmt.Sprintf("X-Sink-From: <%s>\r\nX-Sink-To: %s\r\n", s.from, strings.Join(s.to, ", "))
-	if err := os.WriteFile(name+".tmp", append([]byte(head), body...), 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(name+".tmp", name); err != nil {
+	if err := atomicfile.Write(name, append([]byte(head), body...), 0o644); err != nil {
 		return err
 	}
 	s.b.log.Info("message received", "file", name, "from", s.from, "rcpts", len(s.to))
