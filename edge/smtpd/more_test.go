@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"github.com/postern/postern/edge/policy"
+	"github.com/postern/postern/shared/clock"
 	"github.com/postern/postern/shared/event"
+	"github.com/postern/postern/shared/testkit"
 )
 
 func TestReporterAggregates(t *testing.T) {
 	sink := &eventSink{}
-	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	r := newReporter(sink, "edge1", func() time.Time { return now })
+	r := newReporter(sink, "edge1", testkit.NewClock())
 	for i := 0; i < 5; i++ {
 		r.refusal("", "10.0.0.1", policy.NotRegistered("10.0.0.1", "no PTR record", "https://r/"))
 	}
@@ -40,7 +41,7 @@ func TestReporterAggregates(t *testing.T) {
 		t.Fatal("flush re-sent events")
 	}
 	// No sink: nothing happens, nothing panics.
-	newReporter(nil, "e", time.Now).refusal("", "ip", policy.NullSender())
+	newReporter(nil, "e", clock.Real).refusal("", "ip", policy.NullSender())
 }
 
 // TestPipelined sends a whole transaction in one write (PIPELINING).

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/edge/policy"
+	"github.com/postern/postern/shared/clock"
 	"github.com/postern/postern/shared/event"
 )
 
@@ -17,7 +18,7 @@ import (
 type reporter struct {
 	out   Events
 	edge  string
-	clock func() time.Time
+	clock clock.Clock
 
 	rateHits atomic.Uint64
 
@@ -36,7 +37,7 @@ type repKey struct {
 // events are counted into the existing ones only.
 const maxPending = 10000
 
-func newReporter(out Events, edge string, clock func() time.Time) *reporter {
+func newReporter(out Events, edge string, clock clock.Clock) *reporter {
 	return &reporter{out: out, edge: edge, clock: clock, pending: map[repKey]*event.Event{}}
 }
 
@@ -55,7 +56,7 @@ func (r *reporter) add(k repKey, fill func(*event.Event)) {
 	}
 	e := &event.Event{
 		Edge:     r.edge,
-		Time:     r.clock(),
+		Time:     r.clock.Now(),
 		Kind:     k.kind,
 		Device:   k.device,
 		ClientIP: k.ip,
@@ -113,14 +114,14 @@ func (r *reporter) flush() {
 
 // run flushes every interval until ctx ends, then once more.
 func (r *reporter) run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+	tick, stop := r.clock.Ticker(interval)
+	defer stop()
 	for {
 		select {
 		case <-ctx.Done():
 			r.flush()
 			return
-		case <-t.C:
+		case <-tick:
 			r.flush()
 		}
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/postern/postern/edge/config"
 	"github.com/postern/postern/edge/policy"
 	"github.com/postern/postern/edge/spool"
+	"github.com/postern/postern/shared/clock"
 	"github.com/postern/postern/shared/event"
 )
 
@@ -71,7 +72,9 @@ type Options struct {
 	Spool  Spool
 	Events Events
 	Log    *slog.Logger
-	Clock  func() time.Time
+	// Clock stamps envelopes and events and paces event reports
+	// (default clock.Real).
+	Clock clock.Clock
 	// ReportInterval is how often aggregated events are flushed
 	// (default one minute).
 	ReportInterval time.Duration
@@ -107,7 +110,7 @@ func New(opts Options) (*Server, error) {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	if opts.Clock == nil {
-		opts.Clock = time.Now
+		opts.Clock = clock.Real
 	}
 	if opts.ReportInterval <= 0 {
 		opts.ReportInterval = time.Minute
@@ -122,7 +125,7 @@ func New(opts Options) (*Server, error) {
 		opts:   opts,
 		pol:    opts.Policy,
 		log:    opts.Log,
-		clock:  opts.Clock,
+		clock:  opts.Clock.Now,
 		gate:   newGate(opts.SMTP.MaxConnections, opts.SMTP.MaxConnectionsIP),
 		report: newReporter(opts.Events, opts.Hostname, opts.Clock),
 	}
