@@ -4,7 +4,7 @@
 // A spooled message is an Envelope (sender, recipients and their states,
 // client identity, schedule) plus the message bytes. The package guarantees:
 //
-//   - Put, Update, Delete, Lease and Bucket.Set/Delete return only after
+//   - Put, Update, Delete, Record and Bucket.Set/Delete return only after
 //     their write is fsynced. Concurrent writers share fsyncs: one committer
 //     goroutine gathers every write that is waiting into one Badger
 //     transaction and syncs it once (group commit), so N concurrent Puts cost
@@ -13,10 +13,16 @@
 //     next attempt time and never reads message bodies; ScanDue reads an
 //     envelope only when its caller asks, and starts past the entries of
 //     messages already gone.
+//   - Record writes a delivery attempt's outcome and the reports it
+//     generated (NDRs, delay notices) in one transaction: after a crash
+//     either both are on disk or neither, so a report is never spooled
+//     twice for one failure.
 //   - When the disk is (nearly) full a write fails with ErrFull instead of
 //     crashing: Badger writes through mmap, where a real ENOSPC would be a
 //     SIGBUS, so the spool refuses new mail while free space is below a
-//     reserve (Options.MinFree), like Postfix's queue_minfree.
+//     reserve (Options.MinFree), like Postfix's queue_minfree. Writes
+//     about mail already accepted (Update, Delete, the outcome part of
+//     Record) never wait for the reserve: it is kept for them.
 //   - Deleted mail's space comes back: a value-log GC runs every GCInterval.
 //
 // One process owns the Badger lock; other edge packages that need durable
@@ -49,8 +55,6 @@ var (
 	ErrFull = errors.New("spool: insufficient storage")
 	// ErrExists: Put of an id that is already spooled.
 	ErrExists = errors.New("spool: id already spooled")
-	// ErrHeld: Lease of a message an operator put on hold.
-	ErrHeld = errors.New("spool: message is held")
 	// ErrClosed: the spool was closed.
 	ErrClosed = errors.New("spool: closed")
 )
