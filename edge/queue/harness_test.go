@@ -10,11 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/edge/bounce"
 	"github.com/postern/postern/edge/config"
 	"github.com/postern/postern/edge/delivery"
 	"github.com/postern/postern/edge/delivery/deliverytest"
 	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/edge/spool"
+	"github.com/postern/postern/shared/address"
 	"github.com/postern/postern/shared/dnstest"
 	"github.com/postern/postern/shared/event"
 	"github.com/postern/postern/shared/resolver"
@@ -126,6 +128,11 @@ type env struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	smart  string
+	// affiliated is the organisation's domains (example.edu and its
+	// subdomains; example.com and example.net are outside).
+	affiliated address.DomainList
+	// wrap, when set, wraps the spool the runner uses (fault injection).
+	wrap func(*spool.Spool) Spool
 }
 
 const device = "scanner1.example.edu"
@@ -149,6 +156,14 @@ func newEnv(t testing.TB) *env {
 	e.dns.AddA("mx.example.com", "127.0.0.2")
 	e.dns.AddMX("example.edu", 10, "mx.example.edu")
 	e.dns.AddA("mx.example.edu", "127.0.0.3")
+	// example.net (an outside sender's domain, the victim of relay by
+	// bounce) -> 127.0.0.4.
+	e.dns.AddMX("example.net", 10, "mx.example.net")
+	e.dns.AddA("mx.example.net", "127.0.0.4")
+	e.affiliated, err = address.NewDomainList([]string{"example.edu", ".example.edu"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		e.stop()
 		e.sp.Close()
@@ -162,7 +177,7 @@ func (e *env) openSpool() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.reg, err = devices.New([]config.Device{{Name: device, Status: "active"}}, e.sp.KV("susp/"), e.clock.Now)
+	e.reg, err = devices.New([]config.Device{{Name: device, Status: "active", Senders: []string{"scanner@example.edu"}}}, e.sp.KV("susp/"), e.clock.Now)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -181,9 +196,14 @@ func (e *env) start() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.runner, err = New(Options{Spool: e.sp, Deliverer: dc, Hostname: "edge.example.edu", Delivery: e.cfg,
+	var sp Spool = e.sp
+	if e.wrap != nil {
+		sp = e.wrap(e.sp)
+	}
+	e.runner, err = New(Options{Spool: sp, Deliverer: dc, Hostname: "edge.example.edu", Delivery: e.cfg,
+		Rules:     bounce.Rules{Affiliated: e.affiliated, Devices: e.reg},
 		Suspender: e.reg, Events: e.events, Clock: e.clock, Jitter: func() float64 { return 0.5 },
-		Leases: e.sp.KV("lease/"), Lease: 10 * time.Minute, Logger: testLogger(e.t)})
+		AttemptTimeout: 10 * time.Minute, Logger: testLogger(e.t)})
 	if err != nil {
 		e.t.Fatal(err)
 	}
