@@ -48,6 +48,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postern/postern/edge/delivery"
 	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/edge/dsn"
 	"github.com/postern/postern/edge/spool"
@@ -226,23 +227,10 @@ func Notifies(rc *spool.Recipient, kind string) bool {
 
 // MaxReplyText bounds the remote reply text kept per recipient, in the
 // history, in reports, suspension reasons and events (bytes).
-const MaxReplyText = 1024
+const MaxReplyText = delivery.MaxReplyText
 
-// ReplyText returns s on one line, cut to at most MaxReplyText bytes on a
-// character boundary (with "..." when cut).
-func ReplyText(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) <= MaxReplyText {
-		return s
-	}
-	cut := MaxReplyText - 3
-	for cut > 0 && !utf8Start(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}
-
-func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
+// ReplyText returns s on one line, cut to at most MaxReplyText bytes.
+func ReplyText(s string) string { return delivery.ReplyText(s) }
 
 // Recipient is the report entry for rc.
 func Recipient(rc *spool.Recipient, action dsn.Action, expired bool, now time.Time) dsn.Recipient {
