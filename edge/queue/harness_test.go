@@ -15,6 +15,7 @@ import (
 	"github.com/postern/postern/edge/delivery"
 	"github.com/postern/postern/edge/delivery/deliverytest"
 	"github.com/postern/postern/edge/devices"
+	"github.com/postern/postern/edge/metrics"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/address"
 	"github.com/postern/postern/shared/dnstest"
@@ -114,20 +115,21 @@ func (r *recorder) kinds(k event.Kind) []event.Event {
 // env is a test edge: a real spool on disk, a real registry, a real
 // delivery client talking to loopback sinks found through a loopback DNS.
 type env struct {
-	t      testing.TB
-	dir    string
-	sp     *spool.Spool
-	reg    *devices.Table
-	dns    *dnstest.Server
-	res    *resolver.Resolver
-	clock  *fakeClock
-	events *recorder
-	port   int
-	cfg    config.Delivery
-	runner *Runner
-	cancel context.CancelFunc
-	done   chan struct{}
-	smart  string
+	t       testing.TB
+	dir     string
+	sp      *spool.Spool
+	reg     *devices.Table
+	dns     *dnstest.Server
+	res     *resolver.Resolver
+	clock   *fakeClock
+	events  *recorder
+	metrics *metrics.Metrics
+	port    int
+	cfg     config.Delivery
+	runner  *Runner
+	cancel  context.CancelFunc
+	done    chan struct{}
+	smart   string
 	// affiliated is the organisation's domains (example.edu and its
 	// subdomains; example.com and example.net are outside).
 	affiliated address.DomainList
@@ -135,11 +137,17 @@ type env struct {
 	wrap func(*spool.Spool) Spool
 }
 
-const device = "scanner1.example.edu"
+// The registered devices: device may send as scanner@example.edu
+// (affiliated) and scans@example.net (outside); copier as
+// copier@example.net.
+const (
+	device = "scanner1.example.edu"
+	copier = "copier.example.edu"
+)
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), clock: newFakeClock(), events: &recorder{}}
+	e := &env{t: t, dir: t.TempDir(), clock: newFakeClock(), events: &recorder{}, metrics: metrics.New()}
 	e.dns = dnstest.Start(t)
 	var err error
 	e.res, err = resolver.New(resolver.Options{Servers: []string{e.dns.Addr}, Timeout: 300 * time.Millisecond, Attempts: 1, CacheSize: -1})
@@ -177,7 +185,10 @@ func (e *env) openSpool() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.reg, err = devices.New([]config.Device{{Name: device, Status: "active", Senders: []string{"scanner@example.edu"}}}, e.sp.KV("susp/"), e.clock.Now)
+	e.reg, err = devices.New([]config.Device{
+		{Name: device, Status: "active", Senders: []string{"scanner@example.edu", "scans@example.net"}},
+		{Name: copier, Status: "active", Senders: []string{"copier@example.net"}},
+	}, e.sp.KV("susp/"), e.clock.Now)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -202,7 +213,7 @@ func (e *env) start() {
 	}
 	e.runner, err = New(Options{Spool: sp, Deliverer: dc, Hostname: "edge.example.edu", Delivery: e.cfg,
 		Rules:     bounce.Rules{Affiliated: e.affiliated, Devices: e.reg},
-		Suspender: e.reg, Events: e.events, Clock: e.clock, Jitter: func() float64 { return 0.5 },
+		Suspender: e.reg, Events: e.events, Metrics: e.metrics, Clock: e.clock, Jitter: func() float64 { return 0.5 },
 		AttemptTimeout: 10 * time.Minute, Logger: testLogger(e.t)})
 	if err != nil {
 		e.t.Fatal(err)
