@@ -175,7 +175,9 @@ func (r *Runner) record(env *spool.Envelope, data []byte, outcomes []delivery.Ou
 func (r *Runner) commit(ctx context.Context, o *outcome, log *slog.Logger) {
 	env := o.env
 	for {
+		crashPoint("before-record")
 		err := r.sp.Record(env, o.news...)
+		crashPoint("after-record")
 		switch {
 		case err == nil:
 			r.recovered(env.ID)
@@ -221,6 +223,10 @@ func (r *Runner) commit(ctx context.Context, o *outcome, log *slog.Logger) {
 		}
 	}
 }
+
+// crashPoint marks the two sides of the outcome write for the crash test
+// (which kills the process there); it does nothing otherwise.
+var crashPoint = func(string) {}
 
 // finishStale removes a due message whose recipients are all final.
 func (r *Runner) finishStale(env *spool.Envelope) {
