@@ -79,7 +79,8 @@ type Options struct {
 	// MinFree is the free disk space (bytes) a Put must leave behind
 	// (default: ValueLogFileSize + 32 MiB, room for Badger to rotate a
 	// value-log file, flush memtables and compact). Below it Put fails with
-	// ErrFull. Updates and bucket writes need MinFree/2; Deletes always run.
+	// ErrFull. Bucket writes and the reports Record spools need MinFree/2;
+	// Updates, Deletes and the outcome part of Record always run.
 	// The reserve is not optional: Badger writes through mmap into sparse
 	// files, so a truly full disk is not an ENOSPC error but a SIGBUS that
 	// kills the process (seen on a full tmpfs while Badger flushed a
