@@ -742,5 +742,3 @@ func isASCII(s string) bool {
 	}
 	return true
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
