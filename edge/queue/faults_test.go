@@ -76,14 +76,17 @@ func TestRecordFailureNoRedelivery(t *testing.T) {
 	if n := len(mx.Messages()); n != 1 {
 		t.Fatalf("MX got %d messages while outcome writes fail, want 1 (deliveries paused)", n)
 	}
-	for range 3 {
-		time.Sleep(50 * time.Millisecond)
-		e.clock.Advance(10 * time.Second) // past every backoff so far
-	}
-	e.eventually("outcome recorded", func() bool {
+	recorded := func() bool {
 		got, err := e.sp.Get(m.ID)
 		return err == nil && got.Recipients[0].State == spool.Delivered
-	})
+	}
+	// Move the clock past each backoff (1s, 2s, 4s, 8s), in steps that
+	// stay far below the 5m retry of the deferred recipient.
+	for i := 0; i < 25 && !recorded(); i++ {
+		e.clock.Advance(10 * time.Second)
+		time.Sleep(40 * time.Millisecond)
+	}
+	e.eventually("outcome recorded", recorded)
 	if n := fs.records.Load(); n < 5 {
 		t.Fatalf("%d record attempts, want the 4 failures and a success", n)
 	}
@@ -117,7 +120,7 @@ func TestReadFailureBacksOff(t *testing.T) {
 	if n := fs.datas.Load(); n != 1 {
 		t.Fatalf("%d reads in 300ms without the clock moving, want 1 (backoff)", n)
 	}
-	for range 4 {
+	for i := 0; i < 40 && len(mx.Messages()) == 0; i++ {
 		e.clock.Advance(5 * time.Second)
 		time.Sleep(30 * time.Millisecond)
 	}

@@ -69,10 +69,10 @@ type outcome struct {
 	// recipients whose delay notice is. If the reports find no room they
 	// go back to pending / not warned.
 	reported, delayed []int
-	// after runs once the outcome is on disk (logs, metrics, events);
-	// afterReports only if the reports were written with it.
-	after, afterReports []func()
-	now                 time.Time
+	// afterReports runs once the outcome is on disk with its reports
+	// (logs, metrics, events about them).
+	afterReports []func()
+	now          time.Time
 }
 
 // record applies the outcomes of one attempt to env and returns what to
@@ -181,9 +181,6 @@ func (r *Runner) commit(ctx context.Context, o *outcome, log *slog.Logger) {
 		switch {
 		case err == nil:
 			r.recovered(env.ID)
-			for _, f := range o.after {
-				f()
-			}
 			for _, f := range o.afterReports {
 				f()
 			}
