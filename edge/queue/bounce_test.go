@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"github.com/postern/postern/edge/delivery/deliverytest"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/event"
@@ -215,5 +217,69 @@ func TestSenderOutsideListNeverSuspends(t *testing.T) {
 	}
 	if n := len(e.events.kinds(event.NDRWarning)); n != 2 {
 		t.Errorf("%d warning events, want 2", n)
+	}
+}
+
+// TestLongRepliesBoundedInReports: a remote server's long refusal (12
+// continuation lines, about 10 KB, within what the connection reads) is
+// cut before it is stored in the recipient's state and history, returned
+// in the NDR, or put in a suspension reason or an event.
+func TestLongRepliesBoundedInReports(t *testing.T) {
+	e := newEnv(t)
+	// Every line carries the enhanced code, as real servers send it (the
+	// test sink adds it to the last line only).
+	long := strings.TrimSuffix(strings.Repeat("5.1.1 "+strings.Repeat("blah ", 160)+"\n", 12), "\n")
+	e.sink("127.0.0.2", deliverytest.Behaviour{Rcpt: refuse("", smtpErr(550, [3]int{5, 1, 1}, long))})
+	senderMX := e.sink("127.0.0.3", deliverytest.Behaviour{Rcpt: refuse("scanner", smtpErr(550, [3]int{5, 1, 1}, long))})
+	e.start()
+	e.put("a@example.com")
+	e.eventually("device suspended", func() bool { d, _ := e.reg.Lookup(device); return !d.Active() })
+	e.eventually("spool empty", func() bool { return len(e.all()) == 0 })
+	d, _ := e.reg.Lookup(device)
+	if len(d.Reason) > 1024 || !strings.Contains(d.Reason, "blah") {
+		t.Errorf("suspension reason of %d bytes", len(d.Reason))
+	}
+	for _, ev := range e.events.ev {
+		if len(ev.Reason) > 1024 {
+			t.Errorf("%s event reason of %d bytes", ev.Kind, len(ev.Reason))
+		}
+	}
+	if senderMX.Sessions() != 1 {
+		t.Fatalf("sender MX sessions %d", senderMX.Sessions())
+	}
+}
+
+// TestLongReplyInHistoryAndNDR checks the stored state and the NDR.
+func TestLongReplyInHistoryAndNDR(t *testing.T) {
+	e := newEnv(t)
+	long := func(enh string) string {
+		return strings.TrimSuffix(strings.Repeat(enh+" "+strings.Repeat("blah ", 160)+"\n", 12), "\n")
+	}
+	e.sink("127.0.0.2", deliverytest.Behaviour{Rcpt: func(a string) *smtp.SMTPError {
+		if strings.HasPrefix(a, "later") {
+			return smtpErr(451, [3]int{4, 2, 0}, long("4.2.0"))
+		}
+		return smtpErr(550, [3]int{5, 1, 1}, long("5.1.1"))
+	}})
+	senderMX := e.sink("127.0.0.3", deliverytest.Behaviour{})
+	e.start()
+	m := e.put("later@example.com", "nobody@example.com")
+	e.eventually("attempt", func() bool { return e.attemptsOf(m.ID) == 1 })
+	got, _ := e.sp.Get(m.ID)
+	if n := len(got.Recipients[0].Reply); n > 1024 || n < 500 {
+		t.Errorf("stored reply of %d bytes", n)
+	}
+	if n := len(got.History[0].Result); n > 1024 {
+		t.Errorf("history entry of %d bytes", n)
+	}
+	if n := len(got.LastError); n > 1024 {
+		t.Errorf("last error of %d bytes", n)
+	}
+	n := parseNDR(t, senderMX.Wait(t, 1, 5*time.Second)[0].Data)
+	if d := n.perRcpt[0].Get("Diagnostic-Code"); len(d) > 1100 || !strings.Contains(d, "5.1.1 blah") {
+		t.Errorf("Diagnostic-Code of %d bytes: %.80q", len(d), d)
+	}
+	if len(n.text) > 2500 {
+		t.Errorf("NDR text part of %d bytes", len(n.text))
 	}
 }
