@@ -48,9 +48,11 @@ cross:
 run: build
 	@deploy/dev/run.sh
 
-# Benchmarks: spool group commit, snapshot sizes, delivery throughput.
+# Benchmarks: spool group commit, snapshot sizes, delivery throughput; then
+# the fleet simulation (a change enforced on 50 edge sync clients).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
+	set -o pipefail; POSTERN_TEST_FLEET=50 $(GO) test -count=1 -v -run 'TestApproveSuspendAcrossFleet' ./shared/contract | grep -E 'enforced on|^(ok|FAIL|---)'
 
 # Side by side with Postfix 3.7 on this machine (installs postfix, runs it
 # from a private config on loopback ports). See deploy/bench/README.md.

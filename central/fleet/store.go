@@ -44,7 +44,7 @@ func (a Store) Allowlist(ctx context.Context) (int64, []allowlist.Device, error)
 			st = allowlist.Suspended
 		}
 		out[i] = allowlist.Device{Name: d.Name, Status: st, Senders: d.Senders,
-			MessagesPerHour: d.MessagesPerHour, RecipientsPerHour: d.RecipientsPerHour, Reason: d.Reason}
+			MessagesPerHour: d.MessagesPerHour, RecipientsPerHour: d.RecipientsPerHour, Reason: d.Reason, Reinstated: d.Reinstated}
 	}
 	return v, out, nil
 }

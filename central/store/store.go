@@ -170,6 +170,10 @@ type AllowlistDevice struct {
 	Reason            string // why suspended
 	MessagesPerHour   int
 	RecipientsPerHour int
+	// Reinstated is the allowlist version of the device's latest
+	// reinstatement (0: never); edges lift their local suspensions of the
+	// device only once it passes the version they suspended it at.
+	Reinstated int64
 }
 
 // Edge is one enrolled (or to-be-enrolled) edge relay.

@@ -7,9 +7,11 @@ package app
 import (
 	"fmt"
 
+	"github.com/postern/postern/edge/bounce"
 	"github.com/postern/postern/edge/delivery"
 	"github.com/postern/postern/edge/metrics"
 	"github.com/postern/postern/edge/queue"
+	"github.com/postern/postern/shared/address"
 )
 
 // addDelivery builds the queue runner over e.Spool and attaches it as the
@@ -42,16 +44,20 @@ func (e *Edge) addDelivery() error {
 	if err != nil {
 		return err
 	}
+	affiliated, err := address.NewDomainList(cfg.SMTP.AffiliatedDomains)
+	if err != nil {
+		return fmt.Errorf("smtp.affiliated_domains: %w", err)
+	}
 	r, err := queue.New(queue.Options{
 		Spool:     e.Spool,
 		Deliverer: dc,
 		Hostname:  cfg.Hostname,
 		EdgeID:    cfg.Sync.EdgeID,
 		Delivery:  cfg.Delivery,
+		Rules:     bounce.Rules{Affiliated: affiliated, Devices: e.Devices},
 		Suspender: e.Devices,
 		Events:    e.Events,
 		Metrics:   m,
-		Leases:    e.Spool.KV("lease/"),
 		Log:       e.Log.With("stage", "queue"),
 	})
 	if err != nil {

@@ -264,6 +264,7 @@ func (c *Client) apply(s *allowlist.Snapshot) {
 			RecipientsPerHour: d.RecipientsPerHour,
 			Source:            devices.SourceCentral,
 			Reason:            d.Reason,
+			Reinstated:        d.Reinstated,
 		}
 	}
 	c.o.Registry.SetCentral(s.Version, s.Issued, devs, s.ValidUntil)

@@ -47,7 +47,6 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/postern/postern/shared/loopback"
-	"github.com/postern/postern/shared/oneline"
 	"github.com/postern/postern/shared/resolver"
 	"github.com/postern/postern/shared/smtpstatus"
 	"github.com/postern/postern/shared/tlsinfo"
@@ -211,8 +210,18 @@ type Outcome struct {
 }
 
 // Deliver runs one delivery attempt for job. It never returns an error:
-// every failure is a Result. ctx bounds the whole attempt.
+// every failure is a Result. ctx bounds the whole attempt. Reply texts in
+// the Outcome are bounded (ReplyText).
 func (c *Client) Deliver(ctx context.Context, job *Job) Outcome {
+	out := c.deliver(ctx, job)
+	for i := range out.Results {
+		out.Results[i].Text = ReplyText(out.Results[i].Text)
+	}
+	out.Summary = ReplyText(out.Summary)
+	return out
+}
+
+func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 	log := c.log.With("queue_id", job.QueueID, "domain", job.Domain)
 	out := Outcome{Results: make([]Result, len(job.Rcpts))}
 	fail := func(st Status, code int, enh smtpstatus.Code, text, host string) Outcome {
@@ -289,7 +298,7 @@ func summarize(rs []Result) string {
 	s := fmt.Sprintf("delivered %d, deferred %d, failed %d", d, t, p)
 	for _, r := range rs {
 		if r.Status != Delivered {
-			s += fmt.Sprintf("; %d %s %s", r.Code, r.Enhanced, oneline.Fold(r.Text))
+			s += fmt.Sprintf("; %d %s %s", r.Code, r.Enhanced, ReplyText(r.Text))
 			break
 		}
 	}
@@ -438,7 +447,7 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 		}
 	}()
 
-	sc := c.newSMTP(conn)
+	sc := c.newSMTP(bounded(conn))
 	if err := sc.Hello(c.o.Hostname); err != nil {
 		return nil, "", c.connErr(h, "greeting/EHLO", err), false
 	}
@@ -454,7 +463,8 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 		st := tc.ConnectionState()
 		state = &st
 		tlsDesc = tlsinfo.Describe(state)
-		sc = c.newSMTP(&greetedConn{Conn: tc, r: io.MultiReader(strings.NewReader("220 after STARTTLS\r\n"), tc)})
+		btc := bounded(tc)
+		sc = c.newSMTP(&greetedConn{Conn: btc, r: io.MultiReader(strings.NewReader("220 after STARTTLS\r\n"), btc)})
 		if err := sc.Hello(c.o.Hostname); err != nil {
 			return nil, tlsDesc, c.connErr(h, "EHLO after STARTTLS", err), false
 		}
@@ -501,13 +511,17 @@ func (c *Client) newSMTP(conn net.Conn) *smtp.Client {
 // command injection class, CVE-2011-0411) are never read as replies.
 func (c *Client) startTLS(ctx context.Context, conn net.Conn, req TLSRequirement, hostName string) (*tls.Conn, error) {
 	conn.SetDeadline(time.Now().Add(c.o.CommandTimeout))
-	if _, err := io.WriteString(conn, "STARTTLS\r\n"); err != nil {
+	bc := bounded(conn)
+	if _, err := io.WriteString(bc, "STARTTLS\r\n"); err != nil {
 		return nil, err
 	}
-	br := bufio.NewReaderSize(conn, 512)
+	br := bufio.NewReaderSize(bc, 512)
 	code, msg, err := textproto.NewReader(br).ReadResponse(220)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %d %s", errTLSFailed, code, oneline.Fold(msg))
+		if errors.Is(err, errReplyTooLong) {
+			return nil, fmt.Errorf("%w: %v", errTLSFailed, err)
+		}
+		return nil, fmt.Errorf("%w: %d %s", errTLSFailed, code, ReplyText(msg))
 	}
 	if br.Buffered() > 0 {
 		return nil, fmt.Errorf("%w: data after the STARTTLS reply (injection attempt?)", errTLSFailed)
@@ -659,7 +673,7 @@ func (c *Client) connErr(h host, stage string, err error) *attemptError {
 			code, enh = 451, smtpstatus.TempNetwork
 		}
 		return &attemptError{code: code, enhanced: enh, host: h.name,
-			text: fmt.Sprintf("%s at %s: %d %s", stage, h.name, se.Code, oneline.Fold(se.Message))}
+			text: fmt.Sprintf("%s at %s: %d %s", stage, h.name, se.Code, ReplyText(se.Message))}
 	}
 	return &attemptError{code: 451, enhanced: smtpstatus.BadConnection, text: fmt.Sprintf("%s at %s: %v", stage, h.name, unwrapNet(err))}
 }

@@ -7,9 +7,16 @@
 //     atomic pointer swap, so an SMTP session never sees half an update.
 //   - A local suspension (Suspend) is persisted before Suspend returns and
 //     is effective for the next Lookup; it survives restarts.
-//   - A local suspension is cleared only when central sends a snapshot
-//     issued after the suspension that lists the device as active (staff
-//     reinstated it centrally).
+//   - A local suspension holds until staff lift it: it notes the version
+//     of central's allowlist in force when it was made (its epoch), and is
+//     cleared only when a snapshot carries a reinstatement epoch for the
+//     device past that version (staff reinstated it centrally after the
+//     suspension). A later snapshot merely listing the device as active
+//     does not clear it. A suspension persisted without an epoch (by an
+//     earlier version) takes the version of the first snapshot applied
+//     after loading it, so it too needs a reinstatement after that. A
+//     suspension of a device only configured statically is not cleared
+//     by central at all.
 //   - Merging: a device named in both the static configuration and central's
 //     allowlist takes central's entry (central is the system of record;
 //     static devices are for standalone edges).
@@ -53,6 +60,10 @@ type Device struct {
 	Source string
 	// Reason says why a device is suspended (empty when active).
 	Reason string
+	// Reinstated is central's reinstatement epoch for the device: the
+	// allowlist version at which staff last reinstated it (0: never, and
+	// for static devices).
+	Reinstated int64
 }
 
 // Active reports whether the device may relay.
@@ -66,10 +77,13 @@ type Store interface {
 	Iterate(fn func(key string, value []byte) error) error
 }
 
-// suspension is the persisted form of a local suspension.
+// suspension is the persisted form of a local suspension. Epoch is the
+// central allowlist version in force when it was made; nil for a record
+// written before epochs existed (see SetCentral).
 type suspension struct {
 	Reason string    `json:"reason"`
 	At     time.Time `json:"at"`
+	Epoch  *int64    `json:"epoch,omitempty"`
 }
 
 // snapshot is immutable once published.
@@ -185,9 +199,10 @@ func (r *Table) Stale() bool {
 
 // SetCentral replaces central's allowlist atomically. issued is when
 // central signed it; validUntil when it stops being trusted (zero = no
-// expiry). A local suspension older than issued is cleared when the
-// snapshot lists the device as active. Callers (sync) are responsible for
-// refusing older versions; SetCentral ignores a version below the current.
+// expiry). A local suspension is cleared when the snapshot's
+// reinstatement epoch for the device is past the suspension's epoch.
+// Callers (centralclient) are responsible for refusing older versions;
+// SetCentral ignores a version below the current.
 func (r *Table) SetCentral(version int64, issued time.Time, devices []Device, validUntil time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -209,10 +224,22 @@ func (r *Table) SetCentral(version int64, issued time.Time, devices []Device, va
 	}
 	for name, s := range r.suspends {
 		d, ok := central[name]
-		if ok && d.Active() && issued.After(s.At) {
+		if !ok {
+			continue
+		}
+		if s.Epoch == nil {
+			// Made before epochs existed: from now on it needs a
+			// reinstatement later than this snapshot.
+			e := version
+			s.Epoch = &e
+			r.suspends[name] = s
+			r.persistLocked(name, s)
+			continue
+		}
+		if d.Reinstated > *s.Epoch {
 			if r.kv != nil {
 				// Best effort: if the delete fails the suspension comes
-				// back after a restart until the next snapshot clears it
+				// back after a restart, and the same snapshot clears it
 				// again, which errs on the safe side.
 				_ = r.kv.Delete(name)
 			}
@@ -227,16 +254,18 @@ func (r *Table) SetCentral(version int64, issued time.Time, devices []Device, va
 	r.publishLocked()
 }
 
-// Suspend suspends a device locally, at once and persistently (for
-// example when an NDR to its sender could not be delivered).
+// Suspend suspends a device locally, at once and persistently (when an
+// NDR to its registered sender was refused for the address). The
+// suspension holds until central reinstates the device (see SetCentral).
 func (r *Table) Suspend(name, reason string) error {
 	name = Canonical(name)
 	if name == "" {
 		return errors.New("devices: suspend: empty device name")
 	}
-	s := suspension{Reason: reason, At: r.clock()}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	epoch := r.version
+	s := suspension{Reason: reason, At: r.clock(), Epoch: &epoch}
 	if r.kv != nil {
 		b, err := json.Marshal(s)
 		if err != nil {
@@ -249,6 +278,17 @@ func (r *Table) Suspend(name, reason string) error {
 	r.suspends[name] = s
 	r.publishLocked()
 	return nil
+}
+
+// persistLocked rewrites a suspension record, best effort: if it fails,
+// the record reloads without its epoch and gets one again.
+func (r *Table) persistLocked(name string, s suspension) {
+	if r.kv == nil {
+		return
+	}
+	if b, err := json.Marshal(s); err == nil {
+		_ = r.kv.Set(name, b)
+	}
 }
 
 // publishLocked builds and publishes a new snapshot. r.mu must be held.

@@ -145,18 +145,22 @@ func TestSuspendPersistsAndCentralReinstates(t *testing.T) {
 			t.Fatalf("%s active after restart", n)
 		}
 	}
-	// A snapshot issued before the suspension does not clear it.
-	r2.SetCentral(2, t0, []Device{{Name: "c.example.edu"}}, time.Time{})
+	// Later snapshots listing it active (issued after the suspension, or
+	// republished) do not lift it; nor does a reinstatement from before
+	// the suspension.
+	r2.SetCentral(2, t0.Add(2*time.Minute), []Device{{Name: "c.example.edu"}}, time.Time{})
+	r2.SetCentral(3, t0.Add(3*time.Minute), []Device{{Name: "c.example.edu", Reinstated: 1}}, time.Time{})
+	r2.SetCentral(3, t0.Add(4*time.Minute), []Device{{Name: "c.example.edu", Reinstated: 1}}, time.Time{})
 	if d, _ := r2.Lookup("c.example.edu"); d.Active() {
-		t.Fatal("old snapshot cleared a newer suspension")
+		t.Fatal("a snapshot listing the device active lifted the local suspension")
 	}
 	// Central listing it suspended keeps it suspended.
-	r2.SetCentral(3, t0.Add(2*time.Minute), []Device{{Name: "c.example.edu", Status: StatusSuspended, Reason: "central"}}, time.Time{})
+	r2.SetCentral(4, t0.Add(5*time.Minute), []Device{{Name: "c.example.edu", Status: StatusSuspended, Reason: "central", Reinstated: 1}}, time.Time{})
 	if d, _ := r2.Lookup("c.example.edu"); d.Active() {
 		t.Fatal("suspended in central but active")
 	}
-	// Staff reinstated it: a newer snapshot lists it active.
-	r2.SetCentral(4, t0.Add(3*time.Minute), []Device{{Name: "c.example.edu"}}, time.Time{})
+	// Staff reinstated it: the epoch moves past the suspension's.
+	r2.SetCentral(5, t0.Add(6*time.Minute), []Device{{Name: "c.example.edu", Reinstated: 5}}, time.Time{})
 	if d, _ := r2.Lookup("c.example.edu"); !d.Active() {
 		t.Fatalf("reinstated device still suspended: %+v", d)
 	}
@@ -165,6 +169,40 @@ func TestSuspendPersistsAndCentralReinstates(t *testing.T) {
 	}
 	if _, ok := kv.m["s.example.edu"]; !ok {
 		t.Fatal("static device's suspension lost")
+	}
+	// Suspended again later: the next reinstatement must be newer still.
+	if err := r2.Suspend("c.example.edu", "again"); err != nil {
+		t.Fatal(err)
+	}
+	r2.SetCentral(6, t0.Add(7*time.Minute), []Device{{Name: "c.example.edu", Reinstated: 5}}, time.Time{})
+	if d, _ := r2.Lookup("c.example.edu"); d.Active() {
+		t.Fatal("an earlier reinstatement lifted a later suspension")
+	}
+}
+
+// TestLegacySuspensionNeedsReinstatement: a suspension persisted without
+// an epoch (by an earlier version) is not lifted by the first snapshot,
+// whatever epoch it carries, only by a reinstatement after it.
+func TestLegacySuspensionNeedsReinstatement(t *testing.T) {
+	kv := newMem()
+	kv.m["c.example.edu"] = []byte(`{"reason":"NDR undeliverable","at":"2025-03-01T11:00:00Z"}`)
+	r, err := New(nil, kv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetCentral(7, t0, []Device{{Name: "c.example.edu", Reinstated: 4}}, time.Time{})
+	if d, _ := r.Lookup("c.example.edu"); d.Active() {
+		t.Fatal("legacy suspension lifted by an old reinstatement")
+	}
+	// The epoch is persisted: a restart keeps needing a newer one.
+	r, _ = New(nil, kv, nil)
+	r.SetCentral(8, t0, []Device{{Name: "c.example.edu", Reinstated: 7}}, time.Time{})
+	if d, _ := r.Lookup("c.example.edu"); d.Active() {
+		t.Fatal("legacy suspension lifted by a reinstatement at the version that noted it")
+	}
+	r.SetCentral(9, t0, []Device{{Name: "c.example.edu", Reinstated: 9}}, time.Time{})
+	if d, _ := r.Lookup("c.example.edu"); !d.Active() {
+		t.Fatalf("legacy suspension survives a reinstatement: %+v", d)
 	}
 }
 

@@ -43,6 +43,12 @@ const (
 // bounce_size_limit does), so an NDR never approaches size limits.
 const MaxFullReturn = 256 << 10
 
+// MaxReturnedHeaders bounds the header section returned when the whole
+// message is not: it is cut after the last complete line within the
+// bound (and the text part says so), so a message with a huge header
+// section, or none at all, never makes a huge report.
+const MaxReturnedHeaders = 32 << 10
+
 // Recipient is one recipient the report is about.
 type Recipient struct {
 	// Addr is the envelope recipient we tried (Final-Recipient).
@@ -119,6 +125,12 @@ func Build(r *Report) ([]byte, error) {
 		host = "localhost"
 	}
 	boundary, msgID := r.tokens()
+	full := strings.EqualFold(r.Return, "FULL") && len(r.Original) <= MaxFullReturn
+	var hdrs []byte
+	cut := false
+	if !full {
+		hdrs, cut = returnedHeaders(r.Original)
+	}
 
 	var b bytes.Buffer
 	h := func(k, v string) { b.WriteString(k + ": " + v + "\r\n") }
@@ -143,6 +155,9 @@ func Build(r *Report) ([]byte, error) {
 	b.WriteString("--" + boundary + "\r\n")
 	b.WriteString("Content-Description: Notification\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
 	r.writeText(&b, action, host)
+	if cut {
+		fmt.Fprintf(&b, "\r\nThe returned header section was cut to its first %d KiB.\r\n", MaxReturnedHeaders>>10)
+	}
 
 	// Part 2: for programs.
 	b.WriteString("\r\n--" + boundary + "\r\n")
@@ -151,12 +166,12 @@ func Build(r *Report) ([]byte, error) {
 
 	// Part 3: the returned content.
 	b.WriteString("\r\n--" + boundary + "\r\n")
-	if strings.EqualFold(r.Return, "FULL") && len(r.Original) <= MaxFullReturn {
+	if full {
 		b.WriteString("Content-Description: Undelivered message\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
 		b.Write(crlf(r.Original))
 	} else {
 		b.WriteString("Content-Description: Undelivered message headers\r\nContent-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
-		b.Write(crlf(Headers(r.Original)))
+		b.Write(crlf(hdrs))
 	}
 	if !bytes.HasSuffix(b.Bytes(), []byte("\r\n")) {
 		b.WriteString("\r\n")
@@ -303,6 +318,20 @@ func Headers(msg []byte) []byte {
 		return msg[:i+2]
 	}
 	return msg
+}
+
+// returnedHeaders is the header section of msg, bounded by
+// MaxReturnedHeaders at a line end; cut reports that it was bounded.
+func returnedHeaders(msg []byte) (h []byte, cut bool) {
+	h = Headers(msg)
+	if len(h) <= MaxReturnedHeaders {
+		return h, false
+	}
+	h = h[:MaxReturnedHeaders]
+	if i := bytes.LastIndexByte(h, '\n'); i >= 0 {
+		return h[:i+1], true
+	}
+	return nil, true
 }
 
 // crlf returns b with every line ending in CRLF (the spool holds CRLF

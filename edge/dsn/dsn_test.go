@@ -215,6 +215,39 @@ func TestReturnFull(t *testing.T) {
 	}
 }
 
+// TestReturnedHeadersCapped: a header section above MaxReturnedHeaders
+// (or a message without a body separator, whose "headers" are all of
+// it) is returned cut at a line end within the bound, and the text says
+// so; RET=FULL of a message above MaxFullReturn is cut the same way.
+func TestReturnedHeadersCapped(t *testing.T) {
+	hdr := strings.Repeat("X-Filler: "+strings.Repeat("y", 90)+"\r\n", 1000) // 102 KB
+	for name, orig := range map[string]string{
+		"huge header section": hdr + "\r\nbody\r\n",
+		"no body separator":   hdr,
+	} {
+		for _, ret := range []string{"HDRS", "FULL"} {
+			r := failedReport()
+			r.Return = ret
+			r.Original = []byte(orig + strings.Repeat("z", MaxFullReturn))
+			msg, err := Build(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := parse(t, msg)
+			if p.thirdType != "text/rfc822-headers" || len(p.third) > MaxReturnedHeaders || len(p.third) < MaxReturnedHeaders-200 ||
+				!strings.HasPrefix(hdr, string(p.third)) || !strings.HasSuffix(string(p.third), "\r\n") {
+				t.Errorf("%s RET=%s: returned %s of %d bytes", name, ret, p.thirdType, len(p.third))
+			}
+			if !strings.Contains(p.text, "cut to its first 32 KiB") {
+				t.Errorf("%s RET=%s: text does not say the headers were cut: %q", name, ret, p.text)
+			}
+			if len(msg) > MaxReturnedHeaders+8<<10 {
+				t.Errorf("%s RET=%s: report of %d bytes", name, ret, len(msg))
+			}
+		}
+	}
+}
+
 func TestDelayReport(t *testing.T) {
 	until := arrival.Add(5 * 24 * time.Hour)
 	r := &Report{

@@ -39,6 +39,10 @@ type Metrics struct {
 	Bounced   prometheus.Counter
 	// NDRs counts reports generated, by kind ("failure", "delay").
 	NDRs *prometheus.CounterVec
+	// ReportsDropped counts reports not sent because their sender is
+	// outside the affiliated domains and not a registered device's
+	// sender, by kind ("failure", "delay").
+	ReportsDropped *prometheus.CounterVec
 	// Attempts counts delivery attempts (one per message and domain) by
 	// TLS use ("tls", "plaintext", "none" when no server answered).
 	Attempts *prometheus.CounterVec
@@ -64,13 +68,15 @@ func New() *Metrics {
 			Help: "Recipients that failed permanently or expired."}),
 		NDRs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dsn_generated_total",
 			Help: "Delivery status notifications generated, by kind (failure, delay)."}, []string{"kind"}),
+		ReportsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dsn_dropped_total",
+			Help: "Delivery status notifications not sent: sender outside the affiliated domains and not a registered device's sender, by kind."}, []string{"kind"}),
 		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "delivery_attempts_total",
 			Help: "Delivery attempts (one per message and destination domain), by TLS use."}, []string{"tls"}),
 		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "delivery_latency_seconds",
 			Help:    "Seconds from receipt to acceptance by the next hop, per delivered recipient.",
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 5 * 24 * 3600}}),
 	}
-	m.Registry.MustRegister(m.Received, m.Refused, m.Delivered, m.Deferred, m.Bounced, m.NDRs, m.Attempts, m.Latency,
+	m.Registry.MustRegister(m.Received, m.Refused, m.Delivered, m.Deferred, m.Bounced, m.NDRs, m.ReportsDropped, m.Attempts, m.Latency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -202,6 +208,13 @@ func (m *Metrics) IncBounced(n int) {
 func (m *Metrics) IncNDR(kind string) {
 	if m != nil {
 		m.NDRs.WithLabelValues(kind).Inc()
+	}
+}
+
+// IncReportDropped counts one report of kind not sent (see ReportsDropped).
+func (m *Metrics) IncReportDropped(kind string) {
+	if m != nil {
+		m.ReportsDropped.WithLabelValues(kind).Inc()
 	}
 }
 

@@ -10,11 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/edge/bounce"
 	"github.com/postern/postern/edge/config"
 	"github.com/postern/postern/edge/delivery"
 	"github.com/postern/postern/edge/delivery/deliverytest"
 	"github.com/postern/postern/edge/devices"
+	"github.com/postern/postern/edge/metrics"
 	"github.com/postern/postern/edge/spool"
+	"github.com/postern/postern/shared/address"
 	"github.com/postern/postern/shared/dnstest"
 	"github.com/postern/postern/shared/event"
 	"github.com/postern/postern/shared/resolver"
@@ -48,27 +51,41 @@ func (r *recorder) kinds(k event.Kind) []event.Event {
 // env is a test edge: a real spool on disk, a real registry, a real
 // delivery client talking to loopback sinks found through a loopback DNS.
 type env struct {
-	t      testing.TB
-	dir    string
-	sp     *spool.Spool
-	reg    *devices.Table
-	dns    *dnstest.Server
-	res    *resolver.Resolver
-	clock  *testkit.Clock
-	events *recorder
-	port   int
-	cfg    config.Delivery
-	runner *Runner
-	cancel context.CancelFunc
-	done   chan struct{}
-	smart  string
+	t       testing.TB
+	dir     string
+	sp      *spool.Spool
+	reg     *devices.Table
+	dns     *dnstest.Server
+	res     *resolver.Resolver
+	clock   *testkit.Clock
+	events  *recorder
+	metrics *metrics.Metrics
+	port    int
+	cfg     config.Delivery
+	runner  *Runner
+	cancel  context.CancelFunc
+	done    chan struct{}
+	smart   string
+	// affiliated is the organisation's domains (example.edu and its
+	// subdomains; example.com and example.net are outside).
+	affiliated address.DomainList
+	// minFree is the spool's free-space reserve (default 1 byte).
+	minFree int64
+	// wrap, when set, wraps the spool the runner uses (fault injection).
+	wrap func(*spool.Spool) Spool
 }
 
-const device = "scanner1.example.edu"
+// The registered devices: device may send as scanner@example.edu
+// (affiliated) and scans@example.net (outside); copier as
+// copier@example.net.
+const (
+	device = "scanner1.example.edu"
+	copier = "copier.example.edu"
+)
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), clock: testkit.NewClock(), events: &recorder{}}
+	e := &env{t: t, dir: t.TempDir(), clock: testkit.NewClock(), events: &recorder{}, metrics: metrics.New()}
 	e.dns = dnstest.Start(t)
 	var err error
 	e.res, err = resolver.New(resolver.Options{Servers: []string{e.dns.Addr}, Timeout: 300 * time.Millisecond, Attempts: 1, CacheSize: -1})
@@ -85,6 +102,14 @@ func newEnv(t testing.TB) *env {
 	e.dns.AddA("mx.example.com", "127.0.0.2")
 	e.dns.AddMX("example.edu", 10, "mx.example.edu")
 	e.dns.AddA("mx.example.edu", "127.0.0.3")
+	// example.net (an outside sender's domain, the victim of relay by
+	// bounce) -> 127.0.0.4.
+	e.dns.AddMX("example.net", 10, "mx.example.net")
+	e.dns.AddA("mx.example.net", "127.0.0.4")
+	e.affiliated, err = address.NewDomainList([]string{"example.edu", ".example.edu"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		e.stop()
 		e.sp.Close()
@@ -94,11 +119,18 @@ func newEnv(t testing.TB) *env {
 
 func (e *env) openSpool() {
 	var err error
-	e.sp, err = spool.Open(spool.Options{Dir: e.dir, ValueLogFileSize: 1 << 20, GCInterval: -1, Clock: e.clock.Now, MinFree: 1})
+	minFree := e.minFree
+	if minFree == 0 {
+		minFree = 1 // tests on a shared disk must not trip the reserve
+	}
+	e.sp, err = spool.Open(spool.Options{Dir: e.dir, ValueLogFileSize: 1 << 20, GCInterval: -1, Clock: e.clock.Now, MinFree: minFree})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.reg, err = devices.New([]config.Device{{Name: device, Status: "active"}}, e.sp.KV("susp/"), e.clock.Now)
+	e.reg, err = devices.New([]config.Device{
+		{Name: device, Status: "active", Senders: []string{"scanner@example.edu", "scans@example.net"}},
+		{Name: copier, Status: "active", Senders: []string{"copier@example.net"}},
+	}, e.sp.KV("susp/"), e.clock.Now)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -117,9 +149,14 @@ func (e *env) start() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.runner, err = New(Options{Spool: e.sp, Deliverer: dc, Hostname: "edge.example.edu", Delivery: e.cfg,
-		Suspender: e.reg, Events: e.events, Clock: e.clock, Jitter: func() float64 { return 0.5 },
-		Leases: e.sp.KV("lease/"), Lease: 10 * time.Minute, Log: testLogger(e.t)})
+	var sp Spool = e.sp
+	if e.wrap != nil {
+		sp = e.wrap(e.sp)
+	}
+	e.runner, err = New(Options{Spool: sp, Deliverer: dc, Hostname: "edge.example.edu", Delivery: e.cfg,
+		Rules:     bounce.Rules{Affiliated: e.affiliated, Devices: e.reg},
+		Suspender: e.reg, Events: e.events, Metrics: e.metrics, Clock: e.clock, Jitter: func() float64 { return 0.5 },
+		AttemptTimeout: 10 * time.Minute, Log: testLogger(e.t)})
 	if err != nil {
 		e.t.Fatal(err)
 	}

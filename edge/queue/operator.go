@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/postern/postern/edge/bounce"
 	"github.com/postern/postern/edge/dsn"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/oneline"
@@ -214,7 +215,7 @@ func (r *Runner) Delete(id string, ndr bool) error {
 				rc.Code, rc.EnhancedCode, rc.RemoteMTA = 550, smtpstatus.PermUndefined, ""
 				rc.Reply = "deleted from the queue by the operator of " + r.o.Hostname
 				if prev := env.LastError; prev != "" {
-					rc.Reply += "; last error: " + prev
+					rc.Reply = bounce.ReplyText(rc.Reply + "; last error: " + prev)
 				}
 				failed = append(failed, i)
 			}
@@ -223,9 +224,18 @@ func (r *Runner) Delete(id string, ndr bool) error {
 				if err != nil {
 					return err
 				}
-				if err := r.reportFailures(env, data, failed, nil, now); err != nil {
+				// The removal and its NDR are one write.
+				o := &outcome{env: env, now: now}
+				if err := r.failureReport(o, data, failed, nil); err != nil {
 					return err
 				}
+				if err := r.sp.Record(env, o.news...); err != nil {
+					return err
+				}
+				for _, f := range o.afterReports {
+					f()
+				}
+				return nil
 			}
 		}
 		return r.sp.Delete(id)

@@ -1,7 +1,9 @@
 // Package queue is the edge's queue runner: it takes due messages from the
 // spool, delivers them (one transaction per message and destination domain)
 // and records the outcome per recipient — delivered, retried with backoff,
-// or failed with a non-delivery report queued back into the same spool.
+// or failed with a report queued back into the same spool. Who gets a
+// report and who gets suspended when a report fails is decided by
+// edge/bounce; this package applies those rules.
 //
 // What it guarantees:
 //   - No busy polling: the runner sleeps until the spool signals new mail
@@ -15,17 +17,29 @@
 //     delivered when the process dies is tried again as soon as the edge
 //     restarts. At worst a recipient gets a duplicate; nobody gets nothing.
 //     Starting a delivery costs no disk write.
+//   - One write per outcome: the envelope update (or the removal of a
+//     finished message) and the reports it generates are one spool
+//     transaction (Spool.Record), so a crash never leaves a report spooled
+//     for a failure that is not recorded (which would report it twice).
+//     Every failed recipient is reported exactly once (when its state
+//     turns Failed), honouring NOTIFY; a report is never answered by
+//     another report.
+//   - No tight loops: a message whose bytes cannot be read is passed over
+//     for a while (in-memory backoff, growing per failure). An outcome
+//     that cannot be written is kept in memory and written again with
+//     backoff, the message stays in flight meanwhile (never delivered
+//     again, so a recipient already delivered gets no second copy while
+//     the edge runs), and no new delivery starts until the spool takes
+//     writes again. Recording an outcome never waits for the free-space
+//     reserve; a report that finds no room leaves its recipients queued,
+//     to be reported when space is back.
 //   - Retries back off exponentially with jitter (retry_min doubling up to
 //     retry_max); after max_queue_lifetime the remaining recipients fail
 //     and the sender gets an NDR. The last retry is scheduled at the
 //     expiry time itself.
-//   - An NDR is spooled before the failure it reports is recorded, so a
-//     crash between the two gives a duplicate NDR, never a missing one.
-//     Every failed recipient is reported exactly once (when its state turns
-//     Failed), honouring NOTIFY; an NDR is never answered by another NDR.
-//   - An NDR that cannot be delivered (permanent failure or expiry)
-//     suspends the device whose sender it was addressed to, at once, and
-//     emits an event.NDRUndeliverable for central.
+//   - Reply text from remote servers is bounded (bounce.ReplyText) before
+//     it is stored in the history, a report, a suspension reason or an
+//     event.
 //   - A message is deleted from the spool as soon as every recipient is
 //     final.
 package queue
@@ -33,7 +47,6 @@ package queue
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -42,16 +55,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postern/postern/edge/bounce"
 	"github.com/postern/postern/edge/config"
 	"github.com/postern/postern/edge/delivery"
-	"github.com/postern/postern/edge/dsn"
 	"github.com/postern/postern/edge/metrics"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/clock"
 	"github.com/postern/postern/shared/event"
-	"github.com/postern/postern/shared/oneline"
-	"github.com/postern/postern/shared/smtpstatus"
-	"github.com/postern/postern/shared/tlsinfo"
 )
 
 // Spool is what the runner needs from the spool (*spool.Spool).
@@ -60,6 +70,7 @@ type Spool interface {
 	Get(id string) (*spool.Envelope, error)
 	Data(id string) ([]byte, error)
 	Update(env *spool.Envelope) error
+	Record(env *spool.Envelope, news ...spool.NewMessage) error
 	Delete(id string) error
 	ScanDue(now time.Time, fn func(id string, load func() (*spool.Envelope, error)) bool) (time.Time, bool, error)
 	Wake() <-chan struct{}
@@ -81,17 +92,6 @@ type Events interface {
 	Emit(event.Event)
 }
 
-// LeaseStore holds lease records (*spool.Bucket) that earlier versions of
-// the runner wrote before each delivery, leasing the message in the spool
-// (its next attempt moved past the end of the attempt). The runner no
-// longer leases; at start it makes the messages named there due at once
-// instead of waiting for their leases to run out, and removes the records.
-type LeaseStore interface {
-	Set(key string, value []byte) error
-	Delete(key string) error
-	Iterate(fn func(key string, value []byte) error) error
-}
-
 // Options configure a Runner.
 type Options struct {
 	Spool     Spool
@@ -102,6 +102,9 @@ type Options struct {
 	EdgeID string
 	// Delivery holds concurrency, retry and lifetime settings.
 	Delivery config.Delivery
+	// Rules decide who gets a report and whose device is suspended when
+	// one fails (affiliated domains and the device table).
+	Rules bounce.Rules
 	// Suspender and Events may be nil (no suspension / events dropped).
 	Suspender Suspender
 	Events    Events
@@ -109,12 +112,8 @@ type Options struct {
 	Clock     clock.Clock // default clock.Real
 	// Jitter returns a number in [0,1) (default math/rand).
 	Jitter func() float64
-	// Lease bounds one delivery attempt: it is cut off a little before
-	// Lease has passed (default 15m).
-	Lease time.Duration
-	// Leases, when set, is where earlier versions recorded their leases;
-	// Run retries those messages at once (see LeaseStore).
-	Leases LeaseStore
+	// AttemptTimeout bounds one delivery attempt (default 15m).
+	AttemptTimeout time.Duration
 	// Recheck is how soon the runner looks again when due messages wait
 	// only for a free slot (default 1s); finishing deliveries also wake it.
 	Recheck time.Duration
@@ -140,6 +139,15 @@ type Runner struct {
 	// domains are still at their limit. Only dispatch uses it.
 	blocked map[string][]string
 	waiting bool // the last scan left due messages waiting for a slot
+
+	// backoff: messages passed over until a time because reading them
+	// failed (see backOff).
+	backoff map[string]backoffState
+	// pausedUntil: no delivery starts before it, because recording an
+	// outcome failed (the spool does not take writes); pauses counts the
+	// failures in a row.
+	pausedUntil time.Time
+	pauses      int
 
 	done chan struct{} // a delivery finished (coalesced)
 	kick chan struct{} // an operator action made something due (coalesced)
@@ -186,8 +194,8 @@ func New(o Options) (*Runner, error) {
 	if o.Jitter == nil {
 		o.Jitter = rand.Float64
 	}
-	if o.Lease <= 0 {
-		o.Lease = 15 * time.Minute
+	if o.AttemptTimeout <= 0 {
+		o.AttemptTimeout = 15 * time.Minute
 	}
 	if o.Recheck <= 0 {
 		o.Recheck = time.Second
@@ -200,6 +208,7 @@ func New(o Options) (*Runner, error) {
 		inflight: map[string]bool{},
 		retry:    map[string]bool{},
 		domains:  map[string]int{},
+		backoff:  map[string]backoffState{},
 		done:     make(chan struct{}, 1),
 		kick:     make(chan struct{}, 1),
 	}, nil
@@ -209,7 +218,6 @@ func New(o Options) (*Runner, error) {
 // stop and record their results.
 func (r *Runner) Run(ctx context.Context) error {
 	r.log.Info("queue runner started", "concurrency", r.o.Delivery.Concurrency, "per_domain", r.o.Delivery.PerDomainConcurrency)
-	r.recover()
 	defer r.wg.Wait()
 	for {
 		next := r.dispatch(ctx)
@@ -274,6 +282,15 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 		return time.Time{}
 	}
 	now := r.clock.Now()
+	r.mu.Lock()
+	paused := r.pausedUntil
+	r.mu.Unlock()
+	if now.Before(paused) {
+		// The spool refused the last outcome write: start nothing until
+		// it is due again (deliveries in flight keep retrying their
+		// writes and wake us when one succeeds).
+		return paused
+	}
 	type candidate struct {
 		env     *spool.Envelope
 		domains []string
@@ -281,7 +298,8 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 	var (
 		start   []candidate
 		stale   []*spool.Envelope
-		waiting bool // due messages wait for a slot
+		waiting bool      // due messages wait for a slot
+		soonest time.Time // earliest end of a backoff passed over
 		walked  int
 		loaded  int
 	)
@@ -295,12 +313,18 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 		busy, full := r.inflight[id], r.slots >= r.o.Delivery.Concurrency
 		prev, was := r.blocked[id]
 		still := was && !r.fitsLocked(prev)
+		bo, backing := r.backoff[id]
 		r.mu.Unlock()
 		switch {
 		case full:
 			waiting = true
 			return false
 		case busy:
+			return true
+		case backing && now.Before(bo.until):
+			if soonest.IsZero() || bo.until.Before(soonest) {
+				soonest = bo.until
+			}
 			return true
 		case still:
 			blocked[id] = prev
@@ -313,7 +337,7 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 		}
 		env, err := load()
 		if err != nil {
-			r.log.Warn("queue: due message unreadable", "queue_id", id, "err", err)
+			r.backOff(id, "due message unreadable", err)
 			return true
 		}
 		if env.Held {
@@ -344,9 +368,10 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 		// finished, or an operator, may have changed it since.
 		env, gerr := r.sp.Get(c.env.ID)
 		if gerr != nil || env.Held || env.NextAttempt.After(now) || !slices.Equal(pendingDomains(env), c.domains) {
-			r.release(c.env.ID, c.domains)
+			r.freeSlots(c.domains)
+			r.finish(c.env.ID)
 			if gerr != nil && !errors.Is(gerr, spool.ErrNotFound) {
-				r.log.Error("queue: reading envelope failed", "queue_id", c.env.ID, "err", gerr)
+				r.backOff(c.env.ID, "reading envelope failed", gerr)
 			}
 			waiting = true
 			continue
@@ -356,7 +381,7 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 		go func() {
 			defer r.wg.Done()
 			defer func() {
-				if r.release(env.ID, domains) && ctx.Err() == nil {
+				if r.finish(env.ID) && ctx.Err() == nil {
 					// An operator asked for a retry during the attempt.
 					if err := r.Retry(env.ID); err != nil && !errors.Is(err, spool.ErrNotFound) {
 						r.log.Warn("queue: deferred operator retry failed", "queue_id", env.ID, "err", err)
@@ -364,12 +389,15 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 				}
 				signal(r.done)
 			}()
-			r.deliver(ctx, env)
+			r.deliver(ctx, env, domains)
 		}()
 	}
 	r.mu.Lock()
 	r.waiting = waiting
 	r.mu.Unlock()
+	if !soonest.IsZero() && (!ok || soonest.Before(next)) {
+		next, ok = soonest, true
+	}
 	switch {
 	case err != nil:
 		r.log.Error("queue: due scan failed", "err", err)
@@ -388,47 +416,45 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 	return time.Time{}
 }
 
-// dropLease forgets the lease record of id.
-func (r *Runner) dropLease(id string) {
-	if r.o.Leases == nil {
-		return
-	}
-	if err := r.o.Leases.Delete(id); err != nil && !errors.Is(err, spool.ErrNotFound) {
-		r.log.Error("queue: dropping lease record failed", "queue_id", id, "err", err)
-	}
+// backoffState is one message's in-memory backoff.
+type backoffState struct {
+	until time.Time
+	n     int // failures in a row
 }
 
-// recover makes messages leased by an earlier version's runner due now:
-// they still have a lease record, and no delivery runs before Run starts.
-func (r *Runner) recover() {
-	if r.o.Leases == nil {
-		return
-	}
-	var ids []string
-	if err := r.o.Leases.Iterate(func(k string, _ []byte) error {
-		ids = append(ids, k)
-		return nil
-	}); err != nil {
-		r.log.Error("queue: reading lease records failed", "err", err)
-		return
-	}
-	now := r.clock.Now()
-	for _, id := range ids {
-		env, err := r.sp.Get(id)
-		switch {
-		case err == nil && !env.Held:
-			env.NextAttempt = now
-			if err := r.sp.Update(env); err != nil {
-				r.log.Error("queue: recovering interrupted delivery failed", "queue_id", id, "err", err)
-				continue
-			}
-			r.log.Warn("delivery was interrupted (crash or kill); retrying now", "queue_id", id)
-		case err != nil && !errors.Is(err, spool.ErrNotFound):
-			r.log.Error("queue: recovering interrupted delivery failed", "queue_id", id, "err", err)
-			continue
-		}
-		r.dropLease(id)
-	}
+// backOff passes over id for a while after reading it failed: 1s, then
+// doubling per failure in a row, capped at delivery.retry_min. It lives in
+// memory only: the spool may be what is failing.
+func (r *Runner) backOff(id, what string, err error) {
+	r.mu.Lock()
+	b := r.backoff[id]
+	b.n++
+	d := min(time.Second<<min(b.n-1, 20), r.o.Delivery.RetryMin)
+	b.until = r.clock.Now().Add(d)
+	r.backoff[id] = b
+	r.mu.Unlock()
+	r.log.Error("queue: "+what+"; passing over the message for a while", "queue_id", id, "err", err, "failures", b.n, "retry_in", d.String())
+}
+
+// recovered forgets id's backoff and lifts a pause after a successful
+// write.
+func (r *Runner) recovered(id string) {
+	r.mu.Lock()
+	delete(r.backoff, id)
+	r.pausedUntil, r.pauses = time.Time{}, 0
+	r.mu.Unlock()
+}
+
+// pause stops new deliveries after a failed outcome write and returns how
+// long to wait before writing it again: 1s doubling per failure in a row,
+// capped at a minute.
+func (r *Runner) pause() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pauses++
+	d := min(time.Second<<min(r.pauses-1, 6), time.Minute)
+	r.pausedUntil = r.clock.Now().Add(d)
+	return d
 }
 
 // reserve takes a connection slot per pending domain of message id, if all
@@ -461,20 +487,26 @@ func (r *Runner) fitsLocked(domains []string) bool {
 	return true
 }
 
-// release frees the slots of id and reports whether an operator asked
-// for a retry while it was in flight.
-func (r *Runner) release(id string, domains []string) (retry bool) {
+// freeSlots frees the connection slots of a message's domains.
+func (r *Runner) freeSlots(domains []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	retry = r.retry[id]
-	delete(r.retry, id)
-	delete(r.inflight, id)
 	r.slots -= len(domains)
 	for _, d := range domains {
 		if r.domains[d]--; r.domains[d] <= 0 {
 			delete(r.domains, d)
 		}
 	}
+}
+
+// finish ends id's time in flight and reports whether an operator asked
+// for a retry meanwhile.
+func (r *Runner) finish(id string) (retry bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	retry = r.retry[id]
+	delete(r.retry, id)
+	delete(r.inflight, id)
 	return retry
 }
 
@@ -505,165 +537,6 @@ func pendingDomains(env *spool.Envelope) []string {
 	return ds
 }
 
-// deliver runs one attempt for every pending domain of env concurrently
-// and records the outcome.
-func (r *Runner) deliver(ctx context.Context, env *spool.Envelope) {
-	log := r.log.With("queue_id", env.ID)
-	data, err := r.sp.Data(env.ID)
-	if err != nil {
-		// The message stays due on disk: a later pass tries it again.
-		log.Error("queue: reading message failed", "err", err)
-		return
-	}
-	// Options.Lease bounds the attempt; the last tenth is left for
-	// recording its outcome.
-	dctx, cancel := context.WithTimeout(ctx, r.o.Lease-r.o.Lease/10)
-	defer cancel()
-
-	jobs := map[string]*delivery.Job{}
-	var order []string
-	for _, rc := range env.Recipients {
-		if rc.State.Final() {
-			continue
-		}
-		d := domainOf(rc.Addr)
-		j := jobs[d]
-		if j == nil {
-			j = &delivery.Job{QueueID: env.ID, From: env.From, Domain: d, Data: data, Ret: env.DSNRet, EnvID: env.DSNEnvID}
-			jobs[d] = j
-			order = append(order, d)
-		}
-		j.Rcpts = append(j.Rcpts, delivery.Rcpt{Addr: rc.Addr, Notify: rc.Notify, ORCPT: rc.ORCPT})
-	}
-	outcomes := make([]delivery.Outcome, len(order))
-	var wg sync.WaitGroup
-	for i, d := range order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			outcomes[i] = r.o.Deliverer.Deliver(dctx, jobs[d])
-		}()
-	}
-	wg.Wait()
-	r.record(env, data, outcomes, ctx.Err() != nil)
-}
-
-// record applies the outcomes of one attempt to env and persists it:
-// NDRs first, then the envelope update (or the delete when every
-// recipient is final). shutdown marks an attempt cut short by shutdown:
-// its temporary failures are retried at once at the next start.
-func (r *Runner) record(env *spool.Envelope, data []byte, outcomes []delivery.Outcome, shutdown bool) {
-	now := r.clock.Now()
-	log := r.log.With("queue_id", env.ID)
-	idx := map[string]int{}
-	for i, rc := range env.Recipients {
-		if !rc.State.Final() {
-			idx[strings.ToLower(rc.Addr)] = i
-		}
-	}
-	expired := now.Sub(env.ReceivedAt) >= r.o.Delivery.MaxQueueLifetime && !shutdown
-	var failed, expiredIdx []int
-	var delivered, deferred int
-	lastErr := ""
-	for _, out := range outcomes {
-		tlsLabel := "plaintext"
-		switch {
-		case out.TLS != "":
-			tlsLabel = "tls"
-		case out.Host == "":
-			tlsLabel = "none"
-		}
-		r.o.Metrics.IncAttempt(tlsLabel)
-		env.History = append(env.History, spool.Attempt{At: now, Host: out.Host, TLS: out.TLS, Result: out.Summary})
-		for _, res := range out.Results {
-			i, ok := idx[strings.ToLower(res.Addr)]
-			if !ok {
-				continue
-			}
-			rc := &env.Recipients[i]
-			rc.Code, rc.EnhancedCode, rc.Reply, rc.RemoteMTA, rc.UpdatedAt = res.Code, res.Enhanced, res.Text, res.RemoteMTA, now
-			switch res.Status {
-			case delivery.Delivered:
-				rc.State = spool.Delivered
-				delivered++
-				r.o.Metrics.ObserveLatency(now.Sub(env.ReceivedAt))
-				log.Info("delivered", "rcpt", rc.Addr, "host", out.Host, "tls", tlsinfo.OrNone(out.TLS), "reply", oneline.Fold(res.Text))
-			case delivery.Permanent:
-				rc.State = spool.Failed
-				failed = append(failed, i)
-				log.Info("delivery failed", "rcpt", rc.Addr, "host", out.Host, "code", res.Code, "status", res.Enhanced, "reply", oneline.Fold(res.Text))
-			default:
-				if lastErr == "" {
-					lastErr = fmt.Sprintf("%d %s %s", res.Code, res.Enhanced, oneline.Fold(res.Text))
-				}
-				if expired {
-					rc.State = spool.Failed
-					expiredIdx = append(expiredIdx, i)
-					failed = append(failed, i)
-					log.Info("delivery expired", "rcpt", rc.Addr, "age", now.Sub(env.ReceivedAt).String(), "last_error", oneline.Fold(res.Text))
-				} else {
-					deferred++
-					log.Info("delivery deferred", "rcpt", rc.Addr, "host", out.Host, "code", res.Code, "status", res.Enhanced, "reply", oneline.Fold(res.Text))
-				}
-			}
-		}
-	}
-	if len(env.History) > maxHistory {
-		env.History = append([]spool.Attempt(nil), env.History[len(env.History)-maxHistory:]...)
-	}
-	env.Attempts++
-	env.LastError = lastErr
-	r.o.Metrics.IncDelivered(delivered)
-	r.o.Metrics.IncDeferred(deferred)
-	r.o.Metrics.IncBounced(len(failed))
-
-	if len(failed) > 0 {
-		if err := r.reportFailures(env, data, failed, expiredIdx, now); err != nil {
-			// Without a queued NDR the failure must not be recorded:
-			// put the recipients back to pending and try again later.
-			log.Error("queue: queuing NDR failed; recipients stay queued", "err", err)
-			for _, i := range failed {
-				env.Recipients[i].State = spool.Pending
-			}
-		}
-	}
-	if !env.Done() {
-		r.maybeWarnDelay(env, data, now)
-		env.NextAttempt = r.nextAttempt(env, now)
-		if shutdown {
-			env.NextAttempt = now
-		}
-	}
-	r.persist(env, log)
-}
-
-// persist writes env, or deletes it when every recipient is final.
-func (r *Runner) persist(env *spool.Envelope, log *slog.Logger) {
-	if env.Done() {
-		if err := r.sp.Delete(env.ID); err != nil && !errors.Is(err, spool.ErrNotFound) {
-			log.Error("queue: delete failed", "err", err)
-			return
-		}
-		log.Info("removed from queue", "attempts", env.Attempts)
-		return
-	}
-	if err := r.sp.Update(env); err != nil {
-		log.Error("queue: update failed", "err", err)
-		return
-	}
-	log.Debug("queued for retry", "next_attempt", env.NextAttempt)
-}
-
-// finishStale deletes a due message whose recipients are all final.
-func (r *Runner) finishStale(env *spool.Envelope) {
-	r.mu.Lock()
-	busy := r.inflight[env.ID]
-	r.mu.Unlock()
-	if !busy {
-		r.persist(env, r.log.With("queue_id", env.ID))
-	}
-}
-
 // nextAttempt is the retry time after attempt number env.Attempts:
 // retry_min doubled per attempt, capped at retry_max, with ±10% jitter,
 // and never later than the expiry time (so the last try happens then).
@@ -691,190 +564,4 @@ func Backoff(n int, min, max time.Duration, u float64) time.Duration {
 		d = max
 	}
 	return time.Duration(float64(d) * (0.9 + 0.2*u))
-}
-
-// notifies reports whether a recipient's NOTIFY parameter asks for kind
-// ("FAILURE" or "DELAY"). Without NOTIFY, failures are reported and delays
-// are too (when delay warnings are on), as RFC 3461 §4.1 permits.
-func notifies(rc *spool.Recipient, kind string) bool {
-	if len(rc.Notify) == 0 {
-		return true
-	}
-	for _, n := range rc.Notify {
-		if strings.EqualFold(n, "NEVER") {
-			return false
-		}
-	}
-	for _, n := range rc.Notify {
-		if strings.EqualFold(n, kind) {
-			return true
-		}
-	}
-	return false
-}
-
-// reportFailures queues an NDR for the recipients that just failed, or —
-// when env is itself an NDR — suspends the device it was for. It returns
-// an error only when an NDR should have been queued and was not.
-func (r *Runner) reportFailures(env *spool.Envelope, data []byte, failed, expired []int, now time.Time) error {
-	log := r.log.With("queue_id", env.ID)
-	if env.Bounce {
-		r.ndrUndeliverable(env, failed, now)
-		return nil
-	}
-	if env.From == "" {
-		log.Info("no NDR for a message from the null sender")
-		return nil
-	}
-	isExpired := map[int]bool{}
-	for _, i := range expired {
-		isExpired[i] = true
-	}
-	var rcpts []dsn.Recipient
-	for _, i := range failed {
-		rc := &env.Recipients[i]
-		if !notifies(rc, "FAILURE") {
-			log.Info("no NDR: recipient's NOTIFY excludes failures", "rcpt", rc.Addr)
-			continue
-		}
-		rcpts = append(rcpts, r.dsnRecipient(rc, dsn.Failed, isExpired[i], now))
-	}
-	if len(rcpts) == 0 {
-		return nil
-	}
-	id, err := r.queueReport(env, data, rcpts, now)
-	if err != nil {
-		return err
-	}
-	r.o.Metrics.IncNDR("failure")
-	log.Info("NDR queued", "ndr_id", id, "to", env.From, "rcpts", len(rcpts))
-	r.emit(event.Event{
-		Kind: event.NDR, Time: now, Device: env.Device, ClientIP: env.ClientIP, Sender: env.From,
-		Recipient: rcpts[0].Addr, QueueID: env.ID, Count: len(rcpts),
-		Reason: fmt.Sprintf("%d recipient(s) undeliverable: %s %s", len(rcpts), rcpts[0].Status, oneline.Fold(rcpts[0].Reply)),
-		Detail: map[string]string{"status": string(rcpts[0].Status), "ndr_id": id},
-	})
-	return nil
-}
-
-func (r *Runner) dsnRecipient(rc *spool.Recipient, action dsn.Action, expired bool, now time.Time) dsn.Recipient {
-	status := rc.EnhancedCode
-	switch {
-	case action == dsn.Failed && expired:
-		if status.Class() != 4 {
-			status = smtpstatus.DeliveryTimeUp
-		}
-	case status == "":
-		status = smtpstatus.PermUndefined
-		if action == dsn.Delayed {
-			status = smtpstatus.TempUndefined
-		}
-	}
-	code := rc.Code
-	if rc.RemoteMTA == "" {
-		code = 0 // no server answered: a local diagnostic
-	}
-	return dsn.Recipient{Addr: rc.Addr, ORCPT: rc.ORCPT, Action: action, Status: status,
-		RemoteMTA: rc.RemoteMTA, Code: code, Reply: rc.Reply, LastAttempt: now, Expired: expired}
-}
-
-// queueReport builds a DSN for env's sender and spools it from <>.
-func (r *Runner) queueReport(env *spool.Envelope, data []byte, rcpts []dsn.Recipient, now time.Time) (string, error) {
-	rep := &dsn.Report{
-		ReportingMTA: r.o.Hostname, QueueID: env.ID, To: env.From, EnvelopeID: env.DSNEnvID,
-		Return: env.DSNRet, ArrivalDate: env.ReceivedAt, Date: now, Recipients: rcpts, Original: data,
-	}
-	switch {
-	case env.ClientName != "":
-		rep.ReceivedFrom = env.ClientName
-	case env.ClientIP != "":
-		rep.ReceivedFrom = "[" + env.ClientIP + "]"
-	}
-	if rcpts[0].Action == dsn.Delayed {
-		rep.Recipients = rcpts
-		for i := range rep.Recipients {
-			rep.Recipients[i].WillRetryUntil = env.ReceivedAt.Add(r.o.Delivery.MaxQueueLifetime)
-		}
-	}
-	msg, err := dsn.Build(rep)
-	if err != nil {
-		return "", fmt.Errorf("queue: build report for %s: %w", env.ID, err)
-	}
-	ndr := &spool.Envelope{
-		From:        "",
-		Recipients:  []spool.Recipient{{Addr: env.From, State: spool.Pending}},
-		Device:      "",
-		Bounce:      true,
-		BounceFor:   env.Device,
-		ClientName:  r.o.Hostname,
-		ReceivedAt:  now,
-		NextAttempt: now,
-	}
-	if err := r.sp.Put(context.Background(), ndr, msg); err != nil {
-		return "", fmt.Errorf("queue: spool report for %s: %w", env.ID, err)
-	}
-	return ndr.ID, nil
-}
-
-// ndrUndeliverable handles a failed NDR: no NDR for it; suspend the device
-// whose sender cannot receive reports, and tell central.
-func (r *Runner) ndrUndeliverable(ndr *spool.Envelope, failed []int, now time.Time) {
-	rc := ndr.Recipients[failed[0]]
-	reason := fmt.Sprintf("NDR to %s could not be delivered: %d %s %s", rc.Addr, rc.Code, rc.EnhancedCode, oneline.Fold(rc.Reply))
-	log := r.log.With("queue_id", ndr.ID, "device", ndr.BounceFor)
-	if ndr.BounceFor == "" {
-		log.Warn("NDR undeliverable; the sender is not a registered device, nothing to suspend", "reason", reason)
-	} else {
-		if r.o.Suspender != nil {
-			if err := r.o.Suspender.Suspend(ndr.BounceFor, reason); err != nil {
-				log.Error("queue: suspending device failed", "err", err)
-			}
-		}
-		log.Warn("NDR undeliverable: device suspended", "reason", reason)
-	}
-	r.emit(event.Event{
-		Kind: event.NDRUndeliverable, Time: now, Device: ndr.BounceFor, Sender: rc.Addr, Recipient: rc.Addr,
-		QueueID: ndr.ID, Reason: reason, Detail: map[string]string{"status": string(rc.EnhancedCode)},
-	})
-}
-
-func (r *Runner) emit(e event.Event) {
-	if r.o.Events == nil {
-		return
-	}
-	e.ID = event.NewID()
-	e.Edge = r.o.EdgeID
-	r.o.Events.Emit(e)
-}
-
-// maybeWarnDelay sends one delay warning per recipient once a message has
-// waited delivery.delay_warning (when set), if its NOTIFY allows.
-func (r *Runner) maybeWarnDelay(env *spool.Envelope, data []byte, now time.Time) {
-	dw := r.o.Delivery.DelayWarning
-	if dw <= 0 || env.Bounce || env.From == "" || now.Sub(env.ReceivedAt) < dw {
-		return
-	}
-	var rcpts []dsn.Recipient
-	var which []int
-	for i := range env.Recipients {
-		rc := &env.Recipients[i]
-		if rc.State.Final() || rc.DelayWarned || !notifies(rc, "DELAY") {
-			continue
-		}
-		rcpts = append(rcpts, r.dsnRecipient(rc, dsn.Delayed, false, now))
-		which = append(which, i)
-	}
-	if len(rcpts) == 0 {
-		return
-	}
-	id, err := r.queueReport(env, data, rcpts, now)
-	if err != nil {
-		r.log.Error("queue: queuing delay warning failed", "queue_id", env.ID, "err", err)
-		return
-	}
-	for _, i := range which {
-		env.Recipients[i].DelayWarned = true
-	}
-	r.o.Metrics.IncNDR("delay")
-	r.log.Info("delay warning queued", "queue_id", env.ID, "ndr_id", id, "to", env.From, "rcpts", len(rcpts))
 }

@@ -361,23 +361,38 @@ func TestNDRUndeliverableSuspendsDevice(t *testing.T) {
 	}
 }
 
-func TestNDRExpiryAlsoSuspends(t *testing.T) {
+// TestNDRExpiryDoesNotSuspend: an NDR that expires because the sender's
+// mail system cannot be reached (an outage anyone on the path could
+// cause) suspends nobody; it is a warning, logged and reported.
+func TestNDRExpiryDoesNotSuspend(t *testing.T) {
 	e := newEnv(t)
 	e.cfg.MaxQueueLifetime = 30 * time.Minute
 	e.sink("127.0.0.2", deliverytest.Behaviour{Rcpt: refuse("", smtpErr(550, [3]int{5, 1, 1}, "User unknown"))})
-	e.sink("127.0.0.3", deliverytest.Behaviour{Rcpt: refuse("", smtpErr(451, [3]int{4, 4, 1}, "later"))})
+	senderMX := e.sink("127.0.0.3", deliverytest.Behaviour{Rcpt: refuse("", smtpErr(451, [3]int{4, 4, 1}, "later"))})
 	e.start()
 	e.put("a@example.com")
 	e.eventually("NDR queued", func() bool { return len(e.events.kinds(event.NDR)) == 1 })
 	for range 20 {
-		if d, _ := e.reg.Lookup(device); !d.Active() {
+		if len(e.all()) == 0 {
 			break
 		}
 		e.clock.Advance(10 * time.Minute)
 		time.Sleep(20 * time.Millisecond)
 	}
-	e.eventually("device suspended", func() bool { d, _ := e.reg.Lookup(device); return !d.Active() })
 	e.eventually("spool empty", func() bool { return len(e.all()) == 0 })
+	if senderMX.Sessions() < 2 {
+		t.Fatalf("the NDR was tried %d times", senderMX.Sessions())
+	}
+	if d, _ := e.reg.Lookup(device); !d.Active() {
+		t.Fatalf("device suspended by an expired NDR: %+v", d)
+	}
+	if n := len(e.events.kinds(event.NDRUndeliverable)); n != 0 {
+		t.Errorf("%d ndr-undeliverable events (central would suspend)", n)
+	}
+	w := e.events.kinds(event.NDRWarning)
+	if len(w) != 1 || w[0].Device != device || w[0].Validate() != nil || !strings.Contains(w[0].Detail["not_suspended"], "expired") {
+		t.Errorf("warning events %+v", w)
+	}
 }
 
 func TestSmarthostMode(t *testing.T) {
@@ -390,46 +405,6 @@ func TestSmarthostMode(t *testing.T) {
 	if got := relay.Messages(); len(got) != 2 {
 		t.Fatalf("smarthost got %d transactions, want one per domain", len(got))
 	}
-}
-
-// TestRestartMidDelivery: a crash during delivery leaves the message
-// leased with a lease record; a new runner retries it at once, so it is
-// delivered (at worst twice), never lost.
-func TestRestartMidDelivery(t *testing.T) {
-	e := newEnv(t)
-	mx := e.sink("127.0.0.2", deliverytest.Behaviour{})
-	m := e.put("a@example.com")
-	// What a runner does before delivering, then "crashes".
-	until := e.clock.Now().Add(10 * time.Minute)
-	if err := e.sp.KV("lease/").Set(m.ID, []byte(until.Format(time.RFC3339Nano))); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.sp.Lease(m.ID, until); err != nil {
-		t.Fatal(err)
-	}
-	// Restart: reopen the spool from disk.
-	if err := e.sp.Close(); err != nil {
-		t.Fatal(err)
-	}
-	e.openSpool()
-	e.start()
-	mx.Wait(t, 1, 5*time.Second)
-	e.eventually("message removed", func() bool { return e.attemptsOf(m.ID) == -1 })
-
-	// Without a lease record (an older runner), the lease itself brings it
-	// back when it runs out.
-	e.stop()
-	m2 := e.put("b@example.com")
-	until = e.clock.Now().Add(10 * time.Minute)
-	e.sp.Lease(m2.ID, until)
-	e.start()
-	time.Sleep(100 * time.Millisecond)
-	if len(mx.Messages()) != 1 {
-		t.Fatal("leased message delivered before its lease ran out")
-	}
-	e.clock.Set(until)
-	mx.Wait(t, 2, 5*time.Second)
-	e.eventually("message removed", func() bool { return e.attemptsOf(m2.ID) == -1 })
 }
 
 // TestShutdownMidDelivery: a graceful stop during a slow delivery records

@@ -11,11 +11,13 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/postern/postern/edge/admin"
+	"github.com/postern/postern/edge/bounce"
 	"github.com/postern/postern/edge/config"
 	"github.com/postern/postern/edge/delivery"
 	"github.com/postern/postern/edge/delivery/deliverytest"
 	"github.com/postern/postern/edge/queue"
 	"github.com/postern/postern/edge/spool"
+	"github.com/postern/postern/shared/address"
 )
 
 // daemon is a real spool + queue runner + admin endpoint, delivering to a
@@ -42,7 +44,11 @@ func startDaemon(t *testing.T) *daemon {
 		t.Fatal(err)
 	}
 	cfg := config.Default(false).Delivery
-	r, err := queue.New(queue.Options{Spool: sp, Deliverer: dc, Hostname: "edge.test", Delivery: cfg})
+	affiliated, err := address.NewDomainList([]string{"example.edu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := queue.New(queue.Options{Spool: sp, Deliverer: dc, Hostname: "edge.test", Delivery: cfg, Rules: bounce.Rules{Affiliated: affiliated}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,8 +32,9 @@ const maxBatchOps = 128
 type space uint8
 
 const (
-	spaceNone    space = iota // deletes: always allowed, they free space
-	spaceSmall                // envelope rewrites, bucket writes: MinFree/2
+	spaceNone    space = iota // deletes, envelope rewrites: always allowed
+	spaceSmall                // bucket writes: MinFree/2
+	spaceReports              // reports spooled by Record: MinFree/2 plus their bytes
 	spaceMinimum              // Puts: MinFree plus their own bytes
 )
 
@@ -52,7 +53,7 @@ type request struct {
 	// transaction is open (value-log reclaim).
 	exclusive func() error
 	need      space
-	bytes     int64 // for spaceMinimum
+	bytes     int64 // for spaceMinimum and spaceReports
 	done      chan error
 }
 
@@ -169,7 +170,7 @@ func (s *Spool) commitBatch(batch []*request) {
 		b.size += size
 		b.count += count
 		b.body += r.bytes
-		if r.need == spaceMinimum {
+		if r.need == spaceMinimum || r.need == spaceReports {
 			free -= r.bytes
 		}
 	}
@@ -182,6 +183,8 @@ func (s *Spool) roomFor(r *request, free int64) bool {
 		return free-r.bytes >= s.minFree
 	case spaceSmall:
 		return free >= s.minFree/2
+	case spaceReports:
+		return free-r.bytes >= s.minFree/2
 	}
 	return true
 }

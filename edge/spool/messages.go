@@ -50,15 +50,7 @@ func (s *Spool) Put(ctx context.Context, env *Envelope, data []byte) error {
 			} else if !errors.Is(err, badger.ErrKeyNotFound) {
 				return nil, fmt.Errorf("spool: put %s: %w", id, err)
 			}
-			muts := []mutation{{key: envKey(id), val: ej}}
-			for n, off := 0, 0; off < len(data); n, off = n+1, off+s.chunk {
-				end := min(off+s.chunk, len(data))
-				muts = append(muts, mutation{key: bodyKey(id, n), val: data[off:end]})
-			}
-			if !held {
-				muts = append(muts, mutation{key: dueKey(next, id), val: []byte{}})
-			}
-			return muts, nil
+			return s.insertion(id, ej, data, held, next), nil
 		},
 	})
 	if err != nil {
@@ -120,6 +112,11 @@ func (s *Spool) Data(id string) ([]byte, error) {
 // Update durably rewrites the stored envelope of env.ID (recipient states,
 // NextAttempt, History, Held, ...) and moves its due-index entry. The
 // message bytes are untouched; env.Size keeps the stored value.
+//
+// Update is never refused for the free-space reserve: it rewrites a small
+// envelope of mail already accepted (an attempt's outcome, an operator's
+// hold), and refusing it would leave the message due as if the attempt
+// had not happened. The reserve exists so that such writes have room.
 func (s *Spool) Update(env *Envelope) error {
 	id := env.ID
 	if !validID(id) {
@@ -128,7 +125,7 @@ func (s *Spool) Update(env *Envelope) error {
 	stored := *env
 	var old *Envelope
 	err := s.submit(&request{
-		need: spaceSmall,
+		need: spaceNone,
 		apply: func(txn *badger.Txn) ([]mutation, error) {
 			var err error
 			if old, err = readEnv(txn, id); err != nil {
@@ -165,37 +162,141 @@ func reindex(old, new *Envelope, ej []byte) []mutation {
 	return muts
 }
 
-// Lease moves the NextAttempt of id to until in one read-modify-write and
-// returns the envelope as stored. It fails with ErrNotFound, or ErrHeld for
-// a held message. The queue runner does not lease (it marks messages in
-// flight in memory, and they stay due on disk); deploy/bench/spoolprobe
-// uses Lease to measure what a durable lease per message costs.
-func (s *Spool) Lease(id string, until time.Time) (*Envelope, error) {
-	var leased *Envelope
+// NewMessage is a message a delivery outcome generates (an NDR or a
+// delay notice), spooled by Record together with the outcome.
+type NewMessage struct {
+	Env  *Envelope
+	Data []byte
+}
+
+// Record durably writes the outcome of a delivery attempt in one
+// transaction: env's rewritten envelope (as Update does) or, when every
+// recipient of env is final, the removal of env's message (as Delete
+// does), together with the new messages the outcome generated (as Put
+// does; an empty Env.ID is filled in). After a crash either all of it is
+// on disk or none of it.
+//
+// The outcome itself never waits for the free-space reserve (see Update
+// and Delete). New messages need room: they may use half of the reserve
+// (they report on mail already accepted), and Record fails with ErrFull,
+// writing nothing, when they do not fit; the caller can then record the
+// outcome alone and report later.
+func (s *Spool) Record(env *Envelope, news ...NewMessage) error {
+	id := env.ID
+	if !validID(id) {
+		return fmt.Errorf("spool: record: invalid id %q", id)
+	}
+	remove := env.Done()
+	type staged struct {
+		id   string
+		ej   []byte
+		data []byte
+		held bool
+		next time.Time
+	}
+	var (
+		adds  []staged
+		bytes int64
+	)
+	for _, n := range news {
+		if n.Env.ID == "" {
+			n.Env.ID = s.NewID()
+		}
+		if !validID(n.Env.ID) || n.Env.ID == id {
+			return fmt.Errorf("spool: record %s: invalid id %q for a new message", id, n.Env.ID)
+		}
+		n.Env.Size = int64(len(n.Data))
+		ej, err := json.Marshal(n.Env)
+		if err != nil {
+			return fmt.Errorf("spool: record %s: encode envelope: %w", id, err)
+		}
+		adds = append(adds, staged{id: n.Env.ID, ej: ej, data: n.Data, held: n.Env.Held, next: n.Env.NextAttempt})
+		bytes += int64(len(n.Data) + len(ej))
+	}
+	stored := *env
+	var old *Envelope
+	need := spaceNone
+	if len(adds) > 0 {
+		need = spaceReports
+	}
 	err := s.submit(&request{
-		need: spaceSmall,
+		need:  need,
+		bytes: bytes,
 		apply: func(txn *badger.Txn) ([]mutation, error) {
-			old, err := readEnv(txn, id)
-			if err != nil {
+			var err error
+			if old, err = readEnv(txn, id); err != nil {
 				return nil, err
 			}
-			if old.Held {
-				return nil, ErrHeld
+			var muts []mutation
+			if remove {
+				muts = append(muts, s.removal(txn, old)...)
+			} else {
+				stored.Size = old.Size
+				ej, err := json.Marshal(&stored)
+				if err != nil {
+					return nil, fmt.Errorf("spool: record %s: encode envelope: %w", id, err)
+				}
+				muts = reindex(old, &stored, ej)
 			}
-			n := *old
-			n.NextAttempt = until
-			ej, err := json.Marshal(&n)
-			if err != nil {
-				return nil, fmt.Errorf("encode envelope: %w", err)
+			for _, a := range adds {
+				if _, err := txn.Get(envKey(a.id)); err == nil {
+					return nil, fmt.Errorf("spool: record %s: new message %s: %w", id, a.id, ErrExists)
+				} else if !errors.Is(err, badger.ErrKeyNotFound) {
+					return nil, fmt.Errorf("spool: record %s: %w", id, err)
+				}
+				muts = append(muts, s.insertion(a.id, a.ej, a.data, a.held, a.next)...)
 			}
-			leased = &n
-			return reindex(old, &n, ej), nil
+			return muts, nil
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("spool: lease %s: %w", id, err)
+		return fmt.Errorf("spool: record %s: %w", id, err)
 	}
-	return leased, nil
+	if remove {
+		s.messages.Add(-1)
+		s.bytes.Add(-old.Size)
+		s.deletedSum.Add(old.Size)
+	} else {
+		env.Size = stored.Size
+	}
+	wake := !remove && !stored.Held && (old.Held || dueNanos(stored.NextAttempt) < dueNanos(old.NextAttempt))
+	for _, a := range adds {
+		s.messages.Add(1)
+		s.bytes.Add(int64(len(a.data)))
+		wake = wake || !a.held
+	}
+	if wake {
+		s.signal()
+	}
+	return nil
+}
+
+// insertion returns the writes that spool a new message.
+func (s *Spool) insertion(id string, ej, data []byte, held bool, next time.Time) []mutation {
+	muts := []mutation{{key: envKey(id), val: ej}}
+	for n, off := 0, 0; off < len(data); n, off = n+1, off+s.chunk {
+		end := min(off+s.chunk, len(data))
+		muts = append(muts, mutation{key: bodyKey(id, n), val: data[off:end]})
+	}
+	if !held {
+		muts = append(muts, mutation{key: dueKey(next, id), val: []byte{}})
+	}
+	return muts
+}
+
+// removal returns the writes that remove env's message: envelope, index
+// entry and bytes.
+func (s *Spool) removal(txn *badger.Txn, env *Envelope) []mutation {
+	muts := []mutation{{key: envKey(env.ID), del: true}}
+	if !env.Held {
+		muts = append(muts, mutation{key: dueKey(env.NextAttempt, env.ID), del: true})
+	}
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: bodyPrefix(env.ID)})
+	for it.Rewind(); it.Valid(); it.Next() {
+		muts = append(muts, mutation{key: it.Item().KeyCopy(nil), del: true})
+	}
+	it.Close()
+	return muts
 }
 
 // Delete durably removes the envelope, the message bytes and the index
@@ -211,16 +312,7 @@ func (s *Spool) Delete(id string) error {
 				return nil, err
 			}
 			size = env.Size
-			muts := []mutation{{key: envKey(id), del: true}}
-			if !env.Held {
-				muts = append(muts, mutation{key: dueKey(env.NextAttempt, id), del: true})
-			}
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: bodyPrefix(id)})
-			for it.Rewind(); it.Valid(); it.Next() {
-				muts = append(muts, mutation{key: it.Item().KeyCopy(nil), del: true})
-			}
-			it.Close()
-			return muts, nil
+			return s.removal(txn, env), nil
 		},
 	})
 	if err != nil {

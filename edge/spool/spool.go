@@ -4,8 +4,8 @@
 // A spooled message is an Envelope (sender, recipients and their states,
 // client identity, schedule) plus the message bytes. The package guarantees:
 //
-//   - Every write (Put, Update, Delete, Lease, Bucket.Set/Delete) returns
-//     only after it is fsynced. Concurrent writers share fsyncs: one committer
+//   - Put, Update, Delete, Record and Bucket.Set/Delete return only after
+//     their write is fsynced. Concurrent writers share fsyncs: one committer
 //     goroutine gathers every write that is waiting into one Badger
 //     transaction and syncs it once (group commit), so N concurrent Puts cost
 //     one value-log sync and one WAL sync, not N.
@@ -13,10 +13,16 @@
 //     next attempt time and never reads message bodies; ScanDue reads an
 //     envelope only when its caller asks, and starts past the entries of
 //     messages already gone.
+//   - Record writes a delivery attempt's outcome and the reports it
+//     generated (NDRs, delay notices) in one transaction: after a crash
+//     either both are on disk or neither, so a report is never spooled
+//     twice for one failure.
 //   - When the disk is (nearly) full a write fails with ErrFull instead of
 //     crashing: Badger writes through mmap, where a real ENOSPC would be a
 //     SIGBUS, so the spool refuses new mail while free space is below a
-//     reserve (Options.MinFree), like Postfix's queue_minfree.
+//     reserve (Options.MinFree), like Postfix's queue_minfree. Writes
+//     about mail already accepted (Update, Delete, the outcome part of
+//     Record) never wait for the reserve: it is kept for them.
 //   - Deleted mail's space comes back: a value-log GC runs every GCInterval.
 //
 // One process owns the Badger lock; other edge packages that need durable
@@ -49,8 +55,6 @@ var (
 	ErrFull = errors.New("spool: insufficient storage")
 	// ErrExists: Put of an id that is already spooled.
 	ErrExists = errors.New("spool: id already spooled")
-	// ErrHeld: Lease of a message an operator put on hold.
-	ErrHeld = errors.New("spool: message is held")
 	// ErrClosed: the spool was closed.
 	ErrClosed = errors.New("spool: closed")
 )
@@ -75,7 +79,8 @@ type Options struct {
 	// MinFree is the free disk space (bytes) a Put must leave behind
 	// (default: ValueLogFileSize + 32 MiB, room for Badger to rotate a
 	// value-log file, flush memtables and compact). Below it Put fails with
-	// ErrFull. Updates and bucket writes need MinFree/2; Deletes always run.
+	// ErrFull. Bucket writes and the reports Record spools need MinFree/2;
+	// Updates, Deletes and the outcome part of Record always run.
 	// The reserve is not optional: Badger writes through mmap into sparse
 	// files, so a truly full disk is not an ENOSPC error but a SIGBUS that
 	// kills the process (seen on a full tmpfs while Badger flushed a

@@ -257,7 +257,7 @@ func TestDueOrderingAndHeld(t *testing.T) {
 	}
 }
 
-func TestLeaseAndNextDue(t *testing.T) {
+func TestUpdateAndNextDue(t *testing.T) {
 	s, _ := newTestSpool(t)
 	if _, ok := s.NextDue(); ok {
 		t.Fatal("NextDue on empty spool reported a time")
@@ -274,27 +274,28 @@ func TestLeaseAndNextDue(t *testing.T) {
 		t.Fatalf("NextDue = %v %v, want %v", nd, ok, t0)
 	}
 	until := t0.Add(15 * time.Minute)
-	env, err := s.Lease(a, until)
+	env, err := s.Get(a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if env.ID != a || !env.NextAttempt.Equal(until) {
-		t.Fatalf("Lease returned %+v", env)
+	env.NextAttempt = until
+	if err := s.Update(env); err != nil {
+		t.Fatal(err)
 	}
 	if due, _ := s.Due(t0.Add(2*time.Minute), 0); len(due) != 1 || due[0].ID != b {
-		t.Fatalf("leased message still due: %v", due)
+		t.Fatalf("postponed message still due: %v", due)
 	}
 	if nd, _ := s.NextDue(); !nd.Equal(t0.Add(time.Minute)) {
-		t.Fatalf("NextDue after lease = %v", nd)
+		t.Fatalf("NextDue after update = %v", nd)
 	}
 	if got, _ := s.Get(a); !got.NextAttempt.Equal(until) {
 		t.Fatalf("stored NextAttempt %v", got.NextAttempt)
 	}
-	if _, err := s.Lease("0000000000000000", until); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Lease unknown = %v", err)
+	if err := s.Update(&Envelope{ID: "0000000000000000"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Update unknown = %v", err)
 	}
-	if _, err := s.Lease(heldID, until); !errors.Is(err, ErrHeld) {
-		t.Fatalf("Lease held = %v", err)
+	if nd, _ := s.NextDue(); !nd.Equal(t0.Add(time.Minute)) || heldID == "" {
+		t.Fatalf("NextDue after a failed update = %v", nd)
 	}
 }
 

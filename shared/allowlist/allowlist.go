@@ -49,6 +49,13 @@ type Device struct {
 	RecipientsPerHour int `json:"rph,omitempty"`
 	// Reason says why a device is suspended (shown in the refusal).
 	Reason string `json:"reason,omitempty"`
+	// Reinstated is the device's reinstatement epoch: the allowlist
+	// version at which staff last reinstated it (0: never). An edge lifts
+	// a suspension it imposed locally only once this moves past the epoch
+	// it noted when it suspended the device; a snapshot that merely lists
+	// the device as active does not. Snapshots without the field decode
+	// with 0 and encode to the same bytes as before.
+	Reinstated int64 `json:"reinstated,omitempty"`
 }
 
 // Snapshot is the whole allowlist at one version.
@@ -114,6 +121,9 @@ func (s *Snapshot) Normalize() error {
 		}
 		if d.MessagesPerHour < 0 || d.RecipientsPerHour < 0 {
 			return fmt.Errorf("%w: device %s: negative limit", ErrFormat, d.Name)
+		}
+		if d.Reinstated < 0 || d.Reinstated > s.Version {
+			return fmt.Errorf("%w: device %s: reinstatement epoch %d outside 0..version %d", ErrFormat, d.Name, d.Reinstated, s.Version)
 		}
 		if len(d.Senders) == 0 {
 			d.Senders = nil

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -157,10 +159,19 @@ func registerDevice(t testing.TB, st *sqlite.Store, name string) {
 }
 
 // TestApproveSuspendAcrossFleet: approving a device in central's store
-// makes every edge enforce it; suspending it is enforced within 2 s. Run
-// with 1 edge and with a fleet of 50 edge sync clients; logs latencies.
+// makes every edge enforce it; suspending it is enforced within 2 s. Runs
+// with 1 edge and 3 edges; with POSTERN_TEST_FLEET=N (make bench sets 50)
+// also with a fleet of N edge sync clients. Logs latencies.
 func TestApproveSuspendAcrossFleet(t *testing.T) {
-	for _, n := range []int{1, 50} {
+	sizes := []int{1, 3}
+	if v := os.Getenv("POSTERN_TEST_FLEET"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("POSTERN_TEST_FLEET=%q: want a number of edges", v)
+		}
+		sizes = append(sizes, n)
+	}
+	for _, n := range sizes {
 		t.Run(fmt.Sprintf("edges=%d", n), func(t *testing.T) {
 			brokertest.Each(t, func(t *testing.T, env *brokertest.Env) {
 				st := openStore(t)

@@ -22,6 +22,14 @@ const (
 	// delivered; the edge suspended the device locally. Central suspends it
 	// everywhere.
 	NDRUndeliverable Kind = "ndr-undeliverable"
+	// NDRWarning: an NDR to a device's registered sender could not be
+	// delivered, for a reason that does not show the address is gone
+	// (expiry, size or policy refusal); the device stays active.
+	NDRWarning Kind = "ndr-warning"
+	// ReportDropped: the edge did not send an NDR or delay notice because
+	// its sender is outside the affiliated domains and the message did not
+	// come from a registered device using one of its registered senders.
+	ReportDropped Kind = "report-dropped"
 	// RateLimit: a device (or unregistered client) hit its hourly limit.
 	RateLimit Kind = "rate-limit"
 	// Refusal: a summary of why a client's mail was refused (FCrDNS

@@ -28,7 +28,9 @@ const (
 	BadDestinationMailboxSyntax Code = "5.1.3"  // X.1.3 bad destination mailbox address syntax
 	BadSenderMailboxSyntax      Code = "5.1.7"  // X.1.7 bad sender's mailbox address syntax
 	BadSenderSystem             Code = "5.1.8"  // X.1.8 bad sender's system address
+	MailboxMoved                Code = "5.1.6"  // X.1.6 destination mailbox has moved, no forwarding address
 	NullMX                      Code = "5.1.10" // X.1.10 recipient address has null MX (RFC 7505)
+	MailboxDisabled             Code = "5.2.1"  // X.2.1 mailbox disabled, not accepting messages
 
 	TempMailSystem Code = "4.3.0" // X.3.0 other or undefined mail system status
 	MailSystemFull Code = "4.3.1" // X.3.1 mail system full

@@ -36,6 +36,7 @@ func Run(t *testing.T, open Opener) {
 		{"VersionBumps", testVersionBumps},
 		{"Snapshot", testSnapshot},
 		{"ExpireDue", testExpire},
+		{"ReinstatementEpoch", testReinstatementEpoch},
 		{"SenderConfirmation", testConfirm},
 		{"Audit", testAudit},
 		{"Events", testEvents},
@@ -318,6 +319,53 @@ func testSnapshot(t *testing.T, s store.Store, _ func() store.Store) {
 	}
 	if fmt.Sprint(devs) != fmt.Sprint(want) {
 		t.Errorf("snapshot devices:\n got %+v\nwant %+v", devs, want)
+	}
+}
+
+// testReinstatementEpoch: the snapshot carries, per device, the
+// allowlist version of its latest reinstatement; suspending does not move
+// it, reinstating again does.
+func testReinstatementEpoch(t *testing.T, s store.Store, _ func() store.Store) {
+	exp := time.Now().Add(24 * time.Hour)
+	must(t, s.CreateDevice(ctx, dev("r.example.edu"), "owner"))
+	must(t, s.CreateDevice(ctx, dev("q.example.edu"), "owner"))
+	must(t, s.ApproveDevice(ctx, "r.example.edu", "s", "", exp))
+	must(t, s.ApproveDevice(ctx, "q.example.edu", "s", "", exp))
+	epoch := func(name string) int64 {
+		t.Helper()
+		_, devs, err := s.AllowlistSnapshot(ctx)
+		must(t, err)
+		for _, d := range devs {
+			if d.Name == name {
+				return d.Reinstated
+			}
+		}
+		t.Fatalf("%s not in the snapshot", name)
+		return 0
+	}
+	if e := epoch("r.example.edu"); e != 0 {
+		t.Fatalf("never reinstated: epoch %d", e)
+	}
+	must(t, s.SuspendDevice(ctx, "r.example.edu", "edge:e1", "ndr"))
+	if e := epoch("r.example.edu"); e != 0 {
+		t.Fatalf("suspension moved the epoch to %d", e)
+	}
+	must(t, s.ReinstateDevice(ctx, "r.example.edu", "staff:a", "fixed"))
+	first := version(t, s)
+	if e := epoch("r.example.edu"); e != first {
+		t.Fatalf("epoch %d after reinstatement at version %d", e, first)
+	}
+	must(t, s.SetLimits(ctx, "r.example.edu", "s", 7, 8))
+	must(t, s.SuspendDevice(ctx, "r.example.edu", "edge:e2", "ndr"))
+	if e := epoch("r.example.edu"); e != first {
+		t.Fatalf("later changes moved the epoch to %d", e)
+	}
+	must(t, s.ReinstateDevice(ctx, "r.example.edu", "staff:a", "fixed again"))
+	if e, v := epoch("r.example.edu"), version(t, s); e != v || e <= first {
+		t.Fatalf("second reinstatement: epoch %d, version %d (first %d)", e, v, first)
+	}
+	if e := epoch("q.example.edu"); e != 0 {
+		t.Fatalf("another device's reinstatement moved q's epoch to %d", e)
 	}
 }
 

@@ -6,9 +6,9 @@
 // how many writes:
 //
 //   - put: N messages spooled by 20 concurrent writers (the SMTP intake);
-//   - sequential lease: lease record + Lease per message, one after the
-//     other in one goroutine (a runner that leases durably, which
-//     queue.Runner does not do because of this cost);
+//   - sequential lease: lease record + an Update moving the next attempt
+//     per message, one after the other in one goroutine (what an earlier
+//     queue runner's dispatch did before every delivery);
 //   - sequential finish: lease-record delete + Delete, one goroutine;
 //   - parallel lease: the same lease pair from 16 goroutines at once.
 //
@@ -68,7 +68,12 @@ func run(n, size int, parent string) error {
 		if err := leases.Set(id, []byte(until.Format(time.RFC3339Nano))); err != nil {
 			return fmt.Errorf("lease record %s: %w", id, err)
 		}
-		if _, err := sp.Lease(id, until); err != nil {
+		env, err := sp.Get(id)
+		if err != nil {
+			return fmt.Errorf("lease %s: %w", id, err)
+		}
+		env.NextAttempt = until
+		if err := sp.Update(env); err != nil {
 			return fmt.Errorf("lease %s: %w", id, err)
 		}
 		return nil

@@ -27,7 +27,10 @@ func (s *Store) AllowlistSnapshot(ctx context.Context) (int64, []store.Allowlist
 	if err := tx.QueryRowContext(ctx, `SELECT value FROM counters WHERE name = 'allowlist_version'`).Scan(&ver); err != nil {
 		return 0, nil, fmt.Errorf("allowlist snapshot: version: %w", err)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT d.name, d.status, d.status_reason, d.messages_per_hour, d.recipients_per_hour, COALESCE(s.address, '')
+	// The reinstatement epoch is the allowlist version recorded with the
+	// device's latest reinstate in the audit trail (audit_reinstate).
+	rows, err := tx.QueryContext(ctx, `SELECT d.name, d.status, d.status_reason, d.messages_per_hour, d.recipients_per_hour, COALESCE(s.address, ''),
+			COALESCE((SELECT MAX(a.allowlist_version) FROM audit a WHERE a.action = 'reinstate' AND a.device = d.name), 0)
 		FROM devices d LEFT JOIN senders s ON s.device = d.name
 		WHERE d.status IN ('active', 'suspended') ORDER BY d.name, s.address`)
 	if err != nil {
@@ -38,7 +41,7 @@ func (s *Store) AllowlistSnapshot(ctx context.Context) (int64, []store.Allowlist
 	for rows.Next() {
 		var d store.AllowlistDevice
 		var st, addr string
-		if err := rows.Scan(&d.Name, &st, &d.Reason, &d.MessagesPerHour, &d.RecipientsPerHour, &addr); err != nil {
+		if err := rows.Scan(&d.Name, &st, &d.Reason, &d.MessagesPerHour, &d.RecipientsPerHour, &addr, &d.Reinstated); err != nil {
 			return 0, nil, fmt.Errorf("allowlist snapshot: %w", err)
 		}
 		d.Status = store.Status(st)
