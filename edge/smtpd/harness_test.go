@@ -62,6 +62,9 @@ type edgeOpts struct {
 	tlsMin  string
 }
 
+// testEdgeID is the edge id the test intake puts in its events.
+const testEdgeID = "edge-7f3a"
+
 func testConfig() config.Config {
 	cfg := config.Default(true)
 	cfg.Hostname = "edge.test.example.edu"
@@ -125,7 +128,7 @@ func startEdge(t *testing.T, o edgeOpts) *testEdge {
 	}
 	sink := &eventSink{}
 	srv, err := New(Options{
-		Hostname: cfg.Hostname, SMTP: cfg.SMTP, TLS: tc, Policy: pol, DNS: o.dns, Spool: sp,
+		Hostname: cfg.Hostname, EdgeID: testEdgeID, SMTP: cfg.SMTP, TLS: tc, Policy: pol, DNS: o.dns, Spool: sp,
 		Events: sink, Log: log, ReportInterval: 50 * time.Millisecond,
 	})
 	if err != nil {
