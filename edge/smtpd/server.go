@@ -80,7 +80,7 @@ type Options struct {
 	// EdgeID names the edge in events (sync.edge_id). Empty leaves the
 	// field to the outbox, which fills in its own edge id.
 	EdgeID string
-	SMTP     config.SMTP
+	SMTP   config.SMTP
 	// TLS is the configuration for STARTTLS and implicit-TLS listeners
 	// (see TLSConfig). Nil disables both.
 	TLS    *tls.Config

@@ -330,7 +330,7 @@ func TestPatternMatch(t *testing.T) {
 	}{
 		{"example.edu", "example.edu", true},
 		{"example.edu", "EXAMPLE.EDU", true},
-		{"example.edu", "example.edu.", true}, // same domain, trailing dot removed
+		{"example.edu", "example.edu.", true},      // same domain, trailing dot removed
 		{"example.edu", "mail.example.edu", false}, // exact: no subdomains
 		{"example.edu", "evilexample.edu", false},
 		{"example.edu", "example.edu.evil.com", false},
