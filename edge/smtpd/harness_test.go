@@ -164,6 +164,14 @@ func startEdge(t *testing.T, o edgeOpts) *testEdge {
 //	others         no PTR                unregistered
 func testZone(t *testing.T) DNS {
 	t.Helper()
+	dns, _ := testZoneServer(t)
+	return dns
+}
+
+// testZoneServer is testZone that also returns the DNS server, for tests
+// that add names or stop it.
+func testZoneServer(t *testing.T) (DNS, *dnstest.Server) {
+	t.Helper()
 	d := dnstest.Start(t)
 	for ip, name := range map[string]string{
 		"127.0.0.10": "scanner.example.edu",
@@ -182,7 +190,7 @@ func testZone(t *testing.T) DNS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewDNS(r)
+	return NewDNS(r), d
 }
 
 // client is a minimal raw SMTP client, so tests can send exact bytes.

@@ -331,6 +331,13 @@ func (b *budget) release(n int64) {
 	b.mu.Unlock()
 }
 
+// maxUse is the most that was reserved at once since start.
+func (b *budget) maxUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.peak
+}
+
 func (b *budget) inUse() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
