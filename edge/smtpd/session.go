@@ -442,12 +442,11 @@ func (s *session) chunkTimeout(env *spool.Envelope) {
 		s.mu.Unlock()
 		return
 	}
+	log := s.mlog
 	s.mu.Unlock()
 	r := policy.DataTimeout()
 	s.gc.end(r)
-	if s.mlog != nil {
-		s.mlog.Info("refused", "stage", "BDAT", "reply", r.Error())
-	}
+	log.Info("refused", "stage", "BDAT", "reply", r.Error())
 	s.srv.refused.Add(1)
 	s.srv.report.refusal(env.Device, s.ip.String(), r)
 	s.nc.SetWriteDeadline(time.Now().Add(5 * time.Second)) // real time: a network deadline
