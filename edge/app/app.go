@@ -131,6 +131,7 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 	}
 	if e.SMTP, err = smtpd.New(smtpd.Options{
 		Hostname: cfg.Hostname,
+		EdgeID:   cfg.Sync.EdgeID,
 		SMTP:     cfg.SMTP,
 		TLS:      tlsConf,
 		Policy:   e.Policy,

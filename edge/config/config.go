@@ -59,6 +59,19 @@ type SMTP struct {
 	MaxConnections    int           `toml:"max_connections"`
 	MaxConnectionsIP  int           `toml:"max_connections_per_ip"`
 	MaxErrors         int           `toml:"max_errors"`
+	// MaxInflightBytes bounds the message bytes held in memory at intake
+	// across all connections (reserved at DATA by the declared SIZE, or
+	// max_message_size); beyond it the edge answers 452 4.3.1.
+	MaxInflightBytes int64 `toml:"max_inflight_bytes"`
+	// IPv6PrefixLength is the prefix IPv6 clients are counted by for the
+	// per-IP connection limit and the rate limits of unregistered clients.
+	IPv6PrefixLength int `toml:"ipv6_prefix_length"`
+	// MaxSessionDuration ends a connection this long after it was opened
+	// (421 4.4.2).
+	MaxSessionDuration time.Duration `toml:"max_session_duration"`
+	// MaxTransactions is the number of messages (accepted MAIL commands)
+	// one connection may send (421 4.7.0 beyond).
+	MaxTransactions int `toml:"max_transactions_per_session"`
 }
 
 // DNS configures the resolver used for FCrDNS, sender checks and MX lookup.
@@ -157,6 +170,11 @@ func Default(dev bool) Config {
 			MaxConnections:   200,
 			MaxConnectionsIP: 10,
 			MaxErrors:        10,
+			// A quarter of a 1 GiB Raspberry Pi: ten 25 MiB messages.
+			MaxInflightBytes:   256 << 20,
+			IPv6PrefixLength:   64,
+			MaxSessionDuration: 30 * time.Minute,
+			MaxTransactions:    100,
 		},
 		DNS: DNS{Timeout: 5 * time.Second, CacheSize: 10000},
 		Policy: Policy{
@@ -300,6 +318,18 @@ func (c *Config) Validate() error {
 	}
 	if c.SMTP.MaxErrors < 1 {
 		return e("smtp.max_errors", "must be at least 1")
+	}
+	if c.SMTP.MaxInflightBytes < c.SMTP.MaxMessageSize {
+		return e("smtp.max_inflight_bytes", "must be at least smtp.max_message_size (%d), or no message of the maximum size could be received", c.SMTP.MaxMessageSize)
+	}
+	if c.SMTP.IPv6PrefixLength < 32 || c.SMTP.IPv6PrefixLength > 128 {
+		return e("smtp.ipv6_prefix_length", "must be between 32 and 128 (64 counts a whole subnet as one client, 128 each address)")
+	}
+	if c.SMTP.MaxSessionDuration < c.SMTP.DataTimeout {
+		return e("smtp.max_session_duration", "must be at least smtp.data_timeout (%s)", c.SMTP.DataTimeout)
+	}
+	if c.SMTP.MaxTransactions < 1 {
+		return e("smtp.max_transactions_per_session", "must be at least 1")
 	}
 	for i, r := range c.DNS.Resolvers {
 		if _, _, err := net.SplitHostPort(r); err != nil {

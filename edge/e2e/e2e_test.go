@@ -68,8 +68,10 @@ func TestPolicyThroughBinary(t *testing.T) {
 		{"no PTR", 20, "scanner@example.edu", []string{"x@gmail.com"}, msg("e"), "550 5.7.1"},
 		{"DNS timeout", 12, "scanner@example.edu", []string{"x@gmail.com"}, msg("f"), "451 4.4.3"},
 		{"suspended", 13, "scanner@example.edu", []string{"x@example.edu"}, msg("g"), "550 5.7.1"},
-		{"sender domain with only A (implicit MX)", 20, "a@plain.example.org", []string{"x@example.edu"}, msg("h"), "250 2.0.0"},
-		{"sender domain does not exist", 20, "a@nxdomain.example.org", []string{"x@example.edu"}, msg("i"), "550 5.1.8"},
+		// An unregistered client must use an affiliated sender, whatever
+		// the outside domain's DNS says (no relaying by bounce).
+		{"unregistered, outside sender with only A", 20, "a@plain.example.org", []string{"x@example.edu"}, msg("h"), "550 5.7.1"},
+		{"unregistered, outside sender domain does not exist", 20, "a@nxdomain.example.org", []string{"x@example.edu"}, msg("i"), "550 5.7.1"},
 		{"null sender", 20, "", []string{"x@example.edu"}, msg("j"), "550 5.7.1"},
 		{"missing From", 20, "a@example.edu", []string{"x@example.edu"}, "Subject: x\r\n\r\nbody\r\n", "550 5.6.0"},
 		{"bare LF", 20, "a@example.edu", []string{"x@example.edu"}, "From: a@example.edu\r\n\r\nx\n.\nMAIL FROM:<e@example.edu>\r\n", "550 5.5.2"},

@@ -9,14 +9,16 @@ import (
 )
 
 // FuzzRcpt: for any sender and recipient an unregistered client sends, the
-// policy never panics, every reply is one printable line, and an accepted
-// recipient is always in an affiliated domain (no open relay).
+// policy never panics, every reply is one printable line, an accepted
+// sender and an accepted recipient are always in an affiliated domain (no
+// open relay, no relaying by bounce).
 func FuzzRcpt(f *testing.F) {
 	for _, s := range []string{
 		"user@example.edu", "user%evil.com@example.edu", "a!b@example.edu", "a@b@example.edu",
 		"user@[192.0.2.1]", "user@example.edu.evil.com", "user@EXAMPLE.EDU.", "user@xn--exmple-cua.edu",
 		"\"quoted\"@example.edu", "@a,@b:user@example.edu", "user@", "", "user@ex\x00ample.edu",
-		"üser@exämple.edu", "user@dept.example.edu",
+		"üser@exämple.edu", "user@dept.example.edu", "user@ｅｘａｍｐｌｅ.edu", "user@example。edu",
+		"victim@example.com", "victim@example.com@example.edu",
 	} {
 		f.Add("scan@example.edu", s)
 	}
@@ -27,6 +29,11 @@ func FuzzRcpt(f *testing.F) {
 		checkReply(t, r)
 		if r != nil {
 			return
+		}
+		// No relaying by bounce: an unregistered client's accepted
+		// sender is always affiliated, so its NDRs stay inside.
+		if at := strings.LastIndexByte(txn.Sender, '@'); at < 0 || !fx.pol.cfg.Affiliated.Contains(txn.Sender[at+1:]) {
+			t.Fatalf("unregistered client's sender %q accepted as %q", sender, txn.Sender)
 		}
 		canon, _, r := fx.pol.Rcpt(txn, rcpt)
 		checkReply(t, r)

@@ -11,10 +11,36 @@
 //   - other recipients only for registered, active devices identified by
 //     FCrDNS (550 5.7.1 with the registration URL; 451 4.4.3 when DNS
 //     failed, never a 5xx);
-//   - a valid sender whose domain can receive mail, no null sender, and a
-//     registered sender for external mail from a device with a sender list;
-//   - hourly message and recipient limits per device or client IP
-//     (450 4.7.1), a per-message recipient limit (452 4.5.3);
+//   - nothing from an unregistered client leaves the organisation: a
+//     client that is not a registered, active device sending with one of
+//     its own senders must use a sender in the affiliated domains (550
+//     5.7.1 at MAIL), so that no NDR or delay notice about its mail can
+//     go outside (relaying by bounce);
+//   - a registered device with a sender list that uses a sender outside
+//     it is, for that transaction, an unregistered client: affiliated
+//     sender and affiliated recipients only, and the transaction is not
+//     attributed to the device (Txn.Own is false; the envelope names no
+//     device, so its NDRs can never suspend the device). A device
+//     registered without a sender list (static devices only) may use any
+//     sender;
+//   - the null sender <> is refused from every client: devices never send
+//     bounces, and a message without a return path could not be traced;
+//   - a valid sender; the domain of a sender outside the affiliated
+//     domains must be able to receive mail (affiliated domains need no
+//     DNS lookup, so a resolver outage does not stop internal mail);
+//   - an '@' inside a local part (two '@', or a quoted '@') is refused in
+//     MAIL FROM and RCPT TO alike (550 5.7.1); domains must be valid
+//     IDNA2008 as sent (shared/address: nothing is mapped or rewritten);
+//   - when unsure, temporary: a confirmed name the edge cannot decide on
+//     because central's allowlist has not been applied yet (fresh
+//     enrolment, or a stored snapshot that no longer verifies) or has
+//     expired gets 451 4.7.0 wherever the allowlist would be needed, never
+//     a 5xx;
+//   - hourly message and recipient limits per device, or per client IP
+//     for unregistered clients, an IPv6 client counting per prefix
+//     (smtp.ipv6_prefix_length) so that a host cannot dodge its limit by
+//     changing address (450 4.7.1); a per-message recipient limit (452
+//     4.5.3);
 //   - suspended devices are refused (550 5.7.1 with the contact);
 //   - recipients with routing in the local part (%, !, @) and address
 //     literals are never relayed.
@@ -45,6 +71,13 @@ type Config struct {
 	MessagesPerHour   int
 	RecipientsPerHour int
 	MaxRecipients     int
+	// Central is set when the edge takes devices from central's allowlist
+	// (sync.enabled): until a snapshot is applied, a client the static
+	// devices do not know may be registered centrally.
+	Central bool
+	// IPv6Prefix is the prefix length IPv6 clients are counted by for the
+	// rate limits of unregistered clients.
+	IPv6Prefix int
 }
 
 // NewConfig extracts the policy configuration from the edge's.
@@ -56,6 +89,8 @@ func NewConfig(c config.Config) (Config, error) {
 		MessagesPerHour:   c.Policy.MessagesPerHour,
 		RecipientsPerHour: c.Policy.RecipientsPerHour,
 		MaxRecipients:     c.SMTP.MaxRecipients,
+		Central:           c.Sync.Enabled,
+		IPv6Prefix:        c.SMTP.IPv6PrefixLength,
 	}
 	for _, n := range c.SMTP.LocalNetworks {
 		p, err := netip.ParsePrefix(n)
@@ -77,6 +112,8 @@ func NewConfig(c config.Config) (Config, error) {
 type Registry interface {
 	Lookup(name string) (devices.Device, bool)
 	Stale() bool
+	// Version is the central allowlist version applied, 0 if none.
+	Version() int64
 }
 
 // Limiter reserves and refunds hourly tokens (*ratelimit.Limiter).
@@ -141,6 +178,12 @@ type Txn struct {
 	// MAIL.
 	Device     devices.Device
 	Registered bool
+	// Own is set when the open transaction is the registered device's
+	// own: it is active and the sender is one of its registered senders
+	// (or it has no sender list). Only then is the message attributed to
+	// the device (rate limits aside): its envelope names the device, and
+	// the device may send outside the affiliated domains.
+	Own bool
 	// Sender is the canonical reverse-path of the open transaction.
 	Sender     string
 	Recipients []string
@@ -200,14 +243,36 @@ func (p *Policy) Mail(t *Txn, sender string, check DomainChecker) *Reply {
 	if err != nil || a.IsLiteral || a.Domain == "" {
 		return SenderSyntax(sender)
 	}
-	switch check(a.Domain) {
-	case DomainNoMail:
-		return SenderDomain(a.Domain)
-	case DomainTempFail:
-		return DNSTemporary("sender domain " + a.Domain)
+	// The same rule as for recipients: go-smtp hands over a quoted
+	// "user@host"@domain and an unquoted user@host@domain alike, and
+	// neither is a mailbox a device has any business using.
+	if strings.IndexByte(a.Local, '@') >= 0 {
+		return SenderRouting(sender)
+	}
+	t.senderLP, t.senderDom = strings.ToLower(a.Local), a.Domain
+	t.Own = t.Registered && (len(t.Device.Senders) == 0 || p.senderListed(t))
+	if !p.cfg.Affiliated.Contains(a.Domain) {
+		if !t.Own {
+			if r := p.unsure(t); r != nil {
+				return r
+			}
+			if t.Registered {
+				return SenderNotRegistered(a.String(), t.Device.Name, p.cfg.RegisterURL)
+			}
+			return SenderNotAffiliated(a.String(), t.IP.String(), p.cfg.RegisterURL)
+		}
+		// NDRs go to the sender's domain: it must be able to receive
+		// them. Affiliated domains are the organisation's own and need
+		// no lookup.
+		switch check(a.Domain) {
+		case DomainNoMail:
+			return SenderDomain(a.Domain)
+		case DomainTempFail:
+			return DNSTemporary("sender domain " + a.Domain)
+		}
 	}
 
-	t.rateKey, t.who = "ip:"+t.IP.String(), "Client "+t.IP.String()
+	t.rateKey, t.who = p.clientKey(t.IP), "Client "+t.IP.String()
 	t.msgLimit, t.rcptLimit = p.cfg.MessagesPerHour, p.cfg.RecipientsPerHour
 	if t.Registered {
 		t.rateKey, t.who = "dev:"+t.Device.Name, "Device "+t.Device.Name
@@ -224,7 +289,43 @@ func (p *Policy) Mail(t *Txn, sender string, check DomainChecker) *Reply {
 	t.tookMsg = 1
 	t.open = true
 	t.Sender = a.String()
-	t.senderLP, t.senderDom = strings.ToLower(a.Local), a.Domain
+	return nil
+}
+
+// clientKey is the rate-limit key of an unregistered client: its IPv4
+// address, or its IPv6 prefix, since one IPv6 host can use any address of
+// its /64.
+func (p *Policy) clientKey(ip netip.Addr) string {
+	if ip.Is6() && p.cfg.IPv6Prefix > 0 && p.cfg.IPv6Prefix < 128 {
+		if pfx, err := ip.Prefix(p.cfg.IPv6Prefix); err == nil {
+			return "net:" + pfx.String()
+		}
+	}
+	return "ip:" + ip.String()
+}
+
+// unsure returns the temporary refusal owed to a client whose standing
+// the edge cannot decide now: its DNS name could not be looked up, or it
+// has a confirmed name that only central's allowlist could know and that
+// allowlist is missing (not yet applied) or expired. nil means the
+// answer "not allowed" is certain.
+func (p *Policy) unsure(t *Txn) *Reply {
+	id := t.Identity
+	if id.Name == "" {
+		if id.TempFail {
+			return DNSTemporary("the client's DNS name (" + t.IP.String() + ")")
+		}
+		return nil // no name: no allowlist can ever list the client
+	}
+	if t.Registered && t.Device.Source == devices.SourceConfig {
+		return nil
+	}
+	if p.reg.Stale() {
+		return AllowlistStale()
+	}
+	if p.cfg.Central && p.reg.Version() == 0 {
+		return AllowlistMissing()
+	}
 	return nil
 }
 
@@ -304,10 +405,12 @@ func (p *Policy) lookupDevice(id Identity) (devices.Device, bool) {
 // domains.
 func (p *Policy) external(t *Txn) *Reply {
 	id := t.Identity
-	if id.Name == "" {
-		if id.TempFail {
-			return DNSTemporary("the client's DNS name (" + t.IP.String() + ")")
+	if !t.Registered || t.Device.Source == devices.SourceCentral {
+		if r := p.unsure(t); r != nil {
+			return r
 		}
+	}
+	if id.Name == "" {
 		why := id.Explain
 		if why == "" {
 			why = "no forward-confirmed DNS name"
@@ -317,10 +420,7 @@ func (p *Policy) external(t *Txn) *Reply {
 	if !t.Registered {
 		return NotRegistered(t.IP.String(), "name "+id.Name+" is not registered", p.cfg.RegisterURL)
 	}
-	if t.Device.Source == devices.SourceCentral && p.reg.Stale() {
-		return AllowlistStale()
-	}
-	if len(t.Device.Senders) > 0 && !p.senderListed(t) {
+	if !t.Own {
 		return SenderNotRegistered(t.Sender, t.Device.Name, p.cfg.RegisterURL)
 	}
 	return nil
@@ -362,6 +462,7 @@ func (t *Txn) reset() {
 	t.open = false
 	t.tookMsg, t.tookRcpts = 0, 0
 	t.Sender = ""
+	t.Own = false
 	t.Recipients = nil
 	t.senderLP, t.senderDom = "", ""
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -25,7 +26,11 @@ type fixture struct {
 	rcpts *ratelimit.Limiter
 }
 
-func newFixture(t testing.TB) *fixture {
+func newFixture(t testing.TB) *fixture { return newFixtureWith(t, nil, true) }
+
+// newFixtureWith applies edit to the configuration, and applies a central
+// allowlist (version 1, listing central.example.edu) when withCentral.
+func newFixtureWith(t testing.TB, edit func(*config.Config), withCentral bool) *fixture {
 	t.Helper()
 	c := &clock{t0}
 	cfg := config.Default(false)
@@ -37,6 +42,9 @@ func newFixture(t testing.TB) *fixture {
 	cfg.Policy.RegisterURL = "https://reg.example.edu/"
 	cfg.Policy.BulkURL = "https://lists.example.edu/"
 	cfg.Policy.Contact = "helpdesk@example.edu"
+	if edit != nil {
+		edit(&cfg)
+	}
 	pc, err := NewConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +58,9 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg.SetCentral(1, t0, []devices.Device{{Name: "central.example.edu"}}, t0.Add(time.Hour))
+	if withCentral {
+		reg.SetCentral(1, t0, []devices.Device{{Name: "central.example.edu", Senders: []string{"central@example.org"}}}, t0.Add(time.Hour))
+	}
 	f := &fixture{reg: reg, clock: c, msgs: ratelimit.New(c.now), rcpts: ratelimit.New(c.now)}
 	f.pol = New(pc, reg, f.msgs, f.rcpts)
 	return f
@@ -121,10 +131,32 @@ func TestPolicy(t *testing.T) {
 			want: []string{"550 5.7.1"}},
 		{name: "bad sender syntax", ip: "10.0.0.9", sender: "no-at-sign", want: []string{"553 5.1.7"}},
 		{name: "sender literal", ip: "10.0.0.9", sender: "a@[10.0.0.1]", want: []string{"553 5.1.7"}},
-		{name: "sender domain without mail", ip: "10.0.0.9", sender: "a@nomail.example.org",
+		{name: "sender domain without mail", ip: "10.0.0.9", id: named("open.example.edu"), sender: "a@nomail.example.org",
 			dom: map[string]DomainStatus{"nomail.example.org": DomainNoMail}, want: []string{"550 5.1.8"}},
-		{name: "sender domain DNS failure", ip: "10.0.0.9", sender: "a@slow.example.org",
+		{name: "sender domain DNS failure", ip: "10.0.0.9", id: named("open.example.edu"), sender: "a@slow.example.org",
 			dom: map[string]DomainStatus{"slow.example.org": DomainTempFail}, want: []string{"451 4.4.3"}},
+		{name: "affiliated sender needs no DNS", ip: "10.0.0.9", sender: "a@dept.example.edu",
+			dom:   map[string]DomainStatus{"example.edu": DomainTempFail, "dept.example.edu": DomainTempFail},
+			rcpts: []string{"x@example.edu"}, want: []string{"ok", "ok"}},
+		{name: "unregistered client, external sender refused at MAIL", ip: "10.0.0.9", id: Identity{Explain: "no PTR record"},
+			sender: "victim@example.com", want: []string{"550 5.7.1"}, wantTxt: "https://reg.example.edu/"},
+		{name: "confirmed but unregistered name, external sender", ip: "10.0.0.9", id: named("printer.example.edu"),
+			sender: "victim@example.com", want: []string{"550 5.7.1"}, wantTxt: "organisation's domains"},
+		{name: "unregistered client, DNS failure, external sender is 4xx", ip: "10.0.0.9", id: Identity{TempFail: true},
+			sender: "victim@example.com", want: []string{"451 4.4.3"}},
+		{name: "registered device, unlisted external sender", ip: "10.0.0.9", id: named("scanner.example.edu"),
+			sender: "victim@example.com", want: []string{"550 5.7.1"}, wantTxt: "not registered for device scanner.example.edu"},
+		{name: "central device, registered external sender", ip: "10.0.0.9", id: named("central.example.edu"),
+			sender: "central@example.org", rcpts: []string{"x@gmail.com"}, want: []string{"ok", "ok"}},
+		{name: "central device, stale allowlist, external sender is 4xx", ip: "10.0.0.9", id: named("central.example.edu"),
+			sender: "other@example.org", stale: true, want: []string{"451 4.7.0"}},
+		{name: "two @ in sender", ip: "10.0.0.9", sender: "victim@example.com@example.edu",
+			want: []string{"550 5.7.1"}, wantTxt: "'@' in its local part"},
+		{name: "two @ in sender, registered device", ip: "10.0.0.9", id: named("open.example.edu"),
+			sender: "a@b@example.edu", want: []string{"550 5.7.1"}},
+		{name: "full-width sender domain refused", ip: "10.0.0.9", sender: "a@ｅｘａｍｐｌｅ.edu", want: []string{"553 5.1.7"}},
+		{name: "full-width recipient domain refused", ip: "10.0.0.9", sender: "a@example.edu",
+			rcpts: []string{"x@ｅｘａｍｐｌｅ.edu", "x@example。edu", "x@example.edu"}, want: []string{"ok", "553 5.1.3", "553 5.1.3", "ok"}},
 		{name: "too many recipients", ip: "10.0.0.9", sender: "a@example.edu",
 			rcpts: []string{"1@example.edu", "2@example.edu", "3@example.edu", "4@example.edu", "5@example.edu", "6@example.edu"},
 			want:  []string{"ok", "ok", "ok", "ok", "ok", "ok", "452 4.5.3"}},
@@ -132,7 +164,7 @@ func TestPolicy(t *testing.T) {
 			rcpts: []string{"1@example.edu", "1@Example.edu", "2@example.edu", "3@example.edu", "4@example.edu", "5@example.edu"},
 			want:  []string{"ok", "ok", "ok", "ok", "ok", "ok", "ok"}},
 		{name: "central device while allowlist fresh", ip: "10.0.0.9", id: named("central.example.edu"),
-			sender: "a@example.edu", rcpts: []string{"x@gmail.com"}, want: []string{"ok", "ok"}},
+			sender: "central@example.org", rcpts: []string{"x@gmail.com"}, want: []string{"ok", "ok"}},
 		{name: "central device, stale allowlist: 4xx external, affiliated flows", ip: "10.0.0.9", id: named("central.example.edu"),
 			sender: "a@example.edu", rcpts: []string{"x@example.edu", "x@gmail.com"}, stale: true,
 			want: []string{"ok", "ok", "451 4.7.0"}},
@@ -220,6 +252,131 @@ func TestRoutingRefusedForRegistered(t *testing.T) {
 		if _, _, r := f.pol.Rcpt(txn, rc); code(r) != "550 5.7.1" {
 			t.Fatalf("%s: %v", rc, r)
 		}
+	}
+}
+
+// TestOwnSender: a registered device's transaction is its own only with
+// one of its registered senders; with another (affiliated) sender it is
+// an unregistered client's: affiliated recipients only, and Own is false
+// so the envelope names no device.
+func TestOwnSender(t *testing.T) {
+	f := newFixture(t)
+	ip := netip.MustParseAddr("10.0.0.9")
+	for _, tc := range []struct {
+		id       Identity
+		sender   string
+		own      bool
+		external string
+	}{
+		{named("scanner.example.edu"), "scan@example.edu", true, "ok"},
+		{named("scanner.example.edu"), "nobody@example.edu", false, "550 5.7.1"},
+		{named("open.example.edu"), "anyone@example.edu", true, "ok"},
+		{Identity{Explain: "no PTR record"}, "scan@example.edu", false, "550 5.7.1"},
+	} {
+		txn := NewTxn(ip, tc.id)
+		if r := f.pol.Mail(txn, tc.sender, domains(nil)); r != nil {
+			t.Fatalf("%v %s: MAIL %v", tc.id, tc.sender, r)
+		}
+		if txn.Own != tc.own {
+			t.Errorf("%v %s: Own = %v, want %v", tc.id, tc.sender, txn.Own, tc.own)
+		}
+		if _, _, r := f.pol.Rcpt(txn, "nosuch@example.edu"); r != nil {
+			t.Errorf("%v %s: affiliated RCPT %v", tc.id, tc.sender, r)
+		}
+		if _, _, r := f.pol.Rcpt(txn, "x@gmail.com"); code(r) != tc.external {
+			t.Errorf("%v %s: external RCPT %v, want %s", tc.id, tc.sender, r, tc.external)
+		}
+		f.pol.Abort(txn)
+		if txn.Own {
+			t.Errorf("Own survives Abort")
+		}
+	}
+}
+
+// TestNoSnapshotYet: an edge that takes its devices from central but has
+// no allowlist yet answers 451 4.7.0, never a 5xx, wherever the allowlist
+// would decide; what needs no allowlist keeps its answer.
+func TestNoSnapshotYet(t *testing.T) {
+	f := newFixtureWith(t, func(c *config.Config) { c.Sync.Enabled = true }, false)
+	ip := netip.MustParseAddr("10.0.0.9")
+	for _, tc := range []struct {
+		name   string
+		id     Identity
+		sender string
+		rcpt   string
+		want   []string
+	}{
+		{"named client, external recipient", named("central.example.edu"), "a@example.edu", "x@gmail.com", []string{"ok", "451 4.7.0"}},
+		{"named client, external sender", named("central.example.edu"), "central@example.org", "", []string{"451 4.7.0"}},
+		{"named client, affiliated mail flows", named("central.example.edu"), "a@example.edu", "x@example.edu", []string{"ok", "ok"}},
+		{"no name: certain refusal", Identity{Explain: "no PTR record"}, "a@example.edu", "x@gmail.com", []string{"ok", "550 5.7.1"}},
+		{"no name, external sender: certain", Identity{Explain: "no PTR record"}, "victim@example.com", "", []string{"550 5.7.1"}},
+		{"static device unaffected", named("open.example.edu"), "a@example.edu", "x@gmail.com", []string{"ok", "ok"}},
+		{"static device, unlisted sender: certain", named("scanner.example.edu"), "victim@example.com", "", []string{"550 5.7.1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			txn := NewTxn(ip, tc.id)
+			r := f.pol.Mail(txn, tc.sender, domains(nil))
+			got := []string{code(r)}
+			if r == nil && tc.rcpt != "" {
+				_, _, r = f.pol.Rcpt(txn, tc.rcpt)
+				got = append(got, code(r))
+			}
+			f.pol.Abort(txn)
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Fatalf("got %v, want %v (%v)", got, tc.want, r)
+			}
+		})
+	}
+	// Once a snapshot is applied the same client is decided for good.
+	f.reg.SetCentral(1, t0, []devices.Device{{Name: "central.example.edu", Senders: []string{"central@example.org"}}}, t0.Add(time.Hour))
+	txn := NewTxn(ip, named("central.example.edu"))
+	if r := f.pol.Mail(txn, "central@example.org", domains(nil)); r != nil {
+		t.Fatal(r)
+	}
+	if _, _, r := f.pol.Rcpt(txn, "x@gmail.com"); r != nil {
+		t.Fatal(r)
+	}
+	txn = NewTxn(ip, named("printer.example.edu"))
+	if r := f.pol.Mail(txn, "a@example.edu", domains(nil)); r != nil {
+		t.Fatal(r)
+	}
+	if _, _, r := f.pol.Rcpt(txn, "x@gmail.com"); code(r) != "550 5.7.1" {
+		t.Fatalf("unregistered name after the snapshot: %v", r)
+	}
+}
+
+// TestIPv6RateKeyPerPrefix: unregistered IPv6 clients share one bucket
+// per prefix, so a host cannot reset its limit by changing address.
+func TestIPv6RateKeyPerPrefix(t *testing.T) {
+	f := newFixture(t) // 3 messages per hour, /64
+	send := func(ip string) *Reply {
+		txn := NewTxn(netip.MustParseAddr(ip), Identity{})
+		if r := f.pol.Mail(txn, "a@example.edu", domains(nil)); r != nil {
+			return r
+		}
+		f.pol.Commit(txn)
+		return nil
+	}
+	for i, ip := range []string{"fd00::1", "fd00::2", "fd00::ffff:1"} {
+		if r := send(ip); r != nil {
+			t.Fatalf("message %d: %v", i, r)
+		}
+	}
+	if r := send("fd00::abcd"); code(r) != "450 4.7.1" {
+		t.Fatalf("4th message from the same /64: %v", r)
+	}
+	if r := send("fd00:0:0:1::1"); r != nil {
+		t.Fatalf("another /64 limited: %v", r)
+	}
+	// With /128 every address counts alone.
+	g := newFixtureWith(t, func(c *config.Config) { c.SMTP.IPv6PrefixLength = 128 }, true)
+	for i := range 5 {
+		txn := NewTxn(netip.MustParseAddr(fmt.Sprintf("fd00::%d", i+1)), Identity{})
+		if r := g.pol.Mail(txn, "a@example.edu", domains(nil)); r != nil {
+			t.Fatalf("/128, address %d: %v", i, r)
+		}
+		g.pol.Commit(txn)
 	}
 }
 

@@ -2,8 +2,9 @@ package policy
 
 import (
 	"fmt"
-	"github.com/postern/postern/shared/smtpstatus"
 	"strings"
+
+	"github.com/postern/postern/shared/smtpstatus"
 )
 
 // Reply is an SMTP reply the edge writes, with an RFC 3463 enhanced
@@ -84,10 +85,25 @@ func Suspended(device, why, contact string) *Reply {
 		"Device %s is suspended (%s); contact %s to have it reinstated", device, why, contact)
 }
 
-// NullSender: "<>" from a device.
+// NullSender: "<>" from any client (devices do not send bounces).
 func NullSender() *Reply {
 	return reply(550, smtpstatus.PermNotAuthorized, "null sender",
 		"The null sender <> is not accepted from devices; use the device's sender address")
+}
+
+// SenderNotAffiliated: a client that is not a registered device used a
+// sender outside the affiliated domains. Its bounces would carry its mail
+// out of the organisation, so the sender is refused at MAIL.
+func SenderNotAffiliated(sender, ip, registerURL string) *Reply {
+	return reply(550, smtpstatus.PermNotAuthorized, "sender not affiliated",
+		"Sender <%s> is outside the organisation's domains and %s is not a registered device; unregistered clients must use a sender address in the organisation's domains. To send with this sender, register the device: %s", sender, ip, registerURL)
+}
+
+// SenderRouting: an '@' in the sender's local part (two '@', or a quoted
+// '@'), refused as in RCPT TO.
+func SenderRouting(addr string) *Reply {
+	return reply(550, smtpstatus.PermNotAuthorized, "routing in sender local part",
+		"Sender <%s> contains '@' in its local part; this relay does not accept such addresses", addr)
 }
 
 // SenderSyntax: MAIL FROM is not a valid address.
@@ -166,6 +182,14 @@ func AllowlistStale() *Reply {
 		"The relay's device allowlist is out of date; try again later")
 }
 
+// AllowlistMissing: the edge takes its devices from central but has not
+// applied an allowlist yet (fresh enrolment, or the stored one no longer
+// verifies), so it cannot tell whether the client is registered.
+func AllowlistMissing() *Reply {
+	return reply(451, smtpstatus.TempSecurity, "allowlist missing",
+		"The relay has not received its device allowlist yet; try again later")
+}
+
 // FromMissing: no From header.
 func FromMissing() *Reply {
 	return reply(550, smtpstatus.MediaError, "From header missing",
@@ -226,6 +250,33 @@ func SpoolFull() *Reply {
 func SpoolError() *Reply {
 	return reply(451, smtpstatus.TempMailSystem, "spool error",
 		"Local error storing the message; try again later")
+}
+
+// InflightFull: accepting the message would take the message bytes held
+// in memory at intake over smtp.max_inflight_bytes.
+func InflightFull() *Reply {
+	return reply(452, smtpstatus.MailSystemFull, "intake memory budget",
+		"Insufficient system resources: too much mail in transfer right now; try again later")
+}
+
+// SessionTooLong: the connection is older than smtp.max_session_duration.
+func SessionTooLong() *Reply {
+	return reply(421, smtpstatus.BadConnection, "session too long",
+		"Session time limit reached; closing connection, reconnect to continue")
+}
+
+// TooManyTransactions: over smtp.max_transactions_per_session.
+func TooManyTransactions(max int) *Reply {
+	return reply(421, smtpstatus.TempSecurity, "too many transactions",
+		"Too many messages in one session (at most %d); closing connection, reconnect to send more", max)
+}
+
+// ChunkingAbandoned: a transaction that may have a chunked (BDAT) message
+// open was reset; the connection ends so that no later transaction on it
+// can be answered with that message's result.
+func ChunkingAbandoned() *Reply {
+	return reply(421, smtpstatus.TempProtocol, "transaction abandoned",
+		"Transaction abandoned during message transfer; closing connection")
 }
 
 // DataTimeout: the client took longer than smtp.data_timeout for DATA.

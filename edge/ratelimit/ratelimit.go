@@ -1,5 +1,7 @@
 // Package ratelimit implements the edge's hourly message and recipient
-// limits as token buckets keyed by device name or client IP.
+// limits as token buckets keyed by device name, or by client for
+// unregistered clients (an IPv4 address or an IPv6 prefix; the policy
+// chooses the key).
 //
 // A bucket for a limit of N per hour holds at most N tokens and refills at
 // N per hour, so a device may send N messages at once and then N per hour.

@@ -26,7 +26,7 @@ import (
 
 // testEdge is an intake on loopback with a real spool on disk.
 type testEdge struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *Server
 	spool  *spool.Spool
 	reg    *devices.Table
@@ -62,6 +62,9 @@ type edgeOpts struct {
 	tlsMin  string
 }
 
+// testEdgeID is the edge id the test intake puts in its events.
+const testEdgeID = "edge-7f3a"
+
 func testConfig() config.Config {
 	cfg := config.Default(true)
 	cfg.Hostname = "edge.test.example.edu"
@@ -85,7 +88,7 @@ func testConfig() config.Config {
 	return cfg
 }
 
-func startEdge(t *testing.T, o edgeOpts) *testEdge {
+func startEdge(t testing.TB, o edgeOpts) *testEdge {
 	t.Helper()
 	cfg := testConfig()
 	if o.tls {
@@ -125,7 +128,7 @@ func startEdge(t *testing.T, o edgeOpts) *testEdge {
 	}
 	sink := &eventSink{}
 	srv, err := New(Options{
-		Hostname: cfg.Hostname, SMTP: cfg.SMTP, TLS: tc, Policy: pol, DNS: o.dns, Spool: sp,
+		Hostname: cfg.Hostname, EdgeID: testEdgeID, SMTP: cfg.SMTP, TLS: tc, Policy: pol, DNS: o.dns, Spool: sp,
 		Events: sink, Log: log, ReportInterval: 50 * time.Millisecond,
 	})
 	if err != nil {
@@ -159,7 +162,15 @@ func startEdge(t *testing.T, o edgeOpts) *testEdge {
 //	127.0.0.13 <-> copier.example.edu    registered, suspended
 //	127.0.0.14 <-> limited.example.edu   registered, 2 messages/hour
 //	others         no PTR                unregistered
-func testZone(t *testing.T) DNS {
+func testZone(t testing.TB) DNS {
+	t.Helper()
+	dns, _ := testZoneServer(t)
+	return dns
+}
+
+// testZoneServer is testZone that also returns the DNS server, for tests
+// that add names or stop it.
+func testZoneServer(t testing.TB) (DNS, *dnstest.Server) {
 	t.Helper()
 	d := dnstest.Start(t)
 	for ip, name := range map[string]string{
@@ -179,12 +190,12 @@ func testZone(t *testing.T) DNS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewDNS(r)
+	return NewDNS(r), d
 }
 
 // client is a minimal raw SMTP client, so tests can send exact bytes.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 	r    *bufio.Reader
 }
@@ -195,7 +206,7 @@ func (e *testEdge) dial(src int) *client {
 	return dialFrom(e.t, e.addr, src, false)
 }
 
-func dialFrom(t *testing.T, addr string, src int, implicitTLS bool) *client {
+func dialFrom(t testing.TB, addr string, src int, implicitTLS bool) *client {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(src))}, Timeout: 5 * time.Second}
 	conn, err := d.Dial("tcp", addr)
@@ -297,7 +308,7 @@ func (c *client) sendMail(from string, rcpts []string, body string) string {
 }
 
 // queued extracts the queue id from "250 2.0.0 Ok: queued as ID".
-func queued(t *testing.T, reply string) string {
+func queued(t testing.TB, reply string) string {
 	t.Helper()
 	const p = "250 2.0.0 Ok: queued as "
 	if !strings.HasPrefix(reply, p) {

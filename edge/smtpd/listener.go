@@ -13,40 +13,62 @@ import (
 	"github.com/postern/postern/edge/policy"
 )
 
-// gate counts connections in total and per client IP.
+// gate counts connections in total and per client: an IPv4 address, or
+// the IPv6 prefix of length v6Bits (one IPv6 host can use every address
+// of its /64, so counting addresses would not limit it).
 type gate struct {
 	maxTotal, maxIP int
+	v6Bits          int
 
 	mu    sync.Mutex
 	total int
-	perIP map[netip.Addr]int
+	perIP map[netip.Prefix]int
 }
 
-func newGate(maxTotal, maxIP int) *gate {
-	return &gate{maxTotal: maxTotal, maxIP: maxIP, perIP: map[netip.Addr]int{}}
+func newGate(maxTotal, maxIP, v6Bits int) *gate {
+	return &gate{maxTotal: maxTotal, maxIP: maxIP, v6Bits: v6Bits, perIP: map[netip.Prefix]int{}}
+}
+
+// key is what ip is counted under.
+func (g *gate) key(ip netip.Addr) netip.Prefix {
+	bits := ip.BitLen()
+	if ip.Is6() && g.v6Bits > 0 && g.v6Bits < bits {
+		bits = g.v6Bits
+	}
+	p, err := ip.Prefix(bits)
+	if err != nil {
+		return netip.PrefixFrom(ip, ip.BitLen())
+	}
+	return p
 }
 
 // acquire takes a slot for ip, or returns the refusal.
 func (g *gate) acquire(ip netip.Addr) *policy.Reply {
+	k := g.key(ip)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.total >= g.maxTotal {
 		return policy.TooManyConnections("to this relay")
 	}
-	if g.perIP[ip] >= g.maxIP {
-		return policy.TooManyConnections("from " + ip.String())
+	if g.perIP[k] >= g.maxIP {
+		from := ip.String()
+		if k.Bits() < ip.BitLen() {
+			from = k.String()
+		}
+		return policy.TooManyConnections("from " + from)
 	}
 	g.total++
-	g.perIP[ip]++
+	g.perIP[k]++
 	return nil
 }
 
 func (g *gate) release(ip netip.Addr) {
+	k := g.key(ip)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.total--
-	if g.perIP[ip]--; g.perIP[ip] <= 0 {
-		delete(g.perIP, ip)
+	if g.perIP[k]--; g.perIP[k] <= 0 {
+		delete(g.perIP, k)
 	}
 }
 
@@ -78,7 +100,9 @@ func (l *gatedListener) Accept() (net.Conn, error) {
 			go l.reject(c, r)
 			continue
 		}
-		return &gatedConn{Conn: c, ip: ip, release: func() { l.srv.gate.release(ip) }}, nil
+		gc := &gatedConn{Conn: c, ip: ip, release: func() { l.srv.gate.release(ip) }}
+		gc.sessionEnd = time.Now().Add(l.srv.opts.SMTP.MaxSessionDuration) // real time: network deadlines
+		return gc, nil
 	}
 }
 
@@ -101,14 +125,19 @@ func (l *gatedListener) reject(c net.Conn, r *policy.Reply) {
 
 // gatedConn releases its gate slot once on Close. closeAfterWrite lets a
 // session end the connection right after its last reply was written (too
-// many errors), whatever go-smtp does next.
+// many errors), whatever go-smtp does next; ended holds the reply every
+// later command gets. No read deadline goes beyond sessionEnd, so an idle
+// or slow connection ends at smtp.max_session_duration whatever timeout
+// go-smtp sets.
 type gatedConn struct {
 	net.Conn
-	ip      netip.Addr
-	once    sync.Once
-	release func()
+	ip         netip.Addr
+	once       sync.Once
+	release    func()
+	sessionEnd time.Time
 
 	closeAfterWrite atomic.Bool
+	ended           atomic.Pointer[policy.Reply]
 	state           connState
 }
 
@@ -118,6 +147,34 @@ func (c *gatedConn) Write(b []byte) (int, error) {
 		c.Close()
 	}
 	return n, err
+}
+
+// end makes r the answer to every later command and closes the connection
+// after the next reply is written.
+func (c *gatedConn) end(r *policy.Reply) {
+	c.ended.CompareAndSwap(nil, r)
+	c.closeAfterWrite.Store(true)
+}
+
+// endReply is the reply that ended the connection, or nil.
+func (c *gatedConn) endReply() *policy.Reply { return c.ended.Load() }
+
+func (c *gatedConn) SetReadDeadline(t time.Time) error {
+	return c.Conn.SetReadDeadline(c.clamp(t))
+}
+
+func (c *gatedConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetReadDeadline(c.clamp(t))
+}
+
+func (c *gatedConn) clamp(t time.Time) time.Time {
+	if !c.sessionEnd.IsZero() && (t.IsZero() || t.After(c.sessionEnd)) {
+		return c.sessionEnd
+	}
+	return t
 }
 
 func (c *gatedConn) Close() error {
@@ -134,6 +191,8 @@ type connState struct {
 	identity   policy.Identity
 	errors     int
 	tlsNoted   bool
+	// transactions counts accepted MAIL commands.
+	transactions int
 }
 
 func remoteIP(c net.Conn) netip.Addr {

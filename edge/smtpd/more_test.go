@@ -71,10 +71,20 @@ func TestHELOAndRSET(t *testing.T) {
 	c.reply()
 	c.expect("HELO old-printer", "250")
 	c.expect("MAIL FROM:<a@example.edu>", "250")
-	c.expect("RCPT TO:<x@example.edu>", "250")
 	c.expect("RSET", "250")
 	c.expect("DATA", "502") // no transaction after RSET
 	queued(t, c.sendMail("a@example.edu", []string{"x@example.edu"}, message("helo")))
+	c.expect("RSET", "250") // after a message: the connection stays
+	queued(t, c.sendMail("a@example.edu", []string{"x@example.edu"}, message("helo2")))
+	// RSET after accepted recipients and before any message data: the
+	// edge cannot tell it from an abandoned chunked (BDAT) message, so it
+	// answers and ends the connection.
+	c.expect("MAIL FROM:<a@example.edu>", "250")
+	c.expect("RCPT TO:<x@example.edu>", "250")
+	c.expect("RSET", "250")
+	if r := c.cmd("MAIL FROM:<a@example.edu>"); !strings.HasPrefix(r, "EOF") {
+		t.Fatalf("connection open after RSET of a transaction with recipients: %q", r)
+	}
 }
 
 // TestBDAT: go-smtp always offers CHUNKING; a BDAT message gets the same

@@ -13,8 +13,23 @@
 //     CVE-2023-51766 class) is refused with 550 5.5.2, never stored.
 //   - Plaintext pipelined after STARTTLS is discarded (go-smtp drops its
 //     read buffer when it switches to TLS; tested).
-//   - Connection limits in total and per IP (421 4.7.0), a limit on errors
-//     per connection, command and data timeouts.
+//   - Connection limits in total and per IP (421 4.7.0; an IPv6 client is
+//     counted by its smtp.ipv6_prefix_length prefix), a limit on errors
+//     per connection, command and data timeouts (DATA and BDAT alike), a
+//     maximum session length (421 4.4.2) and number of messages per
+//     connection (421 4.7.0).
+//   - Bounded memory: every message reserves its declared SIZE (or
+//     smtp.max_message_size) from one budget of smtp.max_inflight_bytes
+//     when its data starts, and its buffer never outgrows what it
+//     reserved; over the budget the edge answers 452 4.3.1. However many
+//     connections a client opens, the message bytes in memory stay within
+//     the budget.
+//   - CHUNKING (BDAT): go-smtp runs Data for a chunked message in a
+//     goroutine of its own that can outlive the transaction. Data always
+//     reads the chunks to their end, and a transaction that is reset while
+//     a chunked message may be open ends the connection (421 4.5.0 to
+//     anything after), so no later transaction on the connection can be
+//     answered with that message's result.
 //   - Every log line about a message carries queue_id, client_ip and device.
 package smtpd
 
@@ -60,10 +75,12 @@ type Events interface{ Emit(event.Event) }
 
 // Options configures a Server.
 type Options struct {
-	// Hostname is used in the banner and Received headers, and as the
-	// edge name in events.
+	// Hostname is used in the banner and Received headers.
 	Hostname string
-	SMTP     config.SMTP
+	// EdgeID names the edge in events (sync.edge_id). Empty leaves the
+	// field to the outbox, which fills in its own edge id.
+	EdgeID string
+	SMTP   config.SMTP
 	// TLS is the configuration for STARTTLS and implicit-TLS listeners
 	// (see TLSConfig). Nil disables both.
 	TLS    *tls.Config
@@ -89,6 +106,7 @@ type Server struct {
 	gate   *gate
 	smtp   *smtp.Server
 	report *reporter
+	budget *budget
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -115,8 +133,14 @@ func New(opts Options) (*Server, error) {
 	if opts.ReportInterval <= 0 {
 		opts.ReportInterval = time.Minute
 	}
-	if opts.SMTP.MaxConnections < 1 || opts.SMTP.MaxConnectionsIP < 1 || opts.SMTP.MaxErrors < 1 {
-		return nil, errors.New("smtpd: connection and error limits must be at least 1")
+	if opts.SMTP.MaxConnections < 1 || opts.SMTP.MaxConnectionsIP < 1 || opts.SMTP.MaxErrors < 1 || opts.SMTP.MaxTransactions < 1 {
+		return nil, errors.New("smtpd: connection, error and transaction limits must be at least 1")
+	}
+	if opts.SMTP.MaxSessionDuration <= 0 {
+		return nil, errors.New("smtpd: smtp.max_session_duration must be positive")
+	}
+	if opts.SMTP.MaxInflightBytes < opts.SMTP.MaxMessageSize {
+		return nil, errors.New("smtpd: smtp.max_inflight_bytes must be at least smtp.max_message_size")
 	}
 	if len(opts.SMTP.TLSListen) > 0 && opts.TLS == nil {
 		return nil, errors.New("smtpd: smtp.tls_listen needs a TLS configuration")
@@ -126,8 +150,9 @@ func New(opts Options) (*Server, error) {
 		pol:    opts.Policy,
 		log:    opts.Log,
 		clock:  opts.Clock.Now,
-		gate:   newGate(opts.SMTP.MaxConnections, opts.SMTP.MaxConnectionsIP),
-		report: newReporter(opts.Events, opts.Hostname, opts.Clock),
+		gate:   newGate(opts.SMTP.MaxConnections, opts.SMTP.MaxConnectionsIP, opts.SMTP.IPv6PrefixLength),
+		report: newReporter(opts.Events, opts.EdgeID, opts.Clock),
+		budget: &budget{max: opts.SMTP.MaxInflightBytes},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
@@ -253,6 +278,8 @@ type Stats struct {
 	Refused       uint64 // refusals (any 4xx/5xx the policy or checks gave)
 	RateLimitHits uint64
 	Connections   int // open connections now
+	// InflightBytes is the message memory reserved at intake now.
+	InflightBytes int64
 }
 
 // Stats returns the intake's counters.
@@ -265,5 +292,54 @@ func (s *Server) Stats() Stats {
 		Refused:       s.refused.Load(),
 		RateLimitHits: s.report.rateHits.Load(),
 		Connections:   conns,
+		InflightBytes: s.budget.inUse(),
 	}
+}
+
+// budget is the intake's memory budget for message bytes in flight.
+type budget struct {
+	max int64
+
+	mu   sync.Mutex
+	used int64
+	peak int64
+}
+
+// reserve takes n bytes, or reports false (taking nothing) when that would
+// exceed the budget.
+func (b *budget) reserve(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n < 0 || b.used+n > b.max {
+		return false
+	}
+	b.used += n
+	b.peak = max(b.peak, b.used)
+	return true
+}
+
+// fits reports whether n bytes could be reserved now (taking nothing).
+func (b *budget) fits(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used+n <= b.max
+}
+
+func (b *budget) release(n int64) {
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+}
+
+// maxUse is the most that was reserved at once since start.
+func (b *budget) maxUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.peak
+}
+
+func (b *budget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
 }

@@ -1,7 +1,6 @@
 package smtpd
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -32,6 +31,7 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	sess := &session{
 		srv:  s,
 		conn: c,
+		nc:   c.Conn(),
 		gc:   gc,
 		ip:   gc.ip,
 		helo: c.Hostname(),
@@ -44,8 +44,12 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 }
 
 type session struct {
-	srv   *Server
-	conn  *smtp.Conn
+	srv  *Server
+	conn *smtp.Conn
+	// nc is the connection as this session writes to it (TLS or not); it
+	// is taken once here because go-smtp replaces the connection's
+	// net.Conn at STARTTLS without a lock that a BDAT goroutine could use.
+	nc    net.Conn
 	gc    *gatedConn
 	ip    netip.Addr
 	helo  string
@@ -64,6 +68,12 @@ type session struct {
 	env  *spool.Envelope
 	mlog *slog.Logger // log with queue_id for the open transaction
 	utf8 bool
+	size int64 // SIZE declared at MAIL (0: none)
+	// received is set when the open transaction's message was read to
+	// its end (DATA, or BDAT LAST), whatever the outcome.
+	received bool
+	// storing is set while the message is being written to the spool.
+	storing bool
 }
 
 // toSMTP converts a policy reply into go-smtp's error type.
@@ -120,12 +130,32 @@ func (s *session) identity() policy.Identity {
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if r := s.gc.endReply(); r != nil {
+		return toSMTP(r)
+	}
 	if s.gc.closeAfterWrite.Load() {
 		return toSMTP(policy.TooManyErrors())
 	}
 	s.abort()
+	if time.Now().After(s.gc.sessionEnd) { // real time, like the network deadline
+		s.gc.end(policy.SessionTooLong())
+		return s.refuse(s.log, "MAIL", from, policy.SessionTooLong())
+	}
+	if n := s.transactions(); n >= s.srv.opts.SMTP.MaxTransactions {
+		r := policy.TooManyTransactions(s.srv.opts.SMTP.MaxTransactions)
+		s.gc.end(r)
+		return s.refuse(s.log, "MAIL", from, r)
+	}
 	if opts != nil && len(opts.EnvelopeID) > maxENVID {
 		return s.refuse(s.log, "MAIL", from, policy.DSNParamTooLong("ENVID", maxENVID))
+	}
+	var size int64
+	if opts != nil && opts.Size > 0 {
+		size = opts.Size
+		// Refuse early what could not be reserved now; Data reserves.
+		if !s.srv.budget.fits(s.reservation(size)) {
+			return s.refuse(s.log, "MAIL", from, policy.InflightFull())
+		}
 	}
 	id := s.identity()
 	if s.txn == nil {
@@ -146,8 +176,12 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		}
 		return s.refuse(log, "MAIL", from, r)
 	}
+	s.countTransaction()
+	// The envelope names the device only for the device's own
+	// transactions (a registered sender): NDRs of any other can never
+	// count against the device.
 	device := ""
-	if s.txn.Registered {
+	if s.txn.Registered && s.txn.Own {
 		device = s.txn.Device.Name
 	}
 	now := s.srv.clock()
@@ -171,11 +205,43 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		env.TLS = tlsinfo.Describe(s.tls)
 		s.noteTLS(device)
 	}
+	mlog := log.With("device", device)
+	if s.txn.Registered && !s.txn.Own {
+		mlog = mlog.With("client_device", s.txn.Device.Name)
+	}
 	s.mu.Lock()
-	s.env, s.utf8, s.mlog = env, utf8, log.With("device", device)
+	s.env, s.utf8, s.mlog, s.size, s.received, s.storing = env, utf8, mlog, size, false, false
 	s.mu.Unlock()
 	s.mlog.Info("mail from", "from", s.txn.Sender)
 	return nil
+}
+
+func (s *session) transactions() int {
+	st := &s.gc.state
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.transactions
+}
+
+func (s *session) countTransaction() {
+	st := &s.gc.state
+	st.mu.Lock()
+	st.transactions++
+	st.mu.Unlock()
+}
+
+// headerReserve is the room reserved for the Received header the edge
+// adds in front of the message.
+const headerReserve = 1 << 10
+
+// reservation is the memory a message with a declared SIZE of declared
+// bytes (0: none) reserves when its data starts.
+func (s *session) reservation(declared int64) int64 {
+	max := s.srv.opts.SMTP.MaxMessageSize
+	if declared <= 0 || declared > max {
+		declared = max
+	}
+	return declared + headerReserve
 }
 
 // noteTLS reports the TLS version and cipher once per connection.
@@ -191,6 +257,9 @@ func (s *session) noteTLS(device string) {
 }
 
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if r := s.gc.endReply(); r != nil {
+		return toSMTP(r)
+	}
 	if s.gc.closeAfterWrite.Load() {
 		return toSMTP(policy.TooManyErrors())
 	}
@@ -226,8 +295,26 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-func (s *session) Data(r io.Reader) error {
+func (s *session) Data(r io.Reader) (err error) {
 	srv := s.srv
+	// Under BDAT go-smtp calls Data in a goroutine of its own with the
+	// chunks arriving on an *io.PipeReader, and Data can outlive the
+	// transaction (RSET while a chunked message is open). Such a Data
+	// always reads the chunks to their end before it returns, so that its
+	// result is only ever collected by the BDAT LAST it belongs to.
+	_, chunked := r.(*io.PipeReader)
+	er := &endReader{r: r}
+	var env *spool.Envelope
+	defer func() {
+		if chunked && !er.eof && er.err == nil {
+			io.Copy(io.Discard, er)
+		}
+		s.mu.Lock()
+		if env != nil && s.env == env && (!chunked || er.eof) {
+			s.received = true
+		}
+		s.mu.Unlock()
+	}()
 	srv.mu.Lock()
 	if srv.closed {
 		srv.mu.Unlock()
@@ -238,45 +325,21 @@ func (s *session) Data(r io.Reader) error {
 	defer srv.inflight.Done()
 
 	s.mu.Lock()
-	env, log, utf8, txn := s.env, s.mlog, s.utf8, s.txn
+	env = s.env
+	log, utf8, txn, declared := s.mlog, s.utf8, s.txn, s.size
 	empty := env == nil || len(env.Recipients) == 0
 	s.mu.Unlock()
 	if empty {
 		return toSMTP(policy.RcptFirst())
 	}
-	s.conn.Conn().SetReadDeadline(time.Now().Add(srv.opts.SMTP.DataTimeout)) // real time: a network deadline
-
-	body, bare, err := readMessage(r, srv.opts.SMTP.MaxMessageSize, srv.opts.SMTP.MaxLineLength)
-	if err != nil {
-		var rep *policy.Reply
-		var ne net.Error
-		switch {
-		case errors.Is(err, smtp.ErrDataTooLarge) || errors.Is(err, errTooBig):
-			rep = policy.MessageTooBig(srv.opts.SMTP.MaxMessageSize)
-		case errors.Is(err, smtp.ErrTooLongLine):
-			rep = policy.LineTooLong(srv.opts.SMTP.MaxLineLength)
-		case errors.As(err, &ne) && ne.Timeout():
-			rep = policy.DataTimeout()
-		default:
-			log.Info("data aborted", "err", err)
-			if errors.Is(err, smtp.ErrDataReset) {
-				// A chunked (BDAT) message was abandoned. go-smtp may
-				// deliver this call's result as the reply to the
-				// connection's next BDAT transaction (its result
-				// channel is read from the connection at send time):
-				// end the connection so that no later transaction can
-				// be answered with another one's result.
-				s.gc.closeAfterWrite.Store(true)
-			}
-			return fmt.Errorf("reading message: %w", err)
-		}
-		return s.refuse(log, "DATA", "", rep)
-	}
-	if bare {
-		return s.refuse(log, "DATA", "", policy.BareNewline())
-	}
-	if rep := policy.CheckHeader(body); rep != nil {
-		return s.refuse(log, "DATA", "", rep)
+	maxSize := srv.opts.SMTP.MaxMessageSize
+	if chunked {
+		// go-smtp sets a fresh command timeout for every BDAT command,
+		// so a read deadline would not bound the whole transfer.
+		t := time.AfterFunc(srv.opts.SMTP.DataTimeout, func() { s.chunkTimeout(env) })
+		defer t.Stop()
+	} else {
+		s.gc.SetReadDeadline(time.Now().Add(srv.opts.SMTP.DataTimeout)) // real time: a network deadline
 	}
 
 	rcpt := ""
@@ -295,17 +358,61 @@ func (s *session) Data(r io.Reader) error {
 		Date:     srv.clock(),
 		Protocol: "ESMTP",
 	})
-	data := make([]byte, 0, len(hdr)+len(body))
-	data = append(append(data, hdr...), body...)
+	res := &reservation{b: srv.budget, max: int64(len(hdr)) + maxSize + 1}
+	want := s.reservation(declared)
+	if !res.grow(want) {
+		return s.refuse(log, "DATA", "", policy.InflightFull())
+	}
+	defer res.release()
+	// With a declared SIZE the buffer is allocated once; without one it
+	// grows, within the reservation.
+	initial := min(want, int64(len(hdr))+64<<10)
+	if declared > 0 {
+		initial = min(want, int64(len(hdr))+declared+2)
+	}
+	buf := append(make([]byte, 0, initial), hdr...)
+	data, bare, err := readBody(er, buf, maxSize, srv.opts.SMTP.MaxLineLength, res)
+	if err != nil {
+		var rep *policy.Reply
+		var ne net.Error
+		switch {
+		case errors.Is(err, smtp.ErrDataTooLarge) || errors.Is(err, errTooBig):
+			rep = policy.MessageTooBig(maxSize)
+		case errors.Is(err, smtp.ErrTooLongLine):
+			rep = policy.LineTooLong(srv.opts.SMTP.MaxLineLength)
+		case errors.Is(err, errBudget):
+			rep = policy.InflightFull()
+		case errors.As(err, &ne) && ne.Timeout():
+			rep = policy.DataTimeout()
+		default:
+			log.Info("data aborted", "err", err)
+			return fmt.Errorf("reading message: %w", err)
+		}
+		return s.refuse(log, "DATA", "", rep)
+	}
+	body := data[len(hdr):]
+	if bare {
+		return s.refuse(log, "DATA", "", policy.BareNewline())
+	}
+	if rep := policy.CheckHeader(body); rep != nil {
+		return s.refuse(log, "DATA", "", rep)
+	}
 
 	env.ReceivedAt = srv.clock()
 	env.NextAttempt = env.ReceivedAt
 	env.Size = int64(len(data))
-	if s.gc.closeAfterWrite.Load() {
-		// The connection is ending (see ErrDataReset above): the reply
-		// might never reach the client, so do not store.
-		return toSMTP(policy.TooManyErrors())
+	s.mu.Lock()
+	if r := s.gc.endReply(); r != nil || s.gc.closeAfterWrite.Load() || s.env != env {
+		// The connection is ending or the transaction was reset: the
+		// reply might never reach the client, so do not store.
+		s.mu.Unlock()
+		if r == nil {
+			r = policy.TooManyErrors()
+		}
+		return toSMTP(r)
 	}
+	s.storing = true
+	s.mu.Unlock()
 	if err := srv.opts.Spool.Put(srv.ctx, env, data); err != nil {
 		log.Error("spool write failed", "err", err)
 		rep := policy.SpoolError()
@@ -326,6 +433,71 @@ func (s *session) Data(r io.Reader) error {
 	return toSMTP(policy.Queued(id))
 }
 
+// chunkTimeout ends a chunked (BDAT) transfer that is still running after
+// smtp.data_timeout: the client gets 421 4.4.2 and the connection closes.
+// A message already being stored is left to finish.
+func (s *session) chunkTimeout(env *spool.Envelope) {
+	s.mu.Lock()
+	if s.env != env || s.storing || s.received {
+		s.mu.Unlock()
+		return
+	}
+	log := s.mlog
+	s.mu.Unlock()
+	r := policy.DataTimeout()
+	s.gc.end(r)
+	log.Info("refused", "stage", "BDAT", "reply", r.Error())
+	s.srv.refused.Add(1)
+	s.srv.report.refusal(env.Device, s.ip.String(), r)
+	s.nc.SetWriteDeadline(time.Now().Add(5 * time.Second)) // real time: a network deadline
+	s.nc.Write([]byte(r.Error() + "\r\n"))
+	s.gc.Close()
+}
+
+// endReader remembers how the stream ended.
+type endReader struct {
+	r   io.Reader
+	eof bool
+	err error
+}
+
+func (e *endReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	switch {
+	case err == io.EOF:
+		e.eof = true
+	case err != nil:
+		e.err = err
+	}
+	return n, err
+}
+
+// reservation is one message's share of the intake budget.
+type reservation struct {
+	b    *budget
+	max  int64 // the most one message may hold
+	held int64
+}
+
+// grow makes the reservation n bytes, or at most max; it never shrinks
+// it. It reports false when the budget cannot give what is missing.
+func (r *reservation) grow(n int64) bool {
+	n = min(n, r.max)
+	if n <= r.held {
+		return true
+	}
+	if !r.b.reserve(n - r.held) {
+		return false
+	}
+	r.held = n
+	return true
+}
+
+func (r *reservation) release() {
+	r.b.release(r.held)
+	r.held = 0
+}
+
 // RFC 3461 §4.2 and §4.4: ORCPT and ENVID values (echoed into NDRs) are
 // at most 500 and 100 characters.
 const (
@@ -337,18 +509,39 @@ const (
 func (s *session) abort() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.abortLocked()
+}
+
+func (s *session) abortLocked() {
 	if s.txn != nil {
 		s.srv.pol.Abort(s.txn)
 	}
 	s.env = nil
 	s.mlog = nil
 	s.utf8 = false
+	s.size = 0
+	s.received, s.storing = false, false
 }
 
-func (s *session) Reset() { s.abort() }
+// Reset is go-smtp's RSET (and the reset at EHLO, STARTTLS and after a
+// refused BDAT chunk). A transaction with recipients whose message was not
+// read to its end may have a chunked message open, whose Data goroutine
+// outlives the reset: such a reset ends the connection (see Data).
+func (s *session) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.env != nil && len(s.env.Recipients) > 0 && !s.received {
+		r := policy.ChunkingAbandoned()
+		s.gc.end(r)
+		if s.mlog != nil {
+			s.mlog.Info("transaction abandoned, closing connection", "reply", r.Error())
+		}
+	}
+	s.abortLocked()
+}
 
 func (s *session) Logout() error {
-	s.abort()
+	s.Reset()
 	return nil
 }
 
@@ -357,21 +550,56 @@ func (s *session) Logout() error {
 // length under DATA but not inside BDAT chunks, so the limit (maxLine
 // octets including CRLF; 0 = none) is checked here for both.
 func readMessage(r io.Reader, max int64, maxLine int) (body []byte, bare bool, err error) {
-	var buf bytes.Buffer
+	return readBody(r, nil, max, maxLine, nil)
+}
+
+// readBody is readMessage appending to buf (which may hold a header
+// already): the returned data is buf with the message after it. The
+// buffer's capacity never exceeds what res holds (nil: no budget); when
+// the message needs more, res is grown, and errBudget is returned if the
+// budget cannot give it.
+func readBody(r io.Reader, buf []byte, maxSize int64, maxLine int, res *reservation) (data []byte, bare bool, err error) {
 	chk := &lineEndChecker{maxLine: maxLine}
-	lr := &io.LimitedReader{R: r, N: max + 1}
-	_, err = io.Copy(io.MultiWriter(&buf, chk), lr)
-	if err != nil {
-		return nil, false, err
-	}
-	if int64(buf.Len()) > max {
-		return nil, false, errTooBig
+	start := len(buf)
+	limit := int64(start) + maxSize + 1 // one octet over the limit tells "too big"
+	for {
+		if len(buf) == cap(buf) {
+			n := min(max(int64(cap(buf))*2, int64(start)+64<<10), limit)
+			if n <= int64(len(buf)) {
+				return nil, false, errTooBig
+			}
+			if res != nil {
+				res.grow(n) // as far as the budget allows
+				if n = min(n, res.held); n <= int64(len(buf)) {
+					return nil, false, errBudget
+				}
+			}
+			nb := make([]byte, len(buf), n)
+			copy(nb, buf)
+			buf = nb
+		}
+		n, rerr := r.Read(buf[len(buf):cap(buf)])
+		chk.Write(buf[len(buf) : len(buf)+n])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)-start) > maxSize {
+			return nil, false, errTooBig
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return nil, false, rerr
+		}
 	}
 	if chk.long {
 		return nil, false, smtp.ErrTooLongLine
 	}
-	return buf.Bytes(), chk.bad(), nil
+	return buf, chk.bad(), nil
 }
+
+// errBudget: the message outgrew its reservation and the budget had no
+// more room.
+var errBudget = errors.New("intake memory budget exhausted")
 
 var errTooBig = errors.New("message too big")
 

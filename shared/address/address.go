@@ -8,6 +8,12 @@
 //     dot), so two spellings of one domain compare equal, and a lookalike
 //     (Cyrillic 'а' for Latin 'a', say) is a different A-label that never
 //     matches. Mail for the Address goes to that domain and nowhere else.
+//   - Addresses are refused, never rewritten: a domain must be valid
+//     IDNA2008 as sent (RFC 5891). Nothing is mapped the way UTS #46
+//     lookup processing would (full-width letters, ideographic full
+//     stops, soft hyphens, upper-case or non-NFC U-labels are errors), so
+//     the domain that was sent is the domain mail goes to; only ASCII
+//     letters are lower-cased.
 //   - '%' and '!' are ordinary local-part characters: they are never
 //     interpreted as routing (the "percent hack", bang paths). An '@' inside
 //     a quoted local part ("user@evil.com"@example.edu) is part of the local

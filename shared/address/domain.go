@@ -7,23 +7,29 @@ import (
 	"golang.org/x/net/idna"
 )
 
-// profile is UTS #46 lookup processing (RFC 5891 §5): case and width
-// mapping, non-transitional (so 'ß' stays 'ß' and becomes xn--zca, as
-// browsers and registries do today), label validation including punycode
-// round-trip checks of xn-- labels, the bidi rule, and STD3 ASCII rules
-// (letters, digits and '-' only).
+// profile is IDNA2008 as RFC 5891 defines it for registration, with no
+// mapping at all: a U-label must already be in the form IDNA2008 allows
+// (NFC, lower case, no full-width or compatibility characters, no
+// ignorable characters such as the soft hyphen, only '.' between labels),
+// otherwise the name is refused. UTS #46 lookup processing would instead
+// map full-width "ｅｘａｍｐｌｅ.edu" or "example。edu" to example.edu: an
+// address that names one domain on the wire and another after the
+// mapping, which the relay must refuse rather than rewrite. ASCII letters
+// are lower-cased before the check (DNS names are case-insensitive; that
+// is no rewrite). It is non-transitional ('ß' stays 'ß' and becomes
+// xn--zca), validates xn-- labels by decoding them, and applies the bidi
+// rule, the CONTEXTJ rules and STD3 ASCII rules (letters, digits and '-').
 //
 // CheckHyphens is off: it would refuse every label with "--" in positions
 // 3-4, and such ASCII host names exist (device names are canonicalised
 // here too). Leading and trailing hyphens are refused by checkLDH instead,
-// and xn-- labels are still validated as punycode.
+// and xn-- labels are still validated as punycode. Lengths are checked by
+// checkLDH too, for errors that say which limit (ErrTooLong).
 var profile = idna.New(
-	idna.MapForLookup(),
+	idna.ValidateForRegistration(),
 	idna.Transitional(false),
-	idna.BidiRule(),
-	idna.ValidateLabels(true),
 	idna.CheckHyphens(false),
-	idna.StrictDomainName(true),
+	idna.VerifyDNSLength(false),
 )
 
 // CanonicalDomain returns the canonical form of a domain name: IDNA
@@ -58,7 +64,7 @@ func CanonicalDomain(s string) (string, error) {
 	// in runes cannot be valid: refuse it before the IDNA work.
 	n := 0
 	for _, r := range s {
-		if r == '.' || r == '\u3002' || r == '\uff0e' || r == '\uff61' { // the dots of UTS #46
+		if r == '.' {
 			n = 0
 			continue
 		}
@@ -66,11 +72,11 @@ func CanonicalDomain(s string) (string, error) {
 			return "", errf(ErrTooLong, "%s has a label of more than %d characters, the limit is %d octets", quote(s), 2*MaxLabel, MaxLabel)
 		}
 	}
-	a, ierr := profile.ToASCII(s)
 	ascii := isASCII(s)
+	a, ierr := profile.ToASCII(lowerASCII(s))
 	if ascii {
-		// For ASCII input lookup mapping is lower-casing; checking the
-		// input ourselves gives clearer messages than the IDNA errors.
+		// Checking ASCII input ourselves gives clearer messages than the
+		// IDNA errors.
 		a = strings.ToLower(s)
 	}
 	if ierr == nil || ascii {
@@ -120,6 +126,17 @@ func checkLDH(a, orig string) error {
 		return errf(ErrDomain, "%s ends in a numeric label; write an IP address as a literal, e.g. [192.0.2.1]", quote(orig))
 	}
 	return nil
+}
+
+// lowerASCII lower-cases the ASCII letters of s and leaves every other
+// character as it is.
+func lowerASCII(s string) string {
+	return strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, s)
 }
 
 func isASCII(s string) bool {

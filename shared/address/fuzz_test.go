@@ -19,6 +19,8 @@ func FuzzParsePath(f *testing.F) {
 	for _, s := range []string{
 		"<a@b.example>", `<"x@y"@b.example>`, "<@a,@b:c@d.example>", "<a@[192.0.2.1]>", "<a@[IPv6:2001:db8::1]>",
 		"<a%b!c@d.example.>", "<用户@bücher.example>", "<>", `<"a\"b\\"@xn--bcher-kva.example>`, "u@ＥＸＡＭＰＬＥ。edu",
+		"<u@ｅｘａｍｐｌｅ.edu>", "<u@example．edu>", "<u@exa\u00admple.edu>", "<u@bu\u0308cher.example>",
+		"<u@BÜCHER.example>", "<u@\u2168.example>", "<a@b@example.edu>", `<"a@b"@example.edu>`,
 	} {
 		f.Add(s)
 	}
@@ -76,6 +78,13 @@ func FuzzParsePath(f *testing.F) {
 		if d, err := CanonicalDomain(a.Domain); err != nil || d != a.Domain {
 			t.Fatalf("%q: domain %q not canonical: %q %v", s, a.Domain, d, err)
 		}
+		// Nothing was rewritten: the domain is the input with ASCII
+		// letters lower-cased and a trailing dot dropped, as an A-label
+		// or as its U-label.
+		sent := lowerASCII(strings.TrimSuffix(tail, "."))
+		if sent != a.Domain && sent != a.UnicodeDomain() {
+			t.Fatalf("%q: domain %q (%q) is a rewrite of %q", s, a.Domain, a.UnicodeDomain(), tail)
+		}
 	})
 }
 
@@ -89,6 +98,8 @@ func FuzzPattern(f *testing.F) {
 	f.Add(".bücher.example", "A.XN--BCHER-KVA.example.")
 	f.Add("example.edu", "ex\u0430mple.edu")
 	f.Add("example.edu", "[192.0.2.1]")
+	f.Add("example.edu", "ｅｘａｍｐｌｅ.edu")
+	f.Add(".example.edu", "mail.example。edu")
 	f.Fuzz(func(t *testing.T, pat, domain string) {
 		d, derr := CanonicalDomain(domain)
 		if derr != nil {

@@ -42,6 +42,7 @@ const (
 	BadConnection     Code = "4.4.2" // X.4.2 bad connection
 	DirectoryFailure  Code = "4.4.3" // X.4.3 directory server failure
 	DeliveryTimeUp    Code = "4.4.7" // X.4.7 delivery time expired
+	TempProtocol      Code = "4.5.0" // X.5.0 other or undefined protocol status
 	InvalidCommand    Code = "5.5.1" // X.5.1 invalid command
 	SyntaxError       Code = "5.5.2" // X.5.2 syntax error
 	TooManyRecipients Code = "4.5.3" // X.5.3 too many recipients
