@@ -510,5 +510,8 @@ func (c *Config) validateTLSPolicy() error {
 			}
 		}
 	}
+	if len(c.Delivery.TLSPolicy) > 0 && c.Delivery.Smarthost != "" {
+		return e("delivery.tls_policy", "per-domain TLS policies apply to MX delivery, not to delivery.smarthost (which uses delivery.tls)")
+	}
 	return nil
 }

@@ -57,6 +57,8 @@ type Attempt struct {
 	At     time.Time `json:"at"`
 	Host   string    `json:"host,omitempty"`
 	TLS    string    `json:"tls,omitempty"` // e.g. "TLS1.3" or "" for plaintext
+	Result string    `json:"result"`
+
 	// Verification is how TLS was verified: plain, tls_unverified,
 	// tls_pkix, dane, mta_sts, or tls_failed when the required TLS could
 	// not be had (delivery.Verif*).
@@ -64,7 +66,6 @@ type Attempt struct {
 	// TLSNote explains a TLS failure (recorded, not fatal, under MTA-STS
 	// testing mode; the cause of a tls_failed deferral).
 	TLSNote string `json:"tls_note,omitempty"`
-	Result  string `json:"result"`
 }
 
 // Envelope is everything the edge knows about a spooled message except its

@@ -49,6 +49,10 @@ const (
 	maxSTSAge = 31557600 * time.Second
 	// DefaultFetchTimeout bounds one policy fetch, retries included.
 	DefaultFetchTimeout = 30 * time.Second
+	// FailBackoff is how long a failed fetch is not repeated for the
+	// same domain and id: a broken policy server costs one fetch per
+	// period, not one per delivery attempt.
+	FailBackoff = 5 * time.Minute
 	// memLimit bounds the in-memory policy cache (then it is emptied; the
 	// durable store still has them).
 	memLimit = 10000
@@ -104,6 +108,13 @@ type STS struct {
 	mu      sync.Mutex
 	mem     map[string]*STSPolicy // domain -> policy (nil entry: cached "none")
 	flights map[string]*stsFlight
+	failed  map[string]stsFailure // domain -> last failed fetch
+}
+
+type stsFailure struct {
+	id    string
+	until time.Time
+	err   error
 }
 
 type stsFlight struct {
@@ -152,7 +163,7 @@ func NewSTS(o STSOptions) (*STS, error) {
 	// Give back the last response or error instead of retryablehttp's
 	// generic "giving up" error, for the log.
 	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
-	return &STS{o: o, http: rc, mem: map[string]*STSPolicy{}, flights: map[string]*stsFlight{}}, nil
+	return &STS{o: o, http: rc, mem: map[string]*STSPolicy{}, flights: map[string]*stsFlight{}, failed: map[string]stsFailure{}}, nil
 }
 
 // Policy returns the policy in force for domain, nil when there is none
@@ -253,6 +264,10 @@ func (s *STS) lookupID(ctx context.Context, domain string) (string, error) {
 // fetchOnce fetches the policy of domain, one fetch per domain at a time.
 func (s *STS) fetchOnce(ctx context.Context, domain, id string) (*STSPolicy, error) {
 	s.mu.Lock()
+	if fl, ok := s.failed[domain]; ok && fl.id == id && s.o.Clock().Before(fl.until) {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w (not retried before %s)", fl.err, fl.until.Format(time.RFC3339))
+	}
 	f, joined := s.flights[domain]
 	if !joined {
 		f = &stsFlight{done: make(chan struct{})}
@@ -265,6 +280,14 @@ func (s *STS) fetchOnce(ctx context.Context, domain, id string) (*STSPolicy, err
 			s.store(domain, f.pol)
 		}
 		s.mu.Lock()
+		if f.err != nil {
+			if len(s.failed) >= memLimit {
+				clear(s.failed)
+			}
+			s.failed[domain] = stsFailure{id: id, until: s.o.Clock().Add(FailBackoff), err: f.err}
+		} else {
+			delete(s.failed, domain)
+		}
 		delete(s.flights, domain)
 		s.mu.Unlock()
 		close(f.done)

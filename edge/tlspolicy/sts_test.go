@@ -304,3 +304,27 @@ func TestParsePolicy(t *testing.T) {
 		}
 	}
 }
+
+// A failing policy server is asked once per FailBackoff, not on every
+// delivery attempt; a new TXT id is fetched at once.
+func TestSTSFailedFetchBacksOff(t *testing.T) {
+	w := newWorld(t)
+	w.dns.AddTXT("_mta-sts.example.com", "v=STSv1; id=1;")
+	srv := w.stsServer(enforceMX2)
+	srv.set(http.StatusNotFound, "")
+	clock := testkit.NewClock()
+	sts := w.sts(srv, nil, clock.Now)
+	for range 3 {
+		if sts.Policy(t.Context(), "example.com") != nil {
+			t.Fatal("policy from a 404")
+		}
+	}
+	if n := srv.requests.Load(); n != 1 {
+		t.Errorf("%d fetches, want 1 within the backoff", n)
+	}
+	srv.set(200, enforceMX2)
+	clock.Advance(tlspolicy.FailBackoff)
+	if sts.Policy(t.Context(), "example.com") == nil || srv.requests.Load() != 2 {
+		t.Errorf("not fetched again after the backoff (%d fetches)", srv.requests.Load())
+	}
+}
