@@ -436,7 +436,11 @@ func (c *Client) try(ctx context.Context, job *Job, h host, addr string) ([]Resu
 		// A broken STARTTLS must not stop mail that opportunistic TLS
 		// would have sent in plaintext anyway: reconnect without it.
 		c.log.Info("STARTTLS failed, retrying in plaintext", "queue_id", job.QueueID, "host", h.name, "addr", addr, "err", aerr.text)
+		why := aerr.text
 		res, ts, aerr, _ = c.session(ctx, job, h, addr, req, false)
+		if req.ReportOnly {
+			ts.note = why
+		}
 	}
 	return res, ts, aerr
 }
