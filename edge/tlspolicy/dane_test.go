@@ -147,3 +147,20 @@ func TestUsable(t *testing.T) {
 		t.Errorf("%d usable records, want 4", got)
 	}
 }
+
+// The AD bit counts only from the resolvers marked as validating: the
+// delivery resolver's server signs (sets AD), the validating one does not
+// know the zone as signed, and the wrong TLSA record is not enforced.
+func TestDANETrustsOnlyValidatingResolvers(t *testing.T) {
+	w := newWorld(t)
+	w.dns.Sign("example.com")
+	w.mx(10, "mx1.example.com", "127.0.0.2", w.leaf("mx1.example.com"))
+	w.tlsa("mx1.example.com", 3, 1, 1, strings.Repeat("00", 32))
+
+	other := newWorld(t) // stands for the validating resolver: same data, unsigned
+	other.dns.AddMX("example.com", 10, "mx1.example.com")
+	other.dns.AddA("mx1.example.com", "127.0.0.2")
+	other.tlsa("mx1.example.com", 3, 1, 1, strings.Repeat("00", 32))
+	wantDelivered(t, w.deliver(w.policy(func(o *tlspolicy.Options) { o.DNSSEC = other.val })), delivery.VerifUnverified)
+	wantDeferred(t, w.deliver(w.policy(nil)), "matches none")
+}
