@@ -3,6 +3,7 @@ package tlspolicy_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -163,4 +164,29 @@ func TestDANETrustsOnlyValidatingResolvers(t *testing.T) {
 	other.tlsa("mx1.example.com", 3, 1, 1, strings.Repeat("00", 32))
 	wantDelivered(t, w.deliver(w.policy(func(o *tlspolicy.Options) { o.DNSSEC = other.val })), delivery.VerifUnverified)
 	wantDeferred(t, w.deliver(w.policy(nil)), "matches none")
+}
+
+// A connection authenticated by one TLSA set is reused for the next
+// message while the set is unchanged, and never once it changed: the new
+// records are checked on a new connection.
+func TestDANEConnectionReuseFollowsTLSA(t *testing.T) {
+	w := newWorld(t)
+	w.dns.Sign("example.com")
+	leaf := w.leaf("mx1.example.com")
+	s := w.mx(10, "mx1.example.com", "127.0.0.2", leaf)
+	w.tlsa("mx1.example.com", 3, 1, 1, spkiSHA256(leaf.Cert))
+	c := w.client(w.policy(nil), time.Minute)
+	defer c.Close()
+	wantDelivered(t, w.deliverWith(c), delivery.VerifDANE)
+	first := s.Sessions() // go-smtp starts a session again after STARTTLS
+	wantDelivered(t, w.deliverWith(c), delivery.VerifDANE)
+	if n := s.Sessions(); n != first {
+		t.Errorf("%d sessions after the second message, %d after the first: the connection was not reused", n, first)
+	}
+	w.dns.Remove("_25._tcp.mx1.example.com")
+	w.tlsa("mx1.example.com", 3, 1, 1, strings.Repeat("00", 32))
+	wantDeferred(t, w.deliverWith(c), "matches none")
+	if n := len(s.Messages()); n != 2 {
+		t.Errorf("%d messages, want the third refused", n)
+	}
 }

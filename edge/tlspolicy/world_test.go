@@ -98,13 +98,26 @@ func (w *world) policy(mod func(*tlspolicy.Options)) *tlspolicy.Policy {
 
 func (w *world) deliver(p delivery.TLSPolicy) delivery.Outcome {
 	w.t.Helper()
+	c := w.client(p, -1)
+	defer c.Close()
+	return w.deliverWith(c)
+}
+
+// client makes a delivery client; idle is delivery.Options.ConnIdle
+// (negative: no connection reuse).
+func (w *world) client(p delivery.TLSPolicy, idle time.Duration) *delivery.Client {
+	w.t.Helper()
 	c, err := delivery.New(delivery.Options{Hostname: "edge.example.edu", Resolver: w.res, TLS: p, MXPort: w.port,
-		ConnectTimeout: time.Second, CommandTimeout: 2 * time.Second, ConnIdle: -1,
+		ConnectTimeout: time.Second, CommandTimeout: 2 * time.Second, ConnIdle: idle,
 		Shuffle: func(int, func(i, j int)) {}})
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	defer c.Close()
+	return c
+}
+
+func (w *world) deliverWith(c *delivery.Client) delivery.Outcome {
+	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return c.Deliver(ctx, &delivery.Job{QueueID: "Q1", From: "scanner@example.edu", Domain: "example.com",
