@@ -328,3 +328,22 @@ func TestSTSFailedFetchBacksOff(t *testing.T) {
 		t.Errorf("not fetched again after the backoff (%d fetches)", srv.requests.Load())
 	}
 }
+
+// testing mode: a handshake that fails falls back to plaintext as
+// opportunistic TLS does, and the failure is recorded.
+func TestSTSTestingRecordsHandshakeFailure(t *testing.T) {
+	w := newWorld(t)
+	w.dns.AddTXT("_mta-sts.example.com", "v=STSv1; id=1;")
+	leaf := w.leaf("mx1.example.com")
+	leaf.Config.MaxVersion = tls.VersionTLS11 // the edge wants 1.2 or better
+	s := w.mx(10, "mx1.example.com", "127.0.0.2", leaf)
+	sts := w.sts(w.stsServer("version: STSv1\nmode: testing\nmx: mx1.example.com\nmax_age: 3600\n"), nil, nil)
+	out := w.deliver(w.policy(func(o *tlspolicy.Options) { o.STS = sts }))
+	wantDelivered(t, out, delivery.VerifPlain)
+	if !strings.Contains(out.TLSNote, "STARTTLS") {
+		t.Errorf("TLS note %q does not record the failed STARTTLS", out.TLSNote)
+	}
+	if m := s.Messages(); len(m) != 1 || m[0].TLS {
+		t.Errorf("sink messages %+v, want one in plaintext", m)
+	}
+}
