@@ -97,10 +97,11 @@ type TLSRequirement struct {
 }
 
 // TLSPolicy decides, per destination domain and host, how a connection
-// must be protected. The static policy from delivery.tls is the only one
-// today; DANE (TLSA records for host) and MTA-STS (a policy fetched for
-// domain) are TLSPolicy implementations that can wrap it later, which is
-// why the decision takes both names and a context.
+// must be protected: StaticTLS applies delivery.tls to everything (the
+// smarthost), edge/tlspolicy adds per-domain overrides, DANE (TLSA records
+// for host) and MTA-STS (a policy fetched for domain), which is why the
+// decision takes both names and a context. An error refuses the host: the
+// attempt records a temporary failure and the next host is tried.
 type TLSPolicy interface {
 	Requirement(ctx context.Context, domain, host string) (TLSRequirement, error)
 }
