@@ -11,7 +11,9 @@ import (
 	"github.com/postern/postern/edge/delivery"
 	"github.com/postern/postern/edge/metrics"
 	"github.com/postern/postern/edge/queue"
+	"github.com/postern/postern/edge/tlspolicy"
 	"github.com/postern/postern/shared/address"
+	"github.com/postern/postern/shared/resolver"
 )
 
 // addDelivery builds the queue runner over e.Spool and attaches it as the
@@ -29,10 +31,18 @@ func (e *Edge) addDelivery() error {
 	if err != nil {
 		return fmt.Errorf("delivery.tls: %w", err)
 	}
+	var tp delivery.TLSPolicy = delivery.StaticTLS{Mode: mode}
+	if cfg.Delivery.Smarthost == "" {
+		// Per-domain overrides, DANE and MTA-STS are about MX hosts; a
+		// smarthost keeps delivery.tls.
+		if tp, err = e.tlsPolicy(mode); err != nil {
+			return err
+		}
+	}
 	dc, err := delivery.New(delivery.Options{
 		Hostname:          cfg.Hostname,
 		Resolver:          e.Resolver,
-		TLS:               delivery.StaticTLS{Mode: mode},
+		TLS:               tp,
 		MXPort:            cfg.Delivery.MXPort,
 		Smarthost:         cfg.Delivery.Smarthost,
 		SmarthostUsername: cfg.Delivery.SmarthostUsername,
@@ -70,4 +80,36 @@ func (e *Edge) addDelivery() error {
 	}
 	e.Add("queue", r.Run)
 	return nil
+}
+
+// tlsPolicy builds the outbound TLS policy for MX delivery: the
+// delivery.tls_policy overrides, DANE through dns.validating_resolvers,
+// MTA-STS (delivery.mta_sts) with its policies kept in the spool, and mode
+// (delivery.tls) for the rest.
+func (e *Edge) tlsPolicy(mode delivery.TLSMode) (*tlspolicy.Policy, error) {
+	cfg := e.Config
+	o := tlspolicy.Options{Default: mode, Log: e.Log.With("stage", "delivery")}
+	for _, r := range cfg.Delivery.TLSPolicy {
+		o.Rules = append(o.Rules, tlspolicy.Rule{Domain: r.Domain, Mode: r.Mode, MX: r.MX})
+	}
+	if len(cfg.DNS.ValidatingResolvers) > 0 {
+		v, err := resolver.NewValidating(resolver.ValidatingOptions{Servers: cfg.DNS.ValidatingResolvers, Timeout: cfg.DNS.Timeout})
+		if err != nil {
+			return nil, fmt.Errorf("dns.validating_resolvers: %w", err)
+		}
+		o.DNSSEC = v
+	}
+	if cfg.Delivery.MTASTS {
+		sts, err := tlspolicy.NewSTS(tlspolicy.STSOptions{TXT: e.Resolver.LookupTXT, Store: e.Spool.KV("mtasts/"),
+			Log: e.Log.With("stage", "mta-sts")})
+		if err != nil {
+			return nil, err
+		}
+		o.STS = sts
+	}
+	p, err := tlspolicy.New(o)
+	if err != nil {
+		return nil, fmt.Errorf("delivery.tls_policy: %w", err)
+	}
+	return p, nil
 }

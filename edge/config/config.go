@@ -82,6 +82,11 @@ type DNS struct {
 	Timeout   time.Duration `toml:"timeout"`
 	// CacheSize is the number of answers kept (positive and negative).
 	CacheSize int `toml:"cache_size"`
+	// ValidatingResolvers are resolvers (IP or IP:port) that validate
+	// DNSSEC, such as a local unbound. Only their AD bit is trusted, and
+	// only through them are MX and TLSA answers taken as authenticated for
+	// DANE. Empty: no DANE.
+	ValidatingResolvers []string `toml:"validating_resolvers"`
 }
 
 // Policy holds relay-policy texts and default limits.
@@ -119,7 +124,33 @@ type Delivery struct {
 	RetryMax             time.Duration `toml:"retry_max"`
 	MaxQueueLifetime     time.Duration `toml:"max_queue_lifetime"`
 	DelayWarning         time.Duration `toml:"delay_warning"` // 0 = off
+	// MTASTS fetches and applies the MTA-STS policy (RFC 8461) of
+	// destination domains that publish one.
+	MTASTS bool `toml:"mta_sts"`
+	// TLSPolicy are per-domain overrides (Postfix's smtp_tls_policy_maps).
+	TLSPolicy []TLSPolicy `toml:"tls_policy"`
 }
+
+// TLSPolicy is one [[delivery.tls_policy]] entry. It replaces DANE,
+// MTA-STS and delivery.tls for its domain.
+type TLSPolicy struct {
+	// Domain is the destination domain; a leading dot (".example.com")
+	// matches its subdomains instead.
+	Domain string `toml:"domain"`
+	// Mode is "none" (never STARTTLS), "may" (opportunistic), "encrypt"
+	// (TLS required, certificate unchecked), "verify" (TLS with a
+	// certificate valid for the MX host name) or "dane" (TLS
+	// authenticated by DNSSEC-signed TLSA records; a host without usable
+	// TLSA records is not used). encrypt and stronger never fall back to
+	// plaintext: the attempt is deferred.
+	Mode string `toml:"mode"`
+	// MX, when set, pins the MX hosts used for the domain: host names or
+	// "*.example.com" patterns (one label); other MX hosts are skipped.
+	MX []string `toml:"mx"`
+}
+
+// TLSPolicyModes are the values of delivery.tls_policy[].mode.
+var TLSPolicyModes = []string{"none", "may", "encrypt", "verify", "dane"}
 
 // Spool tunes the Badger store.
 type Spool struct {
@@ -194,6 +225,7 @@ func Default(dev bool) Config {
 			RetryMin:             5 * time.Minute,
 			RetryMax:             time.Hour,
 			MaxQueueLifetime:     5 * 24 * time.Hour,
+			MTASTS:               true,
 		},
 		Spool: Spool{ValueLogFileSize: 64 << 20, GCInterval: 5 * time.Minute},
 		Admin: Admin{Listen: "127.0.0.1:9025"},
@@ -338,6 +370,13 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	for i, r := range c.DNS.ValidatingResolvers {
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			if net.ParseIP(r) == nil {
+				return e(fmt.Sprintf("dns.validating_resolvers[%d]", i), "%q is not an IP or IP:port", r)
+			}
+		}
+	}
 	if c.DNS.Timeout < 100*time.Millisecond {
 		return e("dns.timeout", "must be at least 100ms")
 	}
@@ -418,6 +457,9 @@ func (c *Config) Validate() error {
 	if c.Delivery.DelayWarning < 0 || (c.Delivery.DelayWarning > 0 && c.Delivery.DelayWarning >= c.Delivery.MaxQueueLifetime) {
 		return e("delivery.delay_warning", "must be 0 (off) or below delivery.max_queue_lifetime")
 	}
+	if err := c.validateTLSPolicy(); err != nil {
+		return err
+	}
 	if c.Spool.ValueLogFileSize < 1<<20 || c.Spool.ValueLogFileSize > 1<<30 {
 		return e("spool.value_log_file_size", "must be between 1 MiB and 1 GiB")
 	}
@@ -465,6 +507,41 @@ func checkHostPort(a string) error {
 	}
 	if port == "" {
 		return fmt.Errorf("%q has no port", a)
+	}
+	return nil
+}
+
+func (c *Config) validateTLSPolicy() error {
+	e := configfile.Errorf
+	seen := map[string]bool{}
+	for i, p := range c.Delivery.TLSPolicy {
+		k := fmt.Sprintf("delivery.tls_policy[%d]", i)
+		d := strings.ToLower(strings.TrimSuffix(p.Domain, "."))
+		if _, err := address.CanonicalDomain(strings.TrimPrefix(d, ".")); err != nil || d == "" {
+			return e(k+".domain", "%q is not a domain (or .domain for its subdomains)", p.Domain)
+		}
+		if seen[d] {
+			return e(k+".domain", "%q is listed twice", p.Domain)
+		}
+		seen[d] = true
+		ok := false
+		for _, m := range TLSPolicyModes {
+			ok = ok || p.Mode == m
+		}
+		if !ok {
+			return e(k+".mode", "must be one of %s, not %q", strings.Join(TLSPolicyModes, ", "), p.Mode)
+		}
+		if p.Mode == "dane" && len(c.DNS.ValidatingResolvers) == 0 {
+			return e(k+".mode", "\"dane\" needs dns.validating_resolvers (a DNSSEC-validating resolver)")
+		}
+		for j, mx := range p.MX {
+			if _, err := address.CanonicalDomain(strings.TrimPrefix(strings.TrimSuffix(mx, "."), "*.")); err != nil {
+				return e(fmt.Sprintf("%s.mx[%d]", k, j), "%q is not a host name or *.domain pattern", mx)
+			}
+		}
+	}
+	if len(c.Delivery.TLSPolicy) > 0 && c.Delivery.Smarthost != "" {
+		return e("delivery.tls_policy", "per-domain TLS policies apply to MX delivery, not to delivery.smarthost (which uses delivery.tls)")
 	}
 	return nil
 }

@@ -64,6 +64,12 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{"[delivery]\ntls = \"maybe\"", "delivery.tls"},
 		{"[delivery]\nretry_max = \"1s\"", "delivery.retry_max"},
 		{"[delivery]\nsmarthost_username = \"u\"", "delivery.smarthost_username"},
+		{"[dns]\nvalidating_resolvers = [\"unbound\"]", "dns.validating_resolvers[0]"},
+		{"[[delivery.tls_policy]]\ndomain = \"a..b\"\nmode = \"may\"", "delivery.tls_policy[0].domain"},
+		{"[[delivery.tls_policy]]\ndomain = \"example.com\"\nmode = \"secure\"", "delivery.tls_policy[0].mode"},
+		{"[[delivery.tls_policy]]\ndomain = \"example.com\"\nmode = \"dane\"", "delivery.tls_policy[0].mode"},
+		{"[[delivery.tls_policy]]\ndomain = \"example.com\"\nmode = \"verify\"\nmx = [\"mx..example.com\"]", "delivery.tls_policy[0].mx[0]"},
+		{"[[delivery.tls_policy]]\ndomain = \"example.com\"\nmode = \"may\"\n[[delivery.tls_policy]]\ndomain = \"Example.com.\"\nmode = \"verify\"", "delivery.tls_policy[1].domain"},
 		{"[spool]\nvalue_log_file_size = 10", "spool.value_log_file_size"},
 		{"[admin]\nlisten = \"0.0.0.0:9025\"", "admin.token"},
 		{"[sync]\nmqtt_url = \"ftp://x:1\"", "sync.mqtt_url"},
@@ -96,5 +102,25 @@ func TestSyntaxErrorHasPosition(t *testing.T) {
 	_, err := Load(path, false)
 	if err == nil || !strings.Contains(err.Error(), "line ") {
 		t.Fatalf("want a positioned syntax error, got %v", err)
+	}
+}
+
+func TestTLSPolicyLoads(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "edge.toml")
+	toml := "[dns]\nresolvers = [\"127.0.0.1\"]\nvalidating_resolvers = [\"127.0.0.1:53\"]\n" +
+		"[[delivery.tls_policy]]\ndomain = \"example.com\"\nmode = \"dane\"\n" +
+		"[[delivery.tls_policy]]\ndomain = \".example.org\"\nmode = \"verify\"\nmx = [\"*.mail.example.org\"]\n"
+	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Delivery.TLSPolicy) != 2 || c.Delivery.TLSPolicy[1].MX[0] != "*.mail.example.org" || c.Delivery.TLSPolicy[0].Mode != "dane" {
+		t.Errorf("tls_policy = %+v", c.Delivery.TLSPolicy)
+	}
+	if !c.Delivery.MTASTS {
+		t.Error("delivery.mta_sts is off by default")
 	}
 }

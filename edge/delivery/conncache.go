@@ -49,16 +49,22 @@ type connKey struct {
 	roots      *x509.CertPool
 	useTLS     bool // STARTTLS was attempted (false: plaintext fallback)
 	smart      bool
+	// policy, verified, verifyID and reportOnly are the rest of the TLSRequirement;
+	// uncacheable is set for requirements with a Verify function, whose
+	// connections are never reused.
+	policy, verified, verifyID string
+	reportOnly                 bool
+	uncacheable                bool
 }
 
 // cachedConn is an idle connection that finished a transaction.
 type cachedConn struct {
-	sc      *smtp.Client
-	conn    net.Conn // what to close (the TLS connection when there is one)
-	tlsDesc string
-	opened  time.Time
-	uses    int
-	timer   *time.Timer
+	sc     *smtp.Client
+	conn   net.Conn // what to close (the TLS connection when there is one)
+	tls    tlsState
+	opened time.Time
+	uses   int
+	timer  *time.Timer
 }
 
 type connCache struct {

@@ -19,8 +19,11 @@
 //     server under the same TLS requirement (a new connection takes over
 //     if the reused one turns out closed before the message was sent).
 //   - STARTTLS is used whenever the server offers it; a TLSPolicy decides
-//     whether TLS is required and whether the certificate is verified.
-//     Whether TLS was used is part of the Outcome.
+//     per domain and host whether TLS is required and how the certificate
+//     is verified (edge/tlspolicy: per-domain overrides, DANE, MTA-STS).
+//     A required TLS that cannot be had defers the attempt, never falls
+//     back to plaintext. Whether TLS was used, and how it was verified,
+//     is part of the Outcome.
 //
 // Deliver does no queue bookkeeping: the queue runner decides what a
 // result means for the spool (retry, NDR, delete).
@@ -205,6 +208,13 @@ type Outcome struct {
 	Host string
 	// TLS describes the TLS connection, "" for plaintext.
 	TLS string
+	// Verification is how the connection was protected (VerifPlain,
+	// VerifDANE, ...); VerifFailed when the attempt was deferred because
+	// the required TLS could not be had; "" when no server answered.
+	Verification string
+	// TLSNote explains a verification failure that did not stop the
+	// delivery (MTA-STS testing mode), or the policy failure.
+	TLSNote string
 	// Summary is a one-line description for history and logs.
 	Summary string
 }
@@ -259,16 +269,22 @@ func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 			tried++
 			hp := net.JoinHostPort(a.String(), strconv.Itoa(h.port))
 			out.Host = fmt.Sprintf("%s [%s]:%d", h.name, a, h.port)
-			results, tlsDesc, aerr := c.try(ctx, job, h, hp)
+			results, ts, aerr := c.try(ctx, job, h, hp)
 			if aerr == nil {
-				out.Results, out.TLS = results, tlsDesc
+				out.Results, out.TLS, out.Verification, out.TLSNote = results, ts.desc, ts.verif, ts.note
 				out.Summary = summarize(results)
-				log.Info("delivery attempt", "host", out.Host, "tls", tlsinfo.OrNone(tlsDesc), "result", out.Summary)
+				log.Info("delivery attempt", "host", out.Host, "tls", tlsinfo.OrNone(ts.desc), "verification", ts.verif, "result", out.Summary)
+				if ts.note != "" {
+					log.Warn("TLS verification failed, delivered under a report-only policy", "host", out.Host, "note", ts.note)
+				}
 				return out
 			}
-			log.Info("delivery host failed", "host", out.Host, "tls", tlsinfo.OrNone(tlsDesc), "err", aerr.text)
+			log.Info("delivery host failed", "host", out.Host, "tls", tlsinfo.OrNone(ts.desc), "err", aerr.text)
 			last = aerr
-			out.TLS = tlsDesc
+			out.TLS, out.Verification, out.TLSNote = ts.desc, ts.verif, ts.note
+			if aerr.tlsPolicy {
+				out.Verification, out.TLSNote = VerifFailed, aerr.text
+			}
 		}
 	}
 	switch {
@@ -401,6 +417,15 @@ type attemptError struct {
 	enhanced smtpstatus.Code
 	text     string
 	host     string // remote MTA name when a server answered
+	// tlsPolicy marks a failure to get the TLS the policy requires.
+	tlsPolicy bool
+}
+
+// tlsState is how one connection was protected.
+type tlsState struct {
+	desc  string // tlsinfo.Describe, "" for plaintext
+	verif string // Verification
+	note  string // a report-only verification failure
 }
 
 // errTLSFailed marks a STARTTLS failure that opportunistic mode may retry
@@ -408,33 +433,46 @@ type attemptError struct {
 var errTLSFailed = errors.New("STARTTLS failed")
 
 // try runs one connection to addr (ip:port) for host h.
-func (c *Client) try(ctx context.Context, job *Job, h host, addr string) ([]Result, string, *attemptError) {
+func (c *Client) try(ctx context.Context, job *Job, h host, addr string) ([]Result, tlsState, *attemptError) {
 	req, err := c.o.TLS.Requirement(ctx, job.Domain, h.name)
 	if err != nil {
-		return nil, "", &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, text: fmt.Sprintf("TLS policy for %s: %v", h.name, err)}
+		// The policy refuses this host (not in the MTA-STS policy, a
+		// failed TLSA lookup): the next host is tried, then a retry.
+		return nil, tlsState{}, &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, tlsPolicy: true, text: fmt.Sprintf("TLS policy for %s: %v", h.name, err)}
 	}
-	res, tlsDesc, aerr, tlsErr := c.session(ctx, job, h, addr, req, true)
+	res, ts, aerr, tlsErr := c.session(ctx, job, h, addr, req, req.Mode != NoTLS)
 	if tlsErr && req.Mode == Opportunistic {
 		// A broken STARTTLS must not stop mail that opportunistic TLS
 		// would have sent in plaintext anyway: reconnect without it.
 		c.log.Info("STARTTLS failed, retrying in plaintext", "queue_id", job.QueueID, "host", h.name, "addr", addr, "err", aerr.text)
-		res, tlsDesc, aerr, _ = c.session(ctx, job, h, addr, req, false)
+		why := aerr.text
+		res, ts, aerr, _ = c.session(ctx, job, h, addr, req, false)
+		if req.ReportOnly {
+			ts.note = why
+		}
 	}
-	return res, tlsDesc, aerr
+	return res, ts, aerr
 }
 
 // session is one SMTP connection. tlsFailed reports a STARTTLS failure.
-func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req TLSRequirement, useTLS bool) (res []Result, tlsDesc string, aerr *attemptError, tlsFailed bool) {
-	key := connKey{addr: addr, host: h.name, mode: req.Mode, serverName: req.ServerName, roots: req.RootCAs, useTLS: useTLS, smart: h.smart}
+func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req TLSRequirement, useTLS bool) (res []Result, ts tlsState, aerr *attemptError, tlsFailed bool) {
+	ts.verif = VerifPlain
+	key := connKey{addr: addr, host: h.name, mode: req.Mode, serverName: req.ServerName, roots: req.RootCAs, useTLS: useTLS, smart: h.smart,
+		policy: req.Policy, verified: req.Verified, reportOnly: req.ReportOnly, verifyID: req.VerifyID}
+	if req.Verify != nil && req.VerifyID == "" {
+		// A custom check is bound to what it was made from: without an
+		// id for that, the connection is not reused.
+		key.uncacheable = true
+	}
 	if cc := c.cache.get(key); cc != nil {
 		if res, aerr, ok := c.reuse(ctx, key, cc, job, h); ok {
-			return res, cc.tlsDesc, aerr, false
+			return res, cc.tls, aerr, false
 		}
 	}
 	opened := time.Now()
 	conn, err := c.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, "", &attemptError{code: 451, enhanced: smtpstatus.NoAnswer, text: fmt.Sprintf("connect to %s (%s): %v", h.name, addr, unwrapNet(err))}, false
+		return nil, tlsState{}, &attemptError{code: 451, enhanced: smtpstatus.NoAnswer, text: fmt.Sprintf("connect to %s (%s): %v", h.name, addr, unwrapNet(err))}, false
 	}
 	// The go-smtp client has no context: closing the connection when ctx
 	// ends unblocks whatever it waits for.
@@ -449,53 +487,63 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 
 	sc := c.newSMTP(bounded(conn))
 	if err := sc.Hello(c.o.Hostname); err != nil {
-		return nil, "", c.connErr(h, "greeting/EHLO", err), false
+		return nil, tlsState{}, c.connErr(h, "greeting/EHLO", err), false
 	}
 	offered, _ := sc.Extension("STARTTLS")
 	var state *tls.ConnectionState
 	switch {
 	case offered && useTLS:
-		tc, err := c.startTLS(ctx, conn, req, h.name)
+		tc, note, err := c.startTLS(ctx, conn, req, h.name)
 		if err != nil {
-			return nil, "", &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, host: h.name, text: fmt.Sprintf("STARTTLS with %s: %v", h.name, err)}, true
+			return nil, tlsState{}, &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, host: h.name, tlsPolicy: req.Mode != Opportunistic,
+				text: fmt.Sprintf("STARTTLS with %s: %v", h.name, err)}, true
 		}
 		cur = tc
 		st := tc.ConnectionState()
 		state = &st
-		tlsDesc = tlsinfo.Describe(state)
+		ts = tlsState{desc: tlsinfo.Describe(state), verif: verification(req, note), note: note}
 		btc := bounded(tc)
 		sc = c.newSMTP(&greetedConn{Conn: btc, r: io.MultiReader(strings.NewReader("220 after STARTTLS\r\n"), btc)})
 		if err := sc.Hello(c.o.Hostname); err != nil {
-			return nil, tlsDesc, c.connErr(h, "EHLO after STARTTLS", err), false
+			return nil, ts, c.connErr(h, "EHLO after STARTTLS", err), false
 		}
-	case req.Mode != Opportunistic:
+	case req.Mode != Opportunistic && req.Mode != NoTLS:
 		sc.Quit()
 		why := "does not offer STARTTLS"
 		if offered {
 			why = "STARTTLS failed earlier"
 		}
-		return nil, "", &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, host: h.name,
-			text: fmt.Sprintf("%s %s, and delivery.tls = %q requires it", h.name, why, req.Mode)}, false
+		return nil, tlsState{}, &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, host: h.name, tlsPolicy: true,
+			text: fmt.Sprintf("%s %s, and the TLS policy (%s, %s) requires it", h.name, why, policyName(req), req.Mode)}, false
+	case req.ReportOnly && useTLS:
+		ts.note = fmt.Sprintf("%s does not offer STARTTLS", h.name)
 	}
 	if h.smart && c.o.SmarthostUsername != "" {
 		if state == nil && !loopback.HostPort(addr) {
 			sc.Quit()
-			return nil, "", &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, host: h.name, text: "smarthost credentials are only sent over TLS, and TLS was not used"}, false
+			return nil, tlsState{}, &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, host: h.name, text: "smarthost credentials are only sent over TLS, and TLS was not used"}, false
 		}
 		if err := sc.Auth(sasl.NewPlainClient("", c.o.SmarthostUsername, c.o.SmarthostPassword)); err != nil {
-			return nil, tlsDesc, c.connErr(h, "AUTH", err), false
+			return nil, ts, c.connErr(h, "AUTH", err), false
 		}
 	}
 	res, aerr, clean := c.transaction(sc, job, h)
 	if aerr == nil {
-		if clean && c.cache != nil && stop() {
-			c.cache.put(key, &cachedConn{sc: sc, conn: cur, tlsDesc: tlsDesc, opened: opened, uses: 1})
+		if clean && c.cache != nil && !key.uncacheable && stop() {
+			c.cache.put(key, &cachedConn{sc: sc, conn: cur, tls: ts, opened: opened, uses: 1})
 			cur = nil
 		} else {
 			sc.Quit()
 		}
 	}
-	return res, tlsDesc, aerr, false
+	return res, ts, aerr, false
+}
+
+func policyName(req TLSRequirement) string {
+	if req.Policy == "" {
+		return "delivery.tls"
+	}
+	return req.Policy
 }
 
 func (c *Client) newSMTP(conn net.Conn) *smtp.Client {
@@ -509,29 +557,30 @@ func (c *Client) newSMTP(conn net.Conn) *smtp.Client {
 // It reads the 220 reply itself with an unbuffered view of conn, so that
 // bytes a man in the middle injected before the handshake (the STARTTLS
 // command injection class, CVE-2011-0411) are never read as replies.
-func (c *Client) startTLS(ctx context.Context, conn net.Conn, req TLSRequirement, hostName string) (*tls.Conn, error) {
+// note is a report-only verification failure (TLSRequirement.ReportOnly).
+func (c *Client) startTLS(ctx context.Context, conn net.Conn, req TLSRequirement, hostName string) (_ *tls.Conn, note string, _ error) {
 	conn.SetDeadline(time.Now().Add(c.o.CommandTimeout))
 	bc := bounded(conn)
 	if _, err := io.WriteString(bc, "STARTTLS\r\n"); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	br := bufio.NewReaderSize(bc, 512)
 	code, msg, err := textproto.NewReader(br).ReadResponse(220)
 	if err != nil {
 		if errors.Is(err, errReplyTooLong) {
-			return nil, fmt.Errorf("%w: %v", errTLSFailed, err)
+			return nil, "", fmt.Errorf("%w: %v", errTLSFailed, err)
 		}
-		return nil, fmt.Errorf("%w: %d %s", errTLSFailed, code, ReplyText(msg))
+		return nil, "", fmt.Errorf("%w: %d %s", errTLSFailed, code, ReplyText(msg))
 	}
 	if br.Buffered() > 0 {
-		return nil, fmt.Errorf("%w: data after the STARTTLS reply (injection attempt?)", errTLSFailed)
+		return nil, "", fmt.Errorf("%w: data after the STARTTLS reply (injection attempt?)", errTLSFailed)
 	}
-	tc := tls.Client(conn, clientConfig(req, hostName))
+	tc := tls.Client(conn, clientConfig(req, hostName, &note))
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, fmt.Errorf("%w: handshake: %v", errTLSFailed, err)
+		return nil, "", fmt.Errorf("%w: handshake: %v", errTLSFailed, err)
 	}
 	conn.SetDeadline(time.Time{})
-	return tc, nil
+	return tc, note, nil
 }
 
 // greetedConn replays a greeting before the TLS stream so a fresh

@@ -22,8 +22,23 @@ const (
 	// the certificate.
 	Required
 	// Verify insists on STARTTLS with a certificate valid for the host
-	// name (the MX name, or the smarthost name).
+	// name (the MX name, or the smarthost name), or accepted by
+	// TLSRequirement.Verify when that is set (DANE).
 	Verify
+	// NoTLS never uses STARTTLS (a per-domain "none" policy for servers
+	// whose TLS is broken).
+	NoTLS
+)
+
+// Verification values: how the connection of an attempt was protected.
+// They are recorded per attempt and are the labels of the TLS metric.
+const (
+	VerifPlain      = "plain"          // no TLS
+	VerifUnverified = "tls_unverified" // TLS, certificate not checked
+	VerifPKIX       = "tls_pkix"       // TLS, certificate valid for the host name (WebPKI)
+	VerifDANE       = "dane"           // TLS, certificate matched DNSSEC-signed TLSA records
+	VerifMTASTS     = "mta_sts"        // TLS, PKIX-valid certificate of an MX host the MTA-STS policy lists
+	VerifFailed     = "tls_failed"     // the TLS the policy requires could not be had: deferred
 )
 
 func (m TLSMode) String() string {
@@ -34,6 +49,8 @@ func (m TLSMode) String() string {
 		return "required"
 	case Verify:
 		return "verify"
+	case NoTLS:
+		return "none"
 	}
 	return fmt.Sprintf("TLSMode(%d)", int(m))
 }
@@ -59,13 +76,32 @@ type TLSRequirement struct {
 	ServerName string
 	// RootCAs verifies certificates with Verify (nil: the system roots).
 	RootCAs *x509.CertPool
+	// Verify, when set, replaces crypto/tls's certificate check: it is
+	// called with the handshake's state and an error fails the handshake
+	// (DANE checks TLSA records, not names and expiry).
+	Verify func(tls.ConnectionState) error
+	// VerifyID names what Verify checks against (a digest of the TLSA
+	// records): a connection made under the same VerifyID may be reused.
+	// Empty with Verify set: the connection is not reused.
+	VerifyID string
+	// ReportOnly makes a Verify error a note instead of a failure: the
+	// connection goes on and Outcome.TLSNote says what failed (MTA-STS
+	// "testing" mode).
+	ReportOnly bool
+	// Verified is the Verification recorded when the certificate check
+	// passed (default VerifPKIX for Verify mode, VerifUnverified else).
+	Verified string
+	// Policy names where the requirement came from for logs and history
+	// ("delivery.tls", "tls_policy", "dane", "mta-sts").
+	Policy string
 }
 
 // TLSPolicy decides, per destination domain and host, how a connection
-// must be protected. The static policy from delivery.tls is the only one
-// today; DANE (TLSA records for host) and MTA-STS (a policy fetched for
-// domain) are TLSPolicy implementations that can wrap it later, which is
-// why the decision takes both names and a context.
+// must be protected: StaticTLS applies delivery.tls to everything (the
+// smarthost), edge/tlspolicy adds per-domain overrides, DANE (TLSA records
+// for host) and MTA-STS (a policy fetched for domain), which is why the
+// decision takes both names and a context. An error refuses the host: the
+// attempt records a temporary failure and the next host is tried.
 type TLSPolicy interface {
 	Requirement(ctx context.Context, domain, host string) (TLSRequirement, error)
 }
@@ -83,15 +119,41 @@ func (p StaticTLS) Requirement(_ context.Context, _, host string) (TLSRequiremen
 
 // clientConfig is the crypto/tls configuration for req. Outbound TLS is
 // strict (TLS 1.2 and up) whatever the intake accepts from old devices.
-func clientConfig(req TLSRequirement, host string) *tls.Config {
+// A note the handshake leaves (a ReportOnly failure) goes to *note.
+func clientConfig(req TLSRequirement, host string, note *string) *tls.Config {
 	name := req.ServerName
 	if name == "" {
 		name = host
 	}
-	return &tls.Config{
+	cfg := &tls.Config{
 		ServerName:         strings.TrimSuffix(name, "."),
 		MinVersion:         tls.VersionTLS12,
 		RootCAs:            req.RootCAs,
-		InsecureSkipVerify: req.Mode != Verify, //nolint:gosec // opportunistic TLS by design; Verify checks
+		InsecureSkipVerify: req.Mode != Verify || req.Verify != nil, //nolint:gosec // opportunistic TLS by design; Verify and req.Verify check
 	}
+	if req.Verify != nil {
+		check := req.Verify
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			err := check(cs)
+			if err != nil && req.ReportOnly {
+				*note = err.Error()
+				return nil
+			}
+			return err
+		}
+	}
+	return cfg
+}
+
+// verification is the Verification of a TLS connection made under req.
+func verification(req TLSRequirement, note string) string {
+	switch {
+	case note != "":
+		return VerifUnverified
+	case req.Verified != "":
+		return req.Verified
+	case req.Mode == Verify:
+		return VerifPKIX
+	}
+	return VerifUnverified
 }

@@ -46,6 +46,10 @@ type Metrics struct {
 	// Attempts counts delivery attempts (one per message and domain) by
 	// TLS use ("tls", "plaintext", "none" when no server answered).
 	Attempts *prometheus.CounterVec
+	// TLSOutcomes counts delivery attempts that reached a server by how
+	// the connection was protected: plain, tls_unverified, tls_pkix,
+	// dane, mta_sts, tls_failed (deferred for want of the required TLS).
+	TLSOutcomes *prometheus.CounterVec
 	// Latency observes, per delivered recipient, the seconds from receipt
 	// at intake to acceptance by the next hop.
 	Latency prometheus.Histogram
@@ -72,11 +76,13 @@ func New() *Metrics {
 			Help: "Delivery status notifications not sent: sender outside the affiliated domains and not a registered device's sender, by kind."}, []string{"kind"}),
 		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "delivery_attempts_total",
 			Help: "Delivery attempts (one per message and destination domain), by TLS use."}, []string{"tls"}),
+		TLSOutcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "delivery_tls_total",
+			Help: "Delivery attempts that reached a server, by TLS outcome (plain, tls_unverified, tls_pkix, dane, mta_sts, tls_failed)."}, []string{"outcome"}),
 		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "delivery_latency_seconds",
 			Help:    "Seconds from receipt to acceptance by the next hop, per delivered recipient.",
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 5 * 24 * 3600}}),
 	}
-	m.Registry.MustRegister(m.Received, m.Refused, m.Delivered, m.Deferred, m.Bounced, m.NDRs, m.ReportsDropped, m.Attempts, m.Latency,
+	m.Registry.MustRegister(m.Received, m.Refused, m.Delivered, m.Deferred, m.Bounced, m.NDRs, m.ReportsDropped, m.Attempts, m.TLSOutcomes, m.Latency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -222,6 +228,14 @@ func (m *Metrics) IncReportDropped(kind string) {
 func (m *Metrics) IncAttempt(tls string) {
 	if m != nil {
 		m.Attempts.WithLabelValues(tls).Inc()
+	}
+}
+
+// IncTLSOutcome counts one attempt by its TLS outcome (a delivery.Verif*
+// value); "" (no server answered) is not counted.
+func (m *Metrics) IncTLSOutcome(outcome string) {
+	if m != nil && outcome != "" {
+		m.TLSOutcomes.WithLabelValues(outcome).Inc()
 	}
 }
 

@@ -73,3 +73,22 @@ func TestNilMetricsCountNothing(t *testing.T) {
 	m.ObserveLatency(time.Second)
 	m.WatchDNS(func() DNSStats { return DNSStats{} })
 }
+
+func TestTLSOutcomeCounter(t *testing.T) {
+	m := New()
+	m.IncTLSOutcome("dane")
+	m.IncTLSOutcome("dane")
+	m.IncTLSOutcome("tls_failed")
+	m.IncTLSOutcome("") // no server answered: not counted
+	out := scrape(t, m)
+	for _, want := range []string{`postern_edge_delivery_tls_total{outcome="dane"} 2`, `postern_edge_delivery_tls_total{outcome="tls_failed"} 1`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if strings.Contains(out, `outcome=""`) {
+		t.Error("an empty outcome was counted")
+	}
+	var nilM *Metrics
+	nilM.IncTLSOutcome("dane")
+}

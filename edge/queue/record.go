@@ -102,7 +102,9 @@ func (r *Runner) record(env *spool.Envelope, data []byte, outcomes []delivery.Ou
 			tlsLabel = "none"
 		}
 		r.o.Metrics.IncAttempt(tlsLabel)
-		env.History = append(env.History, spool.Attempt{At: now, Host: out.Host, TLS: out.TLS, Result: bounce.ReplyText(out.Summary)})
+		r.o.Metrics.IncTLSOutcome(out.Verification)
+		env.History = append(env.History, spool.Attempt{At: now, Host: out.Host, TLS: out.TLS, Verification: out.Verification,
+			TLSNote: bounce.ReplyText(out.TLSNote), Result: bounce.ReplyText(out.Summary)})
 		for _, res := range out.Results {
 			i, ok := idx[strings.ToLower(res.Addr)]
 			if !ok {

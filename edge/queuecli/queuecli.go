@@ -21,6 +21,7 @@ import (
 
 	"github.com/postern/postern/edge/config"
 	"github.com/postern/postern/edge/queue"
+	"github.com/postern/postern/edge/spool"
 )
 
 const usage = `usage: postern-edge queue [flags] <command> [args]
@@ -378,11 +379,10 @@ func PrintDetail(w io.Writer, d *queue.Detail, now time.Time) {
 	if len(e.History) > 0 {
 		fmt.Fprintln(w, "\nHistory:")
 		for _, a := range e.History {
-			tls := a.TLS
-			if tls == "" {
-				tls = "no TLS"
+			fmt.Fprintf(w, "  %s  %s  %s  %s\n", a.At.Format(time.RFC3339), a.Host, attemptTLS(a), a.Result)
+			if a.TLSNote != "" {
+				fmt.Fprintf(w, "      TLS note: %s\n", a.TLSNote)
 			}
-			fmt.Fprintf(w, "  %s  %s  %s  %s\n", a.At.Format(time.RFC3339), a.Host, tls, a.Result)
 		}
 	}
 	fmt.Fprintln(w, "\nHeaders:")
@@ -414,4 +414,17 @@ func bytesHuman(n int64) string {
 		return fmt.Sprintf("%.1fK", float64(n)/1024)
 	}
 	return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
+}
+
+// attemptTLS is the TLS column of an attempt: the connection and how it
+// was verified, e.g. "TLS1.3 TLS_AES_128_GCM_SHA256 (dane)".
+func attemptTLS(a spool.Attempt) string {
+	tls := a.TLS
+	if tls == "" {
+		tls = "no TLS"
+	}
+	if a.Verification != "" && a.Verification != "plain" {
+		tls += " (" + a.Verification + ")"
+	}
+	return tls
 }

@@ -58,6 +58,14 @@ type Attempt struct {
 	Host   string    `json:"host,omitempty"`
 	TLS    string    `json:"tls,omitempty"` // e.g. "TLS1.3" or "" for plaintext
 	Result string    `json:"result"`
+
+	// Verification is how TLS was verified: plain, tls_unverified,
+	// tls_pkix, dane, mta_sts, or tls_failed when the required TLS could
+	// not be had (delivery.Verif*).
+	Verification string `json:"verification,omitempty"`
+	// TLSNote explains a TLS failure (recorded, not fatal, under MTA-STS
+	// testing mode; the cause of a tls_failed deferral).
+	TLSNote string `json:"tls_note,omitempty"`
 }
 
 // Envelope is everything the edge knows about a spooled message except its

@@ -66,6 +66,7 @@ type Server struct {
 	queries  int
 	tcp      int
 	perQ     map[rcodeKey]int
+	dnssec   dnssecState
 
 	udpSrv, tcpSrv *dns.Server
 	stop           chan struct{}
@@ -436,6 +437,7 @@ func (s *Server) answer(req *dns.Msg, isTCP bool) plan {
 	s.perQ[rcodeKey{qname, q.Qtype}]++
 
 	p := plan{msg: m, delay: s.delays[qname], drop: s.drops[qname], truncate: s.truncate[qname]}
+	m.AuthenticatedData = s.signed(qname)
 	if rc, ok := s.rcodes[rcodeKey{qname, q.Qtype}]; ok {
 		m.Rcode = rc
 		return p
