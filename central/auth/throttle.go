@@ -143,6 +143,42 @@ func (t *Throttle) Begin(keys ...string) (retry time.Duration, ok bool) {
 	return 0, true
 }
 
+// Wait is how long an attempt under keys must still wait (0: it may go
+// ahead), counting nothing: for Fail-only use, where successes are many
+// and must not be slowed (API tokens).
+func (t *Throttle) Wait(keys ...string) time.Duration {
+	now := t.clock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var retry time.Duration
+	for _, k := range keys {
+		if w := t.wait(t.m[k], now); w > retry {
+			retry = w
+		}
+	}
+	return retry
+}
+
+// Fail counts a failed attempt for keys (new keys beyond MaxKeys are not
+// remembered).
+func (t *Throttle) Fail(keys ...string) {
+	now := t.clock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, k := range keys {
+		a := t.m[k]
+		if a == nil || now.Sub(a.last) >= t.cfg.LockFor {
+			if a == nil && len(t.m) >= t.cfg.MaxKeys {
+				continue
+			}
+			a = &attempts{}
+			t.m[k] = a
+		}
+		a.n++
+		a.last = now
+	}
+}
+
 // Reset forgets keys (after a successful attempt).
 func (t *Throttle) Reset(keys ...string) {
 	t.mu.Lock()
