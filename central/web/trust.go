@@ -369,4 +369,3 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, user str
 	s.log.Info("staff password changed; other sessions ended", "user", user)
 	http.Redirect(w, r, "/staff/account?done=password", http.StatusSeeOther)
 }
-
