@@ -47,7 +47,7 @@ func newEnv(t *testing.T) *env {
 	reg := &registration.Service{Store: st, DNS: r, BaseURL: "http://central.test", Period: time.Hour * 24 * 365, DefaultMessagesPerHour: 10,
 		DefaultRecipientsPerHour: 20, Changed: func() { changed++ }}
 	// A generous throttle: TestAuth tries many bad tokens from one address
-	// (TestTokenThrottle checks the real limits).
+	// (central/web TestAPITokens checks the real limits through the same handler).
 	a, err := api.New(api.Options{Registry: reg, Store: st,
 		Throttle: auth.NewThrottle(auth.ThrottleConfig{FreeAttempts: 100, Backoff: time.Second, LockAfter: 100, LockFor: time.Minute}, nil)})
 	if err != nil {
