@@ -119,8 +119,10 @@ func TestRateLimit(t *testing.T) {
 func TestHashesBound(t *testing.T) {
 	h := NewHashes(2)
 	ctx := context.Background()
-	if !h.Acquire(ctx, 0) || !h.Acquire(ctx, 0) {
-		t.Fatal("free slots refused")
+	for i := range 2 {
+		if !h.Acquire(ctx, 0) {
+			t.Fatalf("free slot %d refused", i+1)
+		}
 	}
 	if h.Acquire(ctx, 10*time.Millisecond) {
 		t.Fatal("third hash allowed")

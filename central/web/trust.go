@@ -348,6 +348,9 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, user str
 		tooMany(w, time.Duration(wait))
 		fail(http.StatusTooManyRequests, "Too many wrong passwords. Try again in "+fmtWait(time.Duration(wait))+".")
 		return
+	case err != nil && !errors.Is(err, errBadLogin):
+		s.internal(w, r, err)
+		return
 	case err != nil:
 		s.log.Warn("password change: wrong current password", "user", user, "remote", s.o.Proxy.ClientIP(r).String())
 		fail(http.StatusUnauthorized, "The current password is wrong.")

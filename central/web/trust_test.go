@@ -38,17 +38,15 @@ func login(b *browser, user, pw string) resp {
 
 func TestLoginThrottle(t *testing.T) {
 	logs := &syncBuf{}
-	var e *env
-	e = newEnvWith(t, func(o *web.Options) {
+	e := newEnvWith(t, func(o *web.Options) {
 		o.Throttle = auth.NewThrottle(auth.ThrottleConfig{FreeAttempts: 3, Backoff: time.Minute, LockAfter: 5, LockFor: 15 * time.Minute}, o.Clock)
 		o.Log = slog.New(slog.NewTextHandler(logs, nil))
 	})
 	e.staff("alice")
 	e.opts.Throttle.Reset("ip:127.0.0.1", "user:alice") // the helper's own login
 	b := e.browser()
-	for i := range 3 {
+	for range 3 {
 		contains(t, login(b, "alice", "guess"), 401, "Wrong user name or password")
-		_ = i
 	}
 	// Beyond the free attempts even the right password is refused until the
 	// backoff has passed, without hashing.
@@ -108,7 +106,9 @@ func TestLoginHashBound(t *testing.T) {
 	})
 	e.staff("alice")
 	ctx := context.Background()
-	must(t, e.opts.Hashes.Acquire(ctx, 0) && e.opts.Hashes.Acquire(ctx, 0), "slots")
+	for range 2 {
+		must(t, e.opts.Hashes.Acquire(ctx, 0), "free slot refused")
+	}
 	r := login(e.browser(), "alice", "password-of-alice")
 	contains(t, r, 503, "busy")
 	must(t, r.hdr.Get("Retry-After") == "1", "Retry-After %q", r.hdr.Get("Retry-After"))

@@ -606,6 +606,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusTooManyRequests, "login", page{"Title": "Staff login", "Next": next, "Username": name,
 			"Error": "Too many failed logins for this user name or from your address. Try again in " + fmtWait(time.Duration(wait)) + "."})
 		return
+	case err != nil && !errors.Is(err, errBadLogin):
+		s.internal(w, r, err)
+		return
 	case err != nil:
 		// The typed name is logged only when it is a real user: a
 		// password typed into the name field must not reach the log.
@@ -621,7 +624,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = s.o.Store.DeleteExpiredSessions(r.Context(), now)
-	s.log.Info("staff login", "user", u.Name, "remote", r.RemoteAddr)
+	s.log.Info("staff login", "user", u.Name, "remote", client.String())
 	http.SetCookie(w, s.cookie(SessionCookie, tok, s.o.SessionLifetime))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
