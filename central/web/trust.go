@@ -140,6 +140,8 @@ func fmtWait(d time.Duration) string {
 		return "a second"
 	case d < time.Minute:
 		return fmt.Sprintf("%d seconds", int((d+time.Second-1)/time.Second))
+	case d <= time.Minute:
+		return "a minute"
 	default:
 		return fmt.Sprintf("%d minutes", int((d+time.Minute-1)/time.Minute))
 	}

@@ -51,7 +51,7 @@ func TestLoginThrottle(t *testing.T) {
 	// Beyond the free attempts even the right password is refused until the
 	// backoff has passed, without hashing.
 	r := login(b, "alice", "password-of-alice")
-	contains(t, r, 429, "Too many failed logins", "1 minutes")
+	contains(t, r, 429, "Too many failed logins", "Try again in a minute")
 	must(t, r.hdr.Get("Retry-After") == "60", "Retry-After %q", r.hdr.Get("Retry-After"))
 	e.clock.Add(time.Minute)
 	must(t, login(b, "alice", "password-of-alice").code == http.StatusSeeOther, "right password after the backoff refused")
