@@ -6,19 +6,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/shared/testkit"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
 func TestThrottleBackoffThenLock(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(1e9, 0)}
-	th := NewThrottle(ThrottleConfig{FreeAttempts: 3, Backoff: time.Second, LockAfter: 6, LockFor: 10 * time.Minute}, clk.now)
+	clk := testkit.NewClock()
+	th := NewThrottle(ThrottleConfig{FreeAttempts: 3, Backoff: time.Second, LockAfter: 6, LockFor: 10 * time.Minute}, clk.Now)
 	for i := range 3 {
 		if _, ok := th.Begin("ip:1", "user:alice"); !ok {
 			t.Fatalf("free attempt %d refused", i+1)
@@ -30,20 +24,20 @@ func TestThrottleBackoffThenLock(t *testing.T) {
 		if ok || retry != d {
 			t.Fatalf("attempt right away: ok=%v retry=%v, want refused with %v", ok, retry, d)
 		}
-		clk.add(d)
+		clk.Advance(d)
 		if _, ok := th.Begin("ip:1", "user:alice"); !ok {
 			t.Fatalf("attempt after %v refused", d)
 		}
 	}
 	// Six attempts: locked for LockFor, also from another address.
-	clk.add(3 * time.Minute)
+	clk.Advance(3 * time.Minute)
 	if retry, ok := th.Begin("ip:2", "user:alice"); ok || retry != 7*time.Minute {
 		t.Fatalf("locked user: ok=%v retry=%v", ok, retry)
 	}
 	if _, ok := th.Begin("ip:2", "user:bob"); !ok {
 		t.Fatal("another user from another address refused")
 	}
-	clk.add(7 * time.Minute)
+	clk.Advance(7 * time.Minute)
 	if _, ok := th.Begin("ip:1", "user:alice"); !ok {
 		t.Fatal("lock did not end")
 	}
@@ -78,8 +72,8 @@ func TestThrottleCountsParallelAttempts(t *testing.T) {
 }
 
 func TestThrottleBoundedKeys(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(1e9, 0)}
-	th := NewThrottle(ThrottleConfig{FreeAttempts: 1, Backoff: time.Second, LockAfter: 2, LockFor: time.Minute, MaxKeys: 3}, clk.now)
+	clk := testkit.NewClock()
+	th := NewThrottle(ThrottleConfig{FreeAttempts: 1, Backoff: time.Second, LockAfter: 2, LockFor: time.Minute, MaxKeys: 3}, clk.Now)
 	for _, k := range []string{"a", "b", "c"} {
 		th.Begin(k)
 	}
@@ -89,15 +83,15 @@ func TestThrottleBoundedKeys(t *testing.T) {
 	if _, ok := th.Begin("a"); ok {
 		t.Fatal("known key a allowed without its backoff")
 	}
-	clk.add(time.Minute)
+	clk.Advance(time.Minute)
 	if _, ok := th.Begin("d"); !ok {
 		t.Fatal("expired keys were not dropped")
 	}
 }
 
 func TestRateLimit(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(1e9, 0)}
-	l := NewRateLimit(3, time.Hour, clk.now)
+	clk := testkit.NewClock()
+	l := NewRateLimit(3, time.Hour, clk.Now)
 	for i := range 3 {
 		if _, ok := l.Allow("x"); !ok {
 			t.Fatalf("event %d refused", i+1)
@@ -110,7 +104,7 @@ func TestRateLimit(t *testing.T) {
 	if _, ok := l.Allow("y"); !ok {
 		t.Fatal("other key refused")
 	}
-	clk.add(20 * time.Minute)
+	clk.Advance(20 * time.Minute)
 	if _, ok := l.Allow("x"); !ok {
 		t.Fatal("refill did not happen")
 	}

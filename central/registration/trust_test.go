@@ -5,13 +5,13 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/postern/postern/central/mailer"
 	"github.com/postern/postern/central/registration"
 	"github.com/postern/postern/central/store"
+	"github.com/postern/postern/shared/testkit"
 )
 
 func (s *sink) recipients() []string {
@@ -86,19 +86,11 @@ func TestPublicRequestMailsOnlyAffiliated(t *testing.T) {
 	}
 }
 
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
 func TestConfirmationLinksExpire(t *testing.T) {
 	ctx := context.Background()
 	s, _, _ := newService(t)
-	clk := &testClock{t: time.Now()}
-	s.Clock = clk.now
+	clk := testkit.NewClock()
+	s.Clock = clk.Now
 	s.ConfirmTTL = 7 * 24 * time.Hour
 	d, errs, err := s.Register(ctx, good(), "h", "owner")
 	if err != nil || len(errs) > 0 {
@@ -108,7 +100,7 @@ func TestConfirmationLinksExpire(t *testing.T) {
 		return strings.TrimPrefix(s.PendingLinks(d.Name)[addr], "http://central.test/confirm?token=")
 	}
 	old := token("scanner@dept.example.edu")
-	clk.add(7*24*time.Hour + time.Minute)
+	clk.Advance(7*24*time.Hour + time.Minute)
 	if _, _, err := s.Confirm(ctx, old); !errors.Is(err, registration.ErrLinkExpired) {
 		t.Fatalf("expired link: %v", err)
 	}
@@ -126,7 +118,7 @@ func TestConfirmationLinksExpire(t *testing.T) {
 		t.Fatalf("fresh link: %s %v", a, err)
 	}
 	// A confirmed sender may open its (old) link again without an error.
-	clk.add(30 * 24 * time.Hour)
+	clk.Advance(30 * 24 * time.Hour)
 	if _, _, err := s.Confirm(ctx, fresh); err != nil {
 		t.Errorf("re-opening a used link: %v", err)
 	}
