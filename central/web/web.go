@@ -9,7 +9,7 @@
 //     256-bit random key, mailed as an owner link (/owner?key=…) to the
 //     contact address (affiliated contacts only, see registration) and
 //     kept in an HttpOnly cookie (postern_owner, up to MaxOwnerKeys keys).
-//     The store holds only its hash, with the device. /my lists the devices
+//     The store holds only the hash, with the device. /my lists the devices
 //     of the browser's keys; a device page of another key answers 404. An
 //     owner link adds its key to a browser only after a POST with CSRF
 //     (the GET shows a confirmation button), and only if the key owns a
@@ -265,7 +265,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 func flash(code string) string {
 	switch code {
 	case "registered":
-		return "Your request is registered. Staff will review it; each sender address gets a confirmation link. Keep this page's owner link (under \"My devices\"): it is how you get back to this registration."
+		return "Your request is registered. Staff will review it; each sender address gets a confirmation link. Keep its owner link (shown under \"My devices\"): it is how you get back to this registration from another browser."
 	case "registered-mailed":
 		return "Your request is registered. Staff will review it; each sender address gets a confirmation link. The owner link of this registration was mailed to the contact address."
 	case "token-revoked":
