@@ -2,14 +2,20 @@
 // this folder): everything the staff console does, for automation.
 //
 // Every request needs "Authorization: Bearer TOKEN", a staff API token
-// made with `postern-central user token NAME` (stored hashed). Answers are
-// JSON; errors are {"error": "...", "fields": {...}} with a status code
-// that says what kind (400 bad JSON, 401 no/bad token, 404 unknown device
-// or edge, 409 not allowed in the current status, 422 invalid fields).
-// The API is not cookie-authenticated, so it needs no CSRF token.
+// made in the console (/staff/tokens), with POST /api/v1/tokens or with
+// `postern-central user token NAME` (stored hashed). A token has a scope
+// (read-only tokens may only GET; anything else is 403) and an expiry.
+// Failed tokens are throttled per client address like logins (429 with
+// Retry-After). Answers are JSON; errors are {"error": "...", "fields":
+// {...}} with a status code that says what kind (400 bad JSON or control
+// characters, 401 no/bad/expired token, 403 read-only token, 404 unknown
+// device, edge or token, 409 not allowed in the current status, 422
+// invalid fields, 429 throttled). The API is not cookie-authenticated, so
+// it needs no CSRF token.
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,7 +36,19 @@ import (
 type Options struct {
 	Registry *registration.Service
 	Store    store.Store
-	Log      *slog.Logger
+	// Throttle counts failed tokens per client address (the web's login
+	// throttle; nil: the defaults).
+	Throttle *auth.Throttle
+	// Proxy gives the client address behind trusted proxies (may be nil).
+	Proxy *auth.Proxy
+	// BaseURL is central's external URL (owner links).
+	BaseURL string
+	// TokenLifetime is a new token's default expiry, MaxTokenLifetime the
+	// longest (0: 90 and 365 days).
+	TokenLifetime    time.Duration
+	MaxTokenLifetime time.Duration
+	Clock            func() time.Time
+	Log              *slog.Logger
 }
 
 // Server is the API handler.
@@ -48,6 +66,18 @@ func New(o Options) (*Server, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Throttle == nil {
+		o.Throttle = auth.NewThrottle(auth.ThrottleConfig{FreeAttempts: 5, Backoff: time.Second, LockAfter: 10, LockFor: 15 * time.Minute}, o.Clock)
+	}
+	if o.MaxTokenLifetime <= 0 {
+		o.MaxTokenLifetime = 365 * 24 * time.Hour
+	}
+	if o.TokenLifetime <= 0 || o.TokenLifetime > o.MaxTokenLifetime {
+		o.TokenLifetime = min(90*24*time.Hour, o.MaxTokenLifetime)
+	}
 	s := &Server{o: o, log: o.Log.With("component", "api"), mux: http.NewServeMux()}
 	m := s.mux
 	m.HandleFunc("GET /api/v1/devices", s.auth(s.listDevices))
@@ -63,6 +93,9 @@ func New(o Options) (*Server, error) {
 	m.HandleFunc("GET /api/v1/events", s.auth(s.events))
 	m.HandleFunc("GET /api/v1/audit", s.auth(s.audit))
 	m.HandleFunc("GET /api/v1/allowlist", s.auth(s.allowlist))
+	m.HandleFunc("GET /api/v1/tokens", s.auth(s.listTokens))
+	m.HandleFunc("POST /api/v1/tokens", s.auth(s.createToken))
+	m.HandleFunc("DELETE /api/v1/tokens/{id}", s.auth(s.revokeToken))
 	m.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "no such API endpoint", nil)
 	})
@@ -74,6 +107,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 
 type handler func(w http.ResponseWriter, r *http.Request, user string)
 
+type tokenKey struct{}
+
+// caller is the API token of the request.
+func caller(ctx context.Context) store.APIToken {
+	t, _ := ctx.Value(tokenKey{}).(store.APIToken)
+	return t
+}
+
 func (s *Server) auth(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -82,19 +123,38 @@ func (s *Server) auth(h handler) http.HandlerFunc {
 			writeErr(w, http.StatusUnauthorized, "an API token is required (Authorization: Bearer TOKEN)", nil)
 			return
 		}
-		t, err := s.o.Store.APIToken(r.Context(), auth.HashToken(strings.TrimSpace(tok)))
-		if err != nil {
-			if !errors.Is(err, store.ErrNotFound) {
-				s.log.Error("API token lookup failed", "err", err)
-				writeErr(w, http.StatusInternalServerError, "internal error", nil)
-				return
-			}
-			s.log.Warn("API token refused", "remote", r.RemoteAddr)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="postern-central", error="invalid_token"`)
-			writeErr(w, http.StatusUnauthorized, "invalid API token", nil)
+		client := s.o.Proxy.ClientIP(r)
+		key := auth.ClientKey(client)
+		if retry := s.o.Throttle.Wait(key); retry > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
+			writeErr(w, http.StatusTooManyRequests, "too many failed API tokens from this address; retry later", nil)
 			return
 		}
-		h(w, r, t.User)
+		t, err := s.o.Store.APIToken(r.Context(), auth.HashToken(strings.TrimSpace(tok)))
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.log.Error("API token lookup failed", "err", err)
+			writeErr(w, http.StatusInternalServerError, "internal error", nil)
+			return
+		}
+		expired := err == nil && !t.ExpiresAt.IsZero() && !s.o.Clock().Before(t.ExpiresAt)
+		if err != nil || expired {
+			s.o.Throttle.Fail(key)
+			msg := "invalid API token"
+			if expired {
+				msg = "API token expired"
+				s.log.Warn("expired API token refused", "remote", client.String(), "token_id", t.ID, "user", t.User)
+			} else {
+				s.log.Warn("API token refused", "remote", client.String())
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="postern-central", error="invalid_token"`)
+			writeErr(w, http.StatusUnauthorized, msg, nil)
+			return
+		}
+		if t.Scope != store.ReadWrite && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			writeErr(w, http.StatusForbidden, "this API token is read-only", nil)
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), tokenKey{}, t)), t.User)
 	}
 }
 
@@ -271,19 +331,29 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, user string) {
 	if !decode(w, r, &req) {
 		return
 	}
+	key, keyHash := auth.NewToken()
 	d, errs, err := s.o.Registry.Register(r.Context(), registration.Request{
 		Name: req.Name, IPs: strings.Join(req.IPs, ","), Owner: req.Owner, Department: req.Department, ContactEmail: req.ContactEmail,
 		Senders: strings.Join(req.Senders, ","), Purpose: req.Purpose, BehindFirewall: req.BehindFirewall, FirewallAccepted: req.FirewallAccepted,
-	}, "", "api:"+user)
+	}, keyHash, "api:"+user)
 	if err != nil {
 		s.storeErr(w, err)
+		return
+	}
+	if errs.HasControl() {
+		writeErr(w, http.StatusBadRequest, "control characters (CR, LF, tab or similar) in a field", errs)
 		return
 	}
 	if len(errs) > 0 {
 		writeErr(w, http.StatusUnprocessableEntity, "invalid registration", errs)
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"device": toDevice(d)})
+	link := strings.TrimRight(s.o.BaseURL, "/") + "/owner?key=" + key
+	mailed, err := s.o.Registry.SendOwnerLink(r.Context(), d, link, true)
+	if err != nil {
+		s.log.Warn("owner link not mailed", "device", d.Name, "err", err)
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"device": toDevice(d), "owner_link": link, "owner_link_mailed": mailed})
 }
 
 func (s *Server) device(w http.ResponseWriter, r *http.Request, _ string) {

@@ -46,7 +46,10 @@ func newEnv(t *testing.T) *env {
 	changed := 0
 	reg := &registration.Service{Store: st, DNS: r, BaseURL: "http://central.test", Period: time.Hour * 24 * 365, DefaultMessagesPerHour: 10,
 		DefaultRecipientsPerHour: 20, Changed: func() { changed++ }}
-	a, err := api.New(api.Options{Registry: reg, Store: st})
+	// A generous throttle: TestAuth tries many bad tokens from one address
+	// (central/web TestAPITokens checks the real limits through the same handler).
+	a, err := api.New(api.Options{Registry: reg, Store: st,
+		Throttle: auth.NewThrottle(auth.ThrottleConfig{FreeAttempts: 100, Backoff: time.Second, LockAfter: 100, LockFor: time.Minute}, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

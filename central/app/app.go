@@ -94,7 +94,7 @@ func Registry(cfg config.Config, st store.Store, changed func(), log *slog.Logge
 	reg := &registration.Service{
 		Store: st, DNS: res, BaseURL: BaseURL(cfg), Period: cfg.Policy.RegistrationPeriod,
 		DefaultMessagesPerHour: cfg.Policy.DefaultMessagesHour, DefaultRecipientsPerHour: cfg.Policy.DefaultRcptsHour,
-		AffiliatedDomains: cfg.Policy.AffiliatedDomains, Changed: changed, Log: log,
+		AffiliatedDomains: cfg.Policy.AffiliatedDomains, ConfirmTTL: cfg.Register.ConfirmationLifetime, Changed: changed, Log: log,
 	}
 	if cfg.Mail.Smarthost != "" {
 		reg.Mail = &mailer.Mailer{Addr: cfg.Mail.Smarthost, From: cfg.Mail.From, Username: cfg.Mail.Username, Password: cfg.Mail.Password}
@@ -211,12 +211,19 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	lc := cfg.Login
+	throttle := auth.NewThrottle(auth.ThrottleConfig{FreeAttempts: lc.FreeAttempts, Backoff: lc.Backoff, LockAfter: lc.LockAfter, LockFor: lc.LockDuration}, nil)
 	w, err := web.New(web.Options{Registry: reg, Store: st, BaseURL: BaseURL(cfg), SessionLifetime: cfg.HTTP.SessionLifetime,
-		SecureCookies: strings.HasPrefix(BaseURL(cfg), "https://"), Proxy: proxy, Log: log})
+		SecureCookies: strings.HasPrefix(BaseURL(cfg), "https://"), Proxy: proxy, Log: log,
+		Throttle: throttle, Hashes: auth.NewHashes(lc.MaxConcurrentHashes),
+		SubmitLimit: auth.NewRateLimit(cfg.Register.SubmissionsPerHour, time.Hour, nil), CheckLimit: auth.NewRateLimit(cfg.Register.DNSChecksPerHour, time.Hour, nil),
+		MaxPendingPerContact: cfg.Register.MaxPendingPerContact, MaxPendingPerAddress: cfg.Register.MaxPendingPerAddress,
+		TokenLifetime: cfg.API.TokenLifetime, MaxTokenLifetime: cfg.API.MaxTokenLifetime})
 	if err != nil {
 		return err
 	}
-	a, err := api.New(api.Options{Registry: reg, Store: st, Log: log})
+	a, err := api.New(api.Options{Registry: reg, Store: st, Log: log, Throttle: throttle, Proxy: proxy, BaseURL: BaseURL(cfg),
+		TokenLifetime: cfg.API.TokenLifetime, MaxTokenLifetime: cfg.API.MaxTokenLifetime})
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,41 @@ type Config struct {
 	DNS       DNS       `toml:"dns"`
 	Allowlist Allowlist `toml:"allowlist"`
 	Policy    Policy    `toml:"policy"`
+	Login     Login     `toml:"login"`
+	Register  Register  `toml:"register"`
+	API       API       `toml:"api"`
+}
+
+// Login throttles password guessing at the staff login and failed API
+// token use, per client address and per user name.
+type Login struct {
+	// FreeAttempts may be made without delay.
+	FreeAttempts int `toml:"free_attempts"`
+	// Backoff is the delay after the first attempt beyond free_attempts;
+	// it doubles with each further one.
+	Backoff time.Duration `toml:"backoff"`
+	// LockAfter attempts lock the address or name for LockDuration.
+	LockAfter    int           `toml:"lock_after"`
+	LockDuration time.Duration `toml:"lock_duration"`
+	// MaxConcurrentHashes bounds the argon2id hashes computed at once.
+	MaxConcurrentHashes int `toml:"max_concurrent_hashes"`
+}
+
+// Register limits the public registration form per client address.
+type Register struct {
+	SubmissionsPerHour   int `toml:"submissions_per_hour"`
+	DNSChecksPerHour     int `toml:"dns_checks_per_hour"`
+	MaxPendingPerContact int `toml:"max_pending_per_contact"`
+	MaxPendingPerAddress int `toml:"max_pending_per_address"`
+	// ConfirmationLifetime is how long a sender confirmation link works.
+	ConfirmationLifetime time.Duration `toml:"confirmation_lifetime"`
+}
+
+// API configures API tokens made in the console or the API.
+type API struct {
+	// TokenLifetime is the expiry of a new token when none is asked for.
+	TokenLifetime    time.Duration `toml:"token_lifetime"`
+	MaxTokenLifetime time.Duration `toml:"max_token_lifetime"`
 }
 
 // Log configures logging.
@@ -125,6 +160,10 @@ func Default(dev bool) Config {
 			DefaultMessagesHour: 200,
 			DefaultRcptsHour:    500,
 		},
+		Login: Login{FreeAttempts: 5, Backoff: time.Second, LockAfter: 10, LockDuration: 15 * time.Minute, MaxConcurrentHashes: 4},
+		Register: Register{SubmissionsPerHour: 10, DNSChecksPerHour: 60, MaxPendingPerContact: 5, MaxPendingPerAddress: 10,
+			ConfirmationLifetime: 7 * 24 * time.Hour},
+		API: API{TokenLifetime: 90 * 24 * time.Hour, MaxTokenLifetime: 365 * 24 * time.Hour},
 	}
 	if dev {
 		c.DataDir = "data/central"
@@ -251,6 +290,48 @@ func (c *Config) Validate() error {
 	}
 	if c.Policy.DefaultRcptsHour < 1 {
 		return e("policy.default_recipients_per_hour", "must be at least 1")
+	}
+	return c.validateTrust()
+}
+
+func (c *Config) validateTrust() error {
+	e := configfile.Errorf
+	l := c.Login
+	if l.FreeAttempts < 1 || l.FreeAttempts > 100 {
+		return e("login.free_attempts", "must be from 1 to 100")
+	}
+	if l.LockDuration < time.Minute || l.LockDuration > 24*time.Hour {
+		return e("login.lock_duration", "must be from 1m to 24h")
+	}
+	if l.Backoff < 10*time.Millisecond || l.Backoff > l.LockDuration {
+		return e("login.backoff", "must be at least 10ms and at most login.lock_duration")
+	}
+	if l.LockAfter < l.FreeAttempts || l.LockAfter > 1000 {
+		return e("login.lock_after", "must be at least login.free_attempts and at most 1000")
+	}
+	if l.MaxConcurrentHashes < 1 || l.MaxConcurrentHashes > 64 {
+		return e("login.max_concurrent_hashes", "must be from 1 to 64 (each hash takes 19 MiB)")
+	}
+	r := c.Register
+	for _, v := range []struct {
+		key string
+		n   int
+	}{
+		{"register.submissions_per_hour", r.SubmissionsPerHour}, {"register.dns_checks_per_hour", r.DNSChecksPerHour},
+		{"register.max_pending_per_contact", r.MaxPendingPerContact}, {"register.max_pending_per_address", r.MaxPendingPerAddress},
+	} {
+		if v.n < 1 || v.n > 100000 {
+			return e(v.key, "must be from 1 to 100000")
+		}
+	}
+	if r.ConfirmationLifetime < time.Hour {
+		return e("register.confirmation_lifetime", "must be at least 1h")
+	}
+	if c.API.MaxTokenLifetime < time.Hour {
+		return e("api.max_token_lifetime", "must be at least 1h")
+	}
+	if c.API.TokenLifetime < time.Hour || c.API.TokenLifetime > c.API.MaxTokenLifetime {
+		return e("api.token_lifetime", "must be at least 1h and at most api.max_token_lifetime")
 	}
 	return nil
 }

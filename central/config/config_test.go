@@ -38,6 +38,18 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{"[mqtt]\nurl = \"http://x:1\"", "mqtt.url"},
 		{"[allowlist]\nvalid_for = \"1m\"", "allowlist.valid_for"},
 		{"[policy]\ndefault_messages_per_hour = 0", "policy.default_messages_per_hour"},
+		{"[login]\nfree_attempts = 0", "login.free_attempts"},
+		{"[login]\nbackoff = \"1h\"", "login.backoff"},
+		{"[login]\nlock_after = 2", "login.lock_after"},
+		{"[login]\nlock_duration = \"1s\"", "login.lock_duration"},
+		{"[login]\nmax_concurrent_hashes = 0", "login.max_concurrent_hashes"},
+		{"[register]\nsubmissions_per_hour = 0", "register.submissions_per_hour"},
+		{"[register]\ndns_checks_per_hour = -1", "register.dns_checks_per_hour"},
+		{"[register]\nmax_pending_per_contact = 0", "register.max_pending_per_contact"},
+		{"[register]\nmax_pending_per_address = 0", "register.max_pending_per_address"},
+		{"[register]\nconfirmation_lifetime = \"1m\"", "register.confirmation_lifetime"},
+		{"[api]\ntoken_lifetime = \"9000h\"", "api.token_lifetime"},
+		{"[api]\nmax_token_lifetime = \"1m\"", "api.max_token_lifetime"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.key, func(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"net"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -40,8 +41,17 @@ type Mailer struct {
 
 // Send mails a text/plain message to one recipient.
 func (m *Mailer) Send(ctx context.Context, to, subject, body string) error {
-	if strings.ContainsAny(to, "\r\n<>") || strings.ContainsAny(m.From, "\r\n<>") {
+	if strings.ContainsAny(to, "\r\n<>") || strings.ContainsAny(m.From, "\r\n<>") || hasControl(to, false) || hasControl(m.From, false) {
 		return fmt.Errorf("mailer: bad address %q", to)
+	}
+	// No header injection through the subject, no bare CR or other
+	// control characters in the body (they would make extra lines or
+	// headers, or smuggle SMTP commands past the relay).
+	if hasControl(subject, false) {
+		return errors.New("mailer: control character in the subject")
+	}
+	if hasControl(strings.ReplaceAll(body, "\r\n", "\n"), true) {
+		return errors.New("mailer: control character or bare CR in the body")
 	}
 	timeout := m.Timeout
 	if timeout == 0 {
@@ -120,6 +130,16 @@ func (m *Mailer) Send(ctx context.Context, to, subject, body string) error {
 	}
 	_ = c.Quit()
 	return nil
+}
+
+// hasControl reports control characters; body allows LF and tab.
+func hasControl(s string, body bool) bool {
+	return strings.ContainsFunc(s, func(r rune) bool {
+		if body && (r == '\n' || r == '\t') {
+			return false
+		}
+		return unicode.IsControl(r) || r == '\u2028' || r == '\u2029'
+	})
 }
 
 func (m *Mailer) compose(to, subject, body string) []byte {

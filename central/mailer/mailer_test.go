@@ -109,3 +109,31 @@ func TestSendErrors(t *testing.T) {
 		t.Error("send to closed port succeeded")
 	}
 }
+
+// TestNoInjection: control characters in the subject or body never reach
+// the relay (no extra headers, no bare CR, no smuggled SMTP lines).
+func TestNoInjection(t *testing.T) {
+	s, addr := startSink(t)
+	m := &mailer.Mailer{Addr: addr, From: "postern@example.edu"}
+	cases := []struct{ subject, body string }{
+		{"Confirm\r\nBcc: victim@example.org", "b"},
+		{"Confirm\nX-Evil: 1", "b"},
+		{"Confirm\x00", "b"},
+		{"s", "line\rQUIT\r"},
+		{"s", "line\r\n.\r\nMAIL FROM:<x@y>\r\n"[:6] + "\x1b"},
+		{"s", "line\u2028two"},
+	}
+	for _, c := range cases {
+		if err := m.Send(context.Background(), "scanner@dept.example.edu", c.subject, c.body); err == nil {
+			t.Errorf("Send(%q, %q) accepted", c.subject, c.body)
+		}
+	}
+	if err := m.Send(context.Background(), "scanner@dept.example.edu", "s", "one\r\ntwo\n\tthree\n"); err != nil {
+		t.Errorf("plain multi-line body refused: %v", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.msgs) != 1 {
+		t.Errorf("%d messages reached the relay, want 1", len(s.msgs))
+	}
+}

@@ -64,8 +64,12 @@ type Service struct {
 	// Default limits for new registrations.
 	DefaultMessagesPerHour   int
 	DefaultRecipientsPerHour int
-	// AffiliatedDomains are shown to requesters.
+	// AffiliatedDomains are shown to requesters; mail that a public
+	// request makes central send goes only to addresses in them.
 	AffiliatedDomains []string
+	// ConfirmTTL is how long a sender confirmation link works
+	// (register.confirmation_lifetime; 0: 7 days).
+	ConfirmTTL time.Duration
 	// Changed is called after every successful change (may be nil).
 	Changed func()
 	Clock   func() time.Time
@@ -156,25 +160,39 @@ func (s *Service) Validate(ctx context.Context, r Request) (Checked, FieldErrors
 		}
 		c.IPs = append(c.IPs, a)
 	}
-	text := func(field, v string, required bool, max int) {
+	text := func(field, v string, required bool, max int, multiline bool) {
 		v = strings.TrimSpace(v)
 		switch {
+		case hasControl(v, multiline):
+			errs[field] = MsgControl
 		case required && v == "":
 			errs[field] = "required"
 		case len(v) > max:
 			errs[field] = fmt.Sprintf("at most %d characters", max)
-		case strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 && r != '\n' && r != '\r' && r != '\t' }):
-			errs[field] = "contains control characters"
 		}
 	}
-	text("owner", r.Owner, true, 200)
-	text("department", r.Department, false, 200)
-	text("purpose", r.Purpose, true, 2000)
-	if _, err := ParseAddress(strings.TrimSpace(r.ContactEmail)); err != nil {
+	// Owner and department end up in mail (confirmation links); the
+	// purpose is shown on pages only and may have several lines.
+	text("owner", r.Owner, true, 200, false)
+	text("department", r.Department, false, 200, false)
+	text("purpose", r.Purpose, true, 2000, true)
+	if hasControl(r.ContactEmail, false) {
+		errs["contact_email"] = MsgControl
+	} else if _, err := ParseAddress(strings.TrimSpace(r.ContactEmail)); err != nil {
 		errs["contact_email"] = err.Error()
+	}
+	if hasControl(r.Name, false) {
+		errs["name"] = MsgControl
+	}
+	if hasControl(r.IPs, false) {
+		errs["ips"] = MsgControl
+	}
+	if hasControl(r.Senders, true) {
+		errs["senders"] = MsgControl
 	}
 	senders := splitList(r.Senders)
 	switch {
+	case errs["senders"] != "":
 	case len(senders) == 0:
 		errs["senders"] = "give at least one functional sender address the device uses"
 	case len(senders) > 10:
@@ -265,7 +283,9 @@ func (s *Service) Register(ctx context.Context, r Request, ownerKeyHash, actor s
 	}
 	s.log().Info("device registration requested", "device", d.Name, "actor", actor, "fcrdns_ok", d.FCrDNSOK)
 	s.changed()
-	if err := s.SendConfirmations(ctx, d.Name); err != nil {
+	// Mail prompted by an anonymous request goes only to affiliated
+	// addresses; staff (API, CLI) may send anywhere.
+	if err := s.sendConfirmations(ctx, d.Name, actor != "owner"); err != nil {
 		s.log().Warn("sender confirmation not sent", "device", d.Name, "err", err)
 	}
 	stored, err := s.Store.Device(ctx, d.Name)
@@ -273,9 +293,13 @@ func (s *Service) Register(ctx context.Context, r Request, ownerKeyHash, actor s
 }
 
 // SendConfirmations (re)sends a confirmation link to every unconfirmed
-// sender of a device. Without a mailer the links are kept in memory for
-// staff (PendingLinks).
+// sender of a device, on staff's behalf (any address). Without a mailer
+// the links are kept in memory for staff (PendingLinks).
 func (s *Service) SendConfirmations(ctx context.Context, name string) error {
+	return s.sendConfirmations(ctx, name, true)
+}
+
+func (s *Service) sendConfirmations(ctx context.Context, name string, byStaff bool) error {
 	d, err := s.Store.Device(ctx, name)
 	if err != nil {
 		return err
@@ -283,6 +307,11 @@ func (s *Service) SendConfirmations(ctx context.Context, name string) error {
 	var errs []error
 	for _, sn := range d.Senders {
 		if sn.Confirmed() {
+			continue
+		}
+		if !byStaff && s.Mail != nil && !s.Affiliated(sn.Address) {
+			s.log().Warn("sender outside the affiliated domains: its confirmation link is sent only when staff send it",
+				"device", d.Name, "sender", sn.Address)
 			continue
 		}
 		tok, hash := auth.NewToken()
@@ -312,13 +341,13 @@ organisation's mail relay for devices, and named this address as a
 sender the device uses. Bounce messages (NDRs) for the device's mail will
 come to this address, so we check it can receive mail.
 
-If this is right, open this link and press "Confirm":
+If this is right, open this link and press "Confirm" (it works for %s):
 
   %s
 
 If you know nothing about it, ignore this message; the registration will
 not be approved for this address.
-`, d.Owner, d.ContactEmail, d.Name, link)
+`, d.Owner, d.ContactEmail, d.Name, fmtTTL(s.confirmTTL()), link)
 		if err := s.Mail.Send(ctx, sn.Address, "Confirm "+sn.Address+" as a sender of "+d.Name, body); err != nil {
 			errs = append(errs, fmt.Errorf("confirmation to %s: %w", sn.Address, err))
 			continue
@@ -341,7 +370,11 @@ func (s *Service) PendingLinks(name string) map[string]string {
 }
 
 // Confirm marks the sender whose token this is as confirmed.
+// A link older than ConfirmTTL is refused with ErrLinkExpired.
 func (s *Service) Confirm(ctx context.Context, token string) (device, address string, err error) {
+	if err := s.confirmable(ctx, token); err != nil {
+		return "", "", err
+	}
 	device, address, err = s.Store.ConfirmSender(ctx, auth.HashToken(token), s.now())
 	if err != nil {
 		return "", "", err

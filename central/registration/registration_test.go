@@ -127,7 +127,8 @@ func newService(t *testing.T) (*registration.Service, *dnstest.Server, *atomic.I
 	t.Cleanup(func() { st.Close() })
 	var n atomic.Int32
 	return &registration.Service{Store: st, DNS: r, BaseURL: "http://central.test", Period: 365 * 24 * time.Hour,
-		DefaultMessagesPerHour: 100, DefaultRecipientsPerHour: 200, Changed: func() { n.Add(1) }}, srv, &n
+		DefaultMessagesPerHour: 100, DefaultRecipientsPerHour: 200, AffiliatedDomains: []string{"example.edu", ".example.edu"},
+		Changed: func() { n.Add(1) }}, srv, &n
 }
 
 func good() registration.Request {

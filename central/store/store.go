@@ -222,10 +222,34 @@ type Session struct {
 
 // APIToken is a staff API token (hash only).
 type APIToken struct {
+	// ID is the token's public name (listing, revoking): the first 16 hex
+	// digits of Hash, which say nothing about the token itself.
+	ID        string
 	Hash      string
 	User      string
 	Label     string
+	Scope     Scope
 	CreatedAt time.Time
+	ExpiresAt time.Time // zero: never (tokens made before expiries existed)
+}
+
+// Scope is what an API token may do.
+type Scope string
+
+// Token scopes. ReadOnly tokens may only read (GET).
+const (
+	ReadOnly  Scope = "read-only"
+	ReadWrite Scope = "read-write"
+)
+
+// Valid reports whether s is a known scope.
+func (s Scope) Valid() bool { return s == ReadOnly || s == ReadWrite }
+
+// PendingCounts are the pending registrations of one contact address and
+// of one client address (caps on the public form).
+type PendingCounts struct {
+	ByContact  int
+	ByClientIP int
 }
 
 // Store is central's registry storage. All methods are safe for concurrent
@@ -303,9 +327,33 @@ type Store interface {
 	DeleteSession(ctx context.Context, idHash string) error
 	DeleteExpiredSessions(ctx context.Context, now time.Time) error
 
+	// CreateAPIToken stores a token; an empty ID is derived from Hash and
+	// an empty Scope is ReadWrite.
 	CreateAPIToken(ctx context.Context, t APIToken) error
-	// APIToken returns the token with that hash.
+	// APIToken returns the token with that hash, also when expired (the
+	// caller compares ExpiresAt).
 	APIToken(ctx context.Context, hash string) (APIToken, error)
+	// ListAPITokens returns every token (user "") or one user's, newest
+	// first, without hashes.
+	ListAPITokens(ctx context.Context, user string) ([]APIToken, error)
+	// RevokeAPIToken deletes the token with that ID (audit entry by actor)
+	// and returns it; ErrNotFound if there is none.
+	RevokeAPIToken(ctx context.Context, id, actor string) (APIToken, error)
+
+	// ChangeUserPassword sets a user's password hash and ends every session
+	// of that user except keepSession (an id hash; "" ends all), in one
+	// transaction, with an audit entry by actor.
+	ChangeUserPassword(ctx context.Context, name, passwordHash, keepSession, actor string) error
+
+	// SenderByToken returns the device and sender whose confirmation token
+	// hash this is (ErrNotFound otherwise), without changing anything.
+	SenderByToken(ctx context.Context, tokenHash string) (device string, s Sender, err error)
+
+	// RecordRequester notes the client address a registration came from.
+	RecordRequester(ctx context.Context, device, clientIP string) error
+	// CountPending counts pending registrations with this contact address
+	// (case-insensitive) and from this client address.
+	CountPending(ctx context.Context, contact, clientIP string) (PendingCounts, error)
 
 	Close() error
 }

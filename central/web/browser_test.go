@@ -121,7 +121,7 @@ func TestBrowserRegisterApprove(t *testing.T) {
 	expect("owner device page", "main", "Your request is registered", "scanner.dept.example.edu", "pending", "scanner@dept.example.edu", "unconfirmed")
 	do("my devices", chromedp.Navigate(base+"/my"), chromedp.WaitVisible(id("owner-link")))
 	shot("04-my-devices.png")
-	expect("my devices", "main", "scanner.dept.example.edu", "Your owner link")
+	expect("my devices", "main", "scanner.dept.example.edu", "Owner link of these registrations")
 
 	// Staff: log in, see the pending request first.
 	do("login form",

@@ -33,6 +33,7 @@ type env struct {
 	reg   *registration.Service
 	dns   *dnstest.Server
 	clock *clock
+	opts  web.Options
 }
 
 type clock struct {
@@ -48,6 +49,14 @@ func (c *clock) Add(d time.Duration) {
 }
 
 func newEnv(t *testing.T, proxy *auth.Proxy) *env {
+	t.Helper()
+	return newEnvWith(t, func(o *web.Options) { o.Proxy = proxy })
+}
+
+// newEnvWith is newEnv with web options changed by set. The form's rate
+// limits are generous unless set lowers them (every test browser has the
+// same address).
+func newEnvWith(t *testing.T, set func(*web.Options)) *env {
 	t.Helper()
 	d := dnstest.Start(t)
 	d.AddA("scanner.dept.example.edu", "10.1.2.3")
@@ -71,11 +80,16 @@ func newEnv(t *testing.T, proxy *auth.Proxy) *env {
 	e := &env{t: t, st: st, dns: d, clock: clk}
 	e.reg = &registration.Service{Store: st, DNS: r, Period: 365 * 24 * time.Hour, DefaultMessagesPerHour: 100, DefaultRecipientsPerHour: 200,
 		AffiliatedDomains: []string{"example.edu"}}
-	w, err := web.New(web.Options{Registry: e.reg, Store: st, SessionLifetime: time.Hour, Proxy: proxy, Clock: clk.Now})
+	o := web.Options{Registry: e.reg, Store: st, SessionLifetime: time.Hour, Clock: clk.Now,
+		SubmitLimit: auth.NewRateLimit(1000, time.Hour, clk.Now), CheckLimit: auth.NewRateLimit(1000, time.Hour, clk.Now),
+		MaxPendingPerContact: 100, MaxPendingPerAddress: 100}
+	set(&o)
+	e.opts = o
+	w, err := web.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := api.New(api.Options{Registry: e.reg, Store: st})
+	a, err := api.New(api.Options{Registry: e.reg, Store: st, Throttle: o.Throttle, Proxy: o.Proxy, Clock: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

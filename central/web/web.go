@@ -5,16 +5,27 @@
 // JavaScript (there is none).
 //
 // Who sees what:
-//   - Owners are identified by an owner key: a 256-bit random secret made
-//     at their first request and kept in an HttpOnly cookie (postern_owner).
-//     The store holds only its hash, with each device. /my lists the devices
-//     of that key; a device page of another key answers 404. The page shows
-//     an owner link (/owner?key=…) that sets the cookie in another browser.
+//   - Owners are identified by owner keys: every registration gets a fresh
+//     256-bit random key, mailed as an owner link (/owner?key=…) to the
+//     contact address (affiliated contacts only, see registration) and
+//     kept in an HttpOnly cookie (postern_owner, up to MaxOwnerKeys keys).
+//     The store holds only the hash, with the device. /my lists the devices
+//     of the browser's keys; a device page of another key answers 404. An
+//     owner link adds its key to a browser only after a POST with CSRF
+//     (the GET shows a confirmation button), and only if the key owns a
+//     registration, so a link planted by someone else cannot silently
+//     switch a browser to the planter's key.
 //   - Staff log in with a name and password (argon2id) and get a session
 //     cookie (postern_session, stored hashed, expiring after
 //     http.session_lifetime), or are identified by a reverse proxy's
 //     identity header (http.identity_header) from http.trusted_proxies
 //     only; the named user must exist in the staff table.
+//
+// Abuse limits (Options): staff logins are throttled per client address
+// and per user name (auth.Throttle) and the password hashes computed at
+// once are bounded (auth.Hashes; beyond it, 503 at once). The public form
+// is rate-limited per client address (submissions, DNS checks) and capped
+// in pending requests per contact and per client address.
 //
 // Every POST carries a CSRF token that must equal the postern_csrf cookie
 // (double-submit; the cookie is SameSite=Strict and HttpOnly), and a
@@ -34,6 +45,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/postern/postern/central/auth"
@@ -66,10 +78,28 @@ type Options struct {
 	SessionLifetime time.Duration
 	// SecureCookies marks every cookie Secure (HTTPS deployments).
 	SecureCookies bool
-	// Proxy trusts an SSO identity header (nil: off).
+	// Proxy trusts an SSO identity header (nil: off); its trusted proxies
+	// also give the client address (X-Forwarded-For).
 	Proxy *auth.Proxy
-	Clock func() time.Time
-	Log   *slog.Logger
+	// Throttle limits failed logins per client address and user name
+	// (login.*); shared with the API's failed tokens. nil: the defaults.
+	Throttle *auth.Throttle
+	// Hashes bounds concurrent password hashes (nil: 4).
+	Hashes *auth.Hashes
+	// SubmitLimit and CheckLimit limit registrations (and owner re-sends)
+	// and live DNS checks per client address (nil: 10 and 60 per hour).
+	SubmitLimit *auth.RateLimit
+	CheckLimit  *auth.RateLimit
+	// MaxPendingPerContact and MaxPendingPerAddress cap pending requests
+	// (0: 5 and 10).
+	MaxPendingPerContact int
+	MaxPendingPerAddress int
+	// TokenLifetime is a new API token's default expiry, MaxTokenLifetime
+	// the longest (0: 90 and 365 days).
+	TokenLifetime    time.Duration
+	MaxTokenLifetime time.Duration
+	Clock            func() time.Time
+	Log              *slog.Logger
 }
 
 // Server is the web UI handler.
@@ -78,6 +108,9 @@ type Server struct {
 	log   *slog.Logger
 	mux   *http.ServeMux
 	pages map[string]*template.Template
+	// regMu makes the pending caps' count and the creation one step for
+	// public requests in this process.
+	regMu sync.Mutex
 }
 
 var funcs = template.FuncMap{
@@ -103,8 +136,9 @@ func New(o Options) (*Server, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	o.defaults()
 	s := &Server{o: o, log: o.Log.With("component", "web"), mux: http.NewServeMux(), pages: map[string]*template.Template{}}
-	for _, p := range []string{"home", "register", "my", "device", "confirm", "login", "console", "edges", "audit", "error"} {
+	for _, p := range []string{"home", "register", "my", "device", "confirm", "login", "console", "edges", "audit", "error", "owner", "tokens", "account"} {
 		t, err := template.New(p).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+p+".html")
 		if err != nil {
 			return nil, fmt.Errorf("web: template %s: %w", p, err)
@@ -120,7 +154,9 @@ func New(o Options) (*Server, error) {
 	m.HandleFunc("GET /my", s.my)
 	m.HandleFunc("GET /my/devices/{name}", s.ownerDevice)
 	m.HandleFunc("POST /my/devices/{name}/check", s.ownerCheck)
-	m.HandleFunc("GET /owner", s.ownerLogin)
+	m.HandleFunc("GET /owner", s.ownerLinkForm)
+	m.HandleFunc("POST /owner", s.ownerLogin)
+	m.HandleFunc("POST /my/devices/{name}/resend", s.ownerResend)
 	m.HandleFunc("GET /confirm", s.confirmForm)
 	m.HandleFunc("POST /confirm", s.confirm)
 	m.HandleFunc("GET /staff/login", s.loginForm)
@@ -136,6 +172,11 @@ func New(o Options) (*Server, error) {
 	m.HandleFunc("POST /staff/edges", s.staff(s.createEdge))
 	m.HandleFunc("POST /staff/edges/{id}/token", s.staff(s.edgeToken))
 	m.HandleFunc("GET /staff/audit", s.staff(s.audit))
+	m.HandleFunc("GET /staff/tokens", s.staff(s.tokens))
+	m.HandleFunc("POST /staff/tokens", s.staff(s.createToken))
+	m.HandleFunc("POST /staff/tokens/{id}/revoke", s.staff(s.revokeToken))
+	m.HandleFunc("GET /staff/account", s.staff(s.account))
+	m.HandleFunc("POST /staff/account/password", s.staff(s.changePassword))
 	return s, nil
 }
 
@@ -224,7 +265,13 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 func flash(code string) string {
 	switch code {
 	case "registered":
-		return "Your request is registered. Staff will review it; each sender address gets a confirmation link."
+		return "Your request is registered. Staff will review it; each sender address gets a confirmation link. Keep its owner link (shown under \"My devices\"): it is how you get back to this registration from another browser."
+	case "registered-mailed":
+		return "Your request is registered. Staff will review it; each sender address gets a confirmation link. The owner link of this registration was mailed to the contact address."
+	case "token-revoked":
+		return "Token revoked."
+	case "password":
+		return "Password changed. Every other session of this account has been logged out."
 	case "approve":
 		return "Device approved."
 	case "deny":
@@ -280,17 +327,20 @@ func formRequest(r *http.Request) registration.Request {
 
 const ownerKeyLifetime = 5 * 365 * 24 * time.Hour
 
-// ownerKey returns the owner key of the request ("" if none).
-func ownerKey(r *http.Request) string {
-	c, err := r.Cookie(OwnerCookie)
-	if err != nil || len(c.Value) < 32 || len(c.Value) > 128 {
-		return ""
-	}
-	return c.Value
-}
-
 func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	req := formRequest(r)
+	client := s.o.Proxy.ClientIP(r)
+	limit := s.o.SubmitLimit
+	if r.PostFormValue("op") == "check" {
+		limit = s.o.CheckLimit
+	}
+	if retry, ok := limit.Allow(auth.ClientKey(client)); !ok {
+		s.log.Warn("registration form rate limit", "remote", client.String(), "op", r.PostFormValue("op"))
+		tooMany(w, retry)
+		s.render(w, r, http.StatusTooManyRequests, "register", page{"Title": "Register a device", "F": req, "Errs": registration.FieldErrors{},
+			"Error": "Too many requests from your address. Try again in " + fmtWait(retry) + "."})
+		return
+	}
 	if r.PostFormValue("op") == "check" {
 		c, errs := s.o.Registry.Validate(r.Context(), req)
 		only := registration.FieldErrors{}
@@ -306,71 +356,88 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusOK, "register", page{"Title": "Register a device", "F": req, "Errs": only, "Check": check})
 		return
 	}
-	key := ownerKey(r)
-	if key == "" {
-		key, _ = auth.NewToken()
-	}
-	d, errs, err := s.o.Registry.Register(r.Context(), req, auth.HashToken(key), "owner")
-	if err != nil {
+	// Every registration gets its own key: a key planted in this browser
+	// by someone else never comes to own the visitor's new device.
+	key, keyHash := auth.NewToken()
+	d, errs, err := s.registerCapped(r.Context(), req, keyHash, client)
+	capped := errors.Is(err, errCapped)
+	if err != nil && !capped {
 		s.internal(w, r, err)
 		return
 	}
 	if len(errs) > 0 {
-		c, _ := s.o.Registry.Validate(r.Context(), req)
-		var check *fcrdns.Result
-		if _, bad := errs["name"]; !bad && len(c.FCrDNS.Lines) > 0 {
-			check = &c.FCrDNS
+		status := http.StatusUnprocessableEntity
+		switch {
+		case errs.HasControl():
+			status = http.StatusBadRequest
+		case capped:
+			status = http.StatusTooManyRequests
 		}
-		s.render(w, r, http.StatusUnprocessableEntity, "register", page{"Title": "Register a device", "F": req, "Errs": errs, "Check": check,
+		var check *fcrdns.Result
+		if status == http.StatusUnprocessableEntity {
+			c, _ := s.o.Registry.Validate(r.Context(), req)
+			if _, bad := errs["name"]; !bad && len(c.FCrDNS.Lines) > 0 {
+				check = &c.FCrDNS
+			}
+		}
+		s.render(w, r, status, "register", page{"Title": "Register a device", "F": req, "Errs": errs, "Check": check,
 			"Error": "Some fields need attention (see below)."})
 		return
 	}
-	http.SetCookie(w, s.cookie(OwnerCookie, key, ownerKeyLifetime))
-	http.Redirect(w, r, "/my/devices/"+url.PathEscape(d.Name)+"?done=registered", http.StatusSeeOther)
+	http.SetCookie(w, s.cookie(OwnerCookie, joinKeys(append([]string{key}, ownerKeys(r)...)), ownerKeyLifetime))
+	done := "registered"
+	if sent, err := s.o.Registry.SendOwnerLink(r.Context(), d, s.ownerLink(key), false); err != nil {
+		s.log.Warn("owner link not mailed", "device", d.Name, "err", err)
+	} else if sent {
+		done = "registered-mailed"
+	}
+	http.Redirect(w, r, "/my/devices/"+url.PathEscape(d.Name)+"?done="+done, http.StatusSeeOther)
 }
 
 func (s *Server) ownerLink(key string) string {
-	return strings.TrimRight(s.o.BaseURL, "/") + "/owner?key=" + url.QueryEscape(key)
+	base := s.o.BaseURL
+	if base == "" {
+		base = s.o.Registry.BaseURL
+	}
+	return strings.TrimRight(base, "/") + "/owner?key=" + url.QueryEscape(key)
+}
+
+// ownerGroup is the devices of one owner key, with its link.
+type ownerGroup struct {
+	Link    string
+	Devices []store.Device
 }
 
 func (s *Server) my(w http.ResponseWriter, r *http.Request) {
-	key := ownerKey(r)
-	var devs []store.Device
-	if key != "" {
-		var err error
-		if devs, err = s.o.Store.ListDevices(r.Context(), store.DeviceFilter{OwnerKeyHash: auth.HashToken(key)}); err != nil {
+	var groups []ownerGroup
+	for _, key := range ownerKeys(r) {
+		devs, err := s.o.Store.ListDevices(r.Context(), store.DeviceFilter{OwnerKeyHash: auth.HashToken(key)})
+		if err != nil {
 			s.internal(w, r, err)
 			return
 		}
+		if len(devs) > 0 {
+			groups = append(groups, ownerGroup{Link: s.ownerLink(key), Devices: devs})
+		}
 	}
-	data := page{"Title": "My devices", "Devices": devs}
-	if key != "" {
-		data["OwnerLink"] = s.ownerLink(key)
-	}
-	s.render(w, r, http.StatusOK, "my", data)
-}
-
-// ownerLogin sets the owner cookie from an owner link.
-func (s *Server) ownerLogin(w http.ResponseWriter, r *http.Request) {
-	key := r.URL.Query().Get("key")
-	if len(key) < 32 || len(key) > 128 {
-		s.fail(w, r, http.StatusBadRequest, "Owner link not valid", "This owner link is incomplete. Copy the whole link.")
-		return
-	}
-	http.SetCookie(w, s.cookie(OwnerCookie, key, ownerKeyLifetime))
-	http.Redirect(w, r, "/my", http.StatusSeeOther)
+	s.render(w, r, http.StatusOK, "my", page{"Title": "My devices", "Groups": groups})
 }
 
 // ownedDevice returns the device if the request's owner key owns it.
 func (s *Server) ownedDevice(w http.ResponseWriter, r *http.Request) (store.Device, bool) {
 	name := r.PathValue("name")
-	key := ownerKey(r)
 	d, err := s.o.Store.Device(r.Context(), name)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.internal(w, r, err)
 		return d, false
 	}
-	if err != nil || key == "" || !auth.Equal(d.OwnerKeyHash, auth.HashToken(key)) {
+	owns := false
+	for _, key := range ownerKeys(r) {
+		if err == nil && d.OwnerKeyHash != "" && auth.Equal(d.OwnerKeyHash, auth.HashToken(key)) {
+			owns = true
+		}
+	}
+	if !owns {
 		// The same answer for "missing" and "not yours": names are not
 		// confirmed to strangers.
 		s.fail(w, r, http.StatusNotFound, "Not found", "There is no device of yours with this name. Open it from \"My devices\", or use your owner link.")
@@ -416,6 +483,11 @@ func (s *Server) ownerCheck(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if retry, ok := s.o.CheckLimit.Allow(auth.ClientKey(s.o.Proxy.ClientIP(r))); !ok {
+		tooMany(w, retry)
+		s.fail(w, r, http.StatusTooManyRequests, "Too many checks", "Too many DNS checks from your address. Try again in "+fmtWait(retry)+".")
+		return
+	}
 	res, err := s.o.Registry.CheckDNS(r.Context(), d.Name)
 	if err != nil {
 		s.internal(w, r, err)
@@ -439,6 +511,10 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request) {
 	dev, addr, err := s.o.Registry.Confirm(r.Context(), r.PostFormValue("token"))
 	if errors.Is(err, store.ErrNotFound) {
 		s.render(w, r, http.StatusNotFound, "confirm", page{"Title": "Confirm a sender address"})
+		return
+	}
+	if errors.Is(err, registration.ErrLinkExpired) {
+		s.render(w, r, http.StatusGone, "confirm", page{"Title": "Confirm a sender address", "Expired": true})
 		return
 	}
 	if err != nil {
@@ -508,14 +584,36 @@ var dummyHash, _ = auth.HashPassword("postern-no-such-user")
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimSpace(r.PostFormValue("username"))
 	pw := r.PostFormValue("password")
-	u, err := s.o.Store.User(r.Context(), name)
-	hash := u.PasswordHash
-	if err != nil {
-		hash = dummyHash
+	next := safeNext(r.PostFormValue("next"))
+	client := s.o.Proxy.ClientIP(r)
+	keys := []string{auth.ClientKey(client), userKey(name)}
+	// The hash slot first (a throttled attempt holds it only for a map
+	// lookup), then the throttle, which counts the attempt.
+	if !s.o.Hashes.Acquire(r.Context(), hashWait) {
+		s.log.Warn("staff login refused: too many logins at once", "remote", client.String())
+		w.Header().Set("Retry-After", "1")
+		s.render(w, r, http.StatusServiceUnavailable, "login", page{"Title": "Staff login", "Next": next, "Username": name,
+			"Error": "Central is busy with other logins. Try again in a moment."})
+		return
 	}
-	if !auth.CheckPassword(hash, pw) || err != nil {
-		s.log.Warn("staff login failed", "user", name, "remote", r.RemoteAddr)
-		s.render(w, r, http.StatusUnauthorized, "login", page{"Title": "Staff login", "Next": safeNext(r.PostFormValue("next")), "Username": name,
+	u, err := s.login1(r.Context(), keys, name, pw)
+	s.o.Hashes.Release()
+	var wait throttled
+	switch {
+	case errors.As(err, &wait):
+		s.log.Warn("staff login throttled", "remote", client.String(), "known_user", u.Name != "", "retry_after", time.Duration(wait).String())
+		tooMany(w, time.Duration(wait))
+		s.render(w, r, http.StatusTooManyRequests, "login", page{"Title": "Staff login", "Next": next, "Username": name,
+			"Error": "Too many failed logins for this user name or from your address. Try again in " + fmtWait(time.Duration(wait)) + "."})
+		return
+	case err != nil && !errors.Is(err, errBadLogin):
+		s.internal(w, r, err)
+		return
+	case err != nil:
+		// The typed name is logged only when it is a real user: a
+		// password typed into the name field must not reach the log.
+		s.log.Warn("staff login failed", "user", u.Name, "known_user", u.Name != "", "remote", client.String())
+		s.render(w, r, http.StatusUnauthorized, "login", page{"Title": "Staff login", "Next": next, "Username": name,
 			"Error": "Wrong user name or password."})
 		return
 	}
@@ -526,9 +624,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = s.o.Store.DeleteExpiredSessions(r.Context(), now)
-	s.log.Info("staff login", "user", u.Name, "remote", r.RemoteAddr)
+	s.log.Info("staff login", "user", u.Name, "remote", client.String())
 	http.SetCookie(w, s.cookie(SessionCookie, tok, s.o.SessionLifetime))
-	http.Redirect(w, r, safeNext(r.PostFormValue("next")), http.StatusSeeOther)
+	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {

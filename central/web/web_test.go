@@ -70,17 +70,22 @@ func TestRegisterCheckAndSubmit(t *testing.T) {
 		"forward lookup matches", "No refusals or bounces reported", "register")
 	must(t, !strings.Contains(r.body, "Looks personal"), "owner sees the staff-only personal flag")
 	contains(t, b.get("/my"), 200, `href="/my/devices/scanner.dept.example.edu"`, "owner?key="+key)
+	keyHash := auth.HashToken(key)
 	d, err := e.st.Device(context.Background(), "scanner.dept.example.edu")
-	must(t, err == nil && d.OwnerKeyHash == auth.HashToken(key) && d.Status == store.Pending, "stored %+v %v", d, err)
+	must(t, err == nil && d.OwnerKeyHash == keyHash && d.Status == store.Pending, "stored %+v %v", d, err)
 
-	// A second device from the same browser keeps the same owner key.
+	// A second device from the same browser gets a key of its own; the
+	// browser keeps both.
 	f = goodForm()
 	f.Set("name", "printer.dept.example.edu")
 	f.Set("ips", "")
 	r = b.post("/register", f)
 	must(t, r.code == http.StatusSeeOther, "second: %d %s", r.code, r.body)
-	must(t, b.cookie(web.OwnerCookie) == key, "owner key changed")
-	contains(t, b.get("/my"), 200, "printer.dept.example.edu", "scanner.dept.example.edu")
+	keys := strings.Split(b.cookie(web.OwnerCookie), ".")
+	must(t, len(keys) == 2 && keys[1] == key && keys[0] != key, "owner keys after a second registration: %v", keys)
+	p, _ := e.st.Device(context.Background(), "printer.dept.example.edu")
+	must(t, p.OwnerKeyHash == auth.HashToken(keys[0]) && p.OwnerKeyHash != keyHash, "second device shares the first one's key")
+	contains(t, b.get("/my"), 200, "printer.dept.example.edu", "scanner.dept.example.edu", "owner?key="+keys[0])
 
 	// The owner's device page shows the latest events and can re-run the check.
 	e.st.AddEvent(context.Background(), event.Event{ID: "ev1", Edge: "bldg-1", Time: time.Now(), Kind: event.Refusal, Device: "scanner.dept.example.edu",
@@ -216,9 +221,13 @@ func TestOwnerSeesOnlyOwnDevices(t *testing.T) {
 	r = alice.get("/staff/devices/printer.dept.example.edu")
 	must(t, r.code == http.StatusSeeOther && strings.HasPrefix(r.loc, "/staff/login"), "owner reached a staff page: %d", r.code)
 
-	// Alice's owner link opens her devices in another browser.
+	// Alice's owner link opens her devices in another browser, after the
+	// confirmation button.
 	other := e.browser()
-	r = other.get("/owner?key=" + url.QueryEscape(alice.cookie(web.OwnerCookie)))
+	key := alice.cookie(web.OwnerCookie)
+	contains(t, other.get("/owner?key="+url.QueryEscape(key)), 200, "Open my devices", `name="key" value="`+key+`"`)
+	must(t, other.cookie(web.OwnerCookie) == "", "the GET of an owner link set the owner cookie")
+	r = other.post("/owner", url.Values{"key": {key}})
 	must(t, r.code == http.StatusSeeOther && r.loc == "/my", "owner link: %d %s", r.code, r.loc)
 	contains(t, other.get("/my/devices/scanner.dept.example.edu"), 200, "Ada Lovelace")
 }

@@ -42,6 +42,10 @@ func Run(t *testing.T, open Opener) {
 		{"Events", testEvents},
 		{"Edges", testEdges},
 		{"UsersSessionsTokens", testUsers},
+		{"TokenScopesAndRevocation", testTokens},
+		{"PasswordChangeEndsSessions", testPasswordChange},
+		{"SenderByToken", testSenderByToken},
+		{"PendingCounts", testPendingCounts},
 		{"ConcurrentApprovals", testConcurrent},
 		{"SnapshotConsistentUnderWrites", testSnapshotConsistency},
 	}

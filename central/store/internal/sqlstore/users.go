@@ -112,28 +112,4 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, now time.Time) error 
 	return nil
 }
 
-// CreateAPIToken implements store.Store.
-func (s *Store) CreateAPIToken(ctx context.Context, t store.APIToken) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO api_tokens (hash, username, label, created_at) VALUES ($1, $2, $3, $4)`, t.Hash, t.User, t.Label, ms(s.now()))
-	if err != nil {
-		return fmt.Errorf("create API token for %s: %w", t.User, err)
-	}
-	return nil
-}
-
-// APIToken implements store.Store.
-func (s *Store) APIToken(ctx context.Context, hash string) (store.APIToken, error) {
-	var t store.APIToken
-	var created int64
-	err := s.db.QueryRowContext(ctx, `SELECT hash, username, label, created_at FROM api_tokens WHERE hash = $1`, hash).Scan(&t.Hash, &t.User, &t.Label, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return t, fmt.Errorf("API token: %w", store.ErrNotFound)
-	}
-	if err != nil {
-		return t, fmt.Errorf("API token: %w", err)
-	}
-	t.CreatedAt = fromMS(created)
-	return t, nil
-}
-
 var _ store.Store = (*Store)(nil)

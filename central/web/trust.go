@@ -1,0 +1,376 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/postern/postern/central/auth"
+	"github.com/postern/postern/central/registration"
+	"github.com/postern/postern/central/store"
+)
+
+// MaxOwnerKeys is how many owner keys one browser keeps (newest first).
+const MaxOwnerKeys = 10
+
+// hashWait is how long a login waits for a free password-hash slot
+// before it is answered 503.
+const hashWait = 200 * time.Millisecond
+
+// capField is the form field that carries a pending-cap refusal.
+const capField = "contact_email"
+
+// errCapped: a pending-request cap refused the request (field error on
+// capField).
+var errCapped = errors.New("too many pending requests")
+
+func (o *Options) defaults() {
+	if o.Throttle == nil {
+		o.Throttle = auth.NewThrottle(auth.ThrottleConfig{FreeAttempts: 5, Backoff: time.Second, LockAfter: 10, LockFor: 15 * time.Minute}, o.Clock)
+	}
+	if o.Hashes == nil {
+		o.Hashes = auth.NewHashes(4)
+	}
+	if o.SubmitLimit == nil {
+		o.SubmitLimit = auth.NewRateLimit(10, time.Hour, o.Clock)
+	}
+	if o.CheckLimit == nil {
+		o.CheckLimit = auth.NewRateLimit(60, time.Hour, o.Clock)
+	}
+	if o.MaxPendingPerContact <= 0 {
+		o.MaxPendingPerContact = 5
+	}
+	if o.MaxPendingPerAddress <= 0 {
+		o.MaxPendingPerAddress = 10
+	}
+	if o.MaxTokenLifetime <= 0 {
+		o.MaxTokenLifetime = 365 * 24 * time.Hour
+	}
+	if o.TokenLifetime <= 0 || o.TokenLifetime > o.MaxTokenLifetime {
+		o.TokenLifetime = min(90*24*time.Hour, o.MaxTokenLifetime)
+	}
+}
+
+// ownerKeys returns the browser's owner keys (well-formed ones only).
+func ownerKeys(r *http.Request) []string {
+	c, err := r.Cookie(OwnerCookie)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, k := range strings.Split(c.Value, ".") {
+		if validKey(k) && len(out) < MaxOwnerKeys {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func validKey(k string) bool { return len(k) >= 32 && len(k) <= 128 && !strings.Contains(k, ".") }
+
+// joinKeys is the cookie value of keys: de-duplicated, at most
+// MaxOwnerKeys, first ones kept.
+func joinKeys(keys []string) string {
+	var out []string
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if !seen[k] && len(out) < MaxOwnerKeys {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	return strings.Join(out, ".")
+}
+
+// userKey is the throttling key of a typed user name (bounded in length:
+// anything can be typed).
+func userKey(name string) string {
+	name = strings.ToLower(name)
+	if len(name) > 64 {
+		name = name[:64]
+	}
+	return "user:" + name
+}
+
+// throttled is the wait a throttled attempt must keep.
+type throttled time.Duration
+
+func (t throttled) Error() string { return "throttled for " + time.Duration(t).String() }
+
+var errBadLogin = errors.New("wrong user name or password")
+
+// login1 checks one login attempt under the throttle; the caller holds a
+// hash slot. The returned user has a Name only when the name exists.
+func (s *Server) login1(ctx context.Context, keys []string, name, pw string) (store.User, error) {
+	u, err := s.o.Store.User(ctx, name)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return store.User{}, err
+	}
+	known := err == nil
+	if !known {
+		u = store.User{}
+	}
+	if retry, ok := s.o.Throttle.Begin(keys...); !ok {
+		return u, throttled(retry)
+	}
+	hash := u.PasswordHash
+	if !known {
+		hash = dummyHash
+	}
+	if !auth.CheckPassword(hash, pw) || !known {
+		return u, errBadLogin
+	}
+	s.o.Throttle.Reset(keys...)
+	return u, nil
+}
+
+// tooMany sets Retry-After (whole seconds, rounded up).
+func tooMany(w http.ResponseWriter, retry time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
+}
+
+func fmtWait(d time.Duration) string {
+	switch {
+	case d <= time.Second:
+		return "a second"
+	case d < time.Minute:
+		return fmt.Sprintf("%d seconds", int((d+time.Second-1)/time.Second))
+	case d <= time.Minute:
+		return "a minute"
+	default:
+		return fmt.Sprintf("%d minutes", int((d+time.Minute-1)/time.Minute))
+	}
+}
+
+// registerCapped registers a public request unless its contact or client
+// address has too many pending requests already (then errs carries the
+// reason and err is errCapped).
+func (s *Server) registerCapped(ctx context.Context, req registration.Request, keyHash string, client netip.Addr) (store.Device, registration.FieldErrors, error) {
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	ip := ""
+	if client.IsValid() {
+		ip = client.String()
+	}
+	n, err := s.o.Store.CountPending(ctx, req.ContactEmail, ip)
+	if err != nil {
+		return store.Device{}, nil, err
+	}
+	switch {
+	case n.ByContact >= s.o.MaxPendingPerContact:
+		s.log.Warn("registration refused: pending requests per contact", "remote", ip, "pending", n.ByContact)
+		return store.Device{}, registration.FieldErrors{capField: fmt.Sprintf(
+			"this contact address has %d requests waiting for review already; wait until staff have handled them", n.ByContact)}, errCapped
+	case ip != "" && n.ByClientIP >= s.o.MaxPendingPerAddress:
+		s.log.Warn("registration refused: pending requests per client address", "remote", ip, "pending", n.ByClientIP)
+		return store.Device{}, registration.FieldErrors{capField: fmt.Sprintf(
+			"%d requests from your network address are waiting for review already; wait until staff have handled them", n.ByClientIP)}, errCapped
+	}
+	d, errs, err := s.o.Registry.Register(ctx, req, keyHash, "owner")
+	if err != nil || len(errs) > 0 || ip == "" {
+		return d, errs, err
+	}
+	if err := s.o.Store.RecordRequester(ctx, d.Name, ip); err != nil {
+		s.log.Warn("requester address not recorded", "device", d.Name, "err", err)
+	}
+	return d, nil, nil
+}
+
+// ownsAny reports whether key owns at least one registration.
+func (s *Server) ownsAny(ctx context.Context, key string) (bool, error) {
+	if !validKey(key) {
+		return false, nil
+	}
+	ds, err := s.o.Store.ListDevices(ctx, store.DeviceFilter{OwnerKeyHash: auth.HashToken(key), Limit: 1})
+	return len(ds) > 0, err
+}
+
+// ownerLinkForm is the page an owner link opens: it changes nothing, it
+// asks (a POST with CSRF does it).
+func (s *Server) ownerLinkForm(w http.ResponseWriter, r *http.Request) {
+	key := r.URL.Query().Get("key")
+	if !validKey(key) {
+		s.fail(w, r, http.StatusBadRequest, "Owner link not valid", "This owner link is incomplete. Copy the whole link.")
+		return
+	}
+	ok, err := s.ownsAny(r.Context(), key)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	if !ok {
+		s.fail(w, r, http.StatusNotFound, "Owner link not valid", "No registration belongs to this owner link.")
+		return
+	}
+	s.render(w, r, http.StatusOK, "owner", page{"Title": "Open your devices", "Key": key})
+}
+
+// ownerLogin adds an owner key to this browser (POST, CSRF checked).
+func (s *Server) ownerLogin(w http.ResponseWriter, r *http.Request) {
+	key := r.PostFormValue("key")
+	ok, err := s.ownsAny(r.Context(), key)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	if !ok {
+		s.fail(w, r, http.StatusNotFound, "Owner link not valid", "No registration belongs to this owner link.")
+		return
+	}
+	http.SetCookie(w, s.cookie(OwnerCookie, joinKeys(append([]string{key}, ownerKeys(r)...)), ownerKeyLifetime))
+	http.Redirect(w, r, "/my", http.StatusSeeOther)
+}
+
+// ownerResend sends new confirmation links to the device's unconfirmed
+// affiliated senders (the others are left to staff).
+func (s *Server) ownerResend(w http.ResponseWriter, r *http.Request) {
+	d, ok := s.ownedDevice(w, r)
+	if !ok {
+		return
+	}
+	if retry, ok := s.o.SubmitLimit.Allow(auth.ClientKey(s.o.Proxy.ClientIP(r))); !ok {
+		tooMany(w, retry)
+		s.fail(w, r, http.StatusTooManyRequests, "Too many requests", "Too many requests from your address. Try again in "+fmtWait(retry)+".")
+		return
+	}
+	left, err := s.o.Registry.ResendConfirmations(r.Context(), d.Name)
+	p, perr := s.devicePage(r.Context(), d, false)
+	if perr != nil {
+		s.internal(w, r, perr)
+		return
+	}
+	status := http.StatusOK
+	switch {
+	case err != nil:
+		s.log.Warn("owner re-send of confirmation links failed", "device", d.Name, "err", err)
+		status = http.StatusBadGateway
+		p["Error"] = "Some links could not be sent. Try again later."
+	case len(left) > 0:
+		p["Flash"] = "Confirmation links sent again. Addresses outside the organisation (" + strings.Join(left, ", ") + ") get theirs from staff."
+	default:
+		p["Flash"] = "Confirmation links sent again."
+	}
+	s.render(w, r, status, "device", p)
+}
+
+// ---- staff: API tokens and account ----
+
+func (s *Server) tokensPage(w http.ResponseWriter, r *http.Request, user string, status int, extra page) {
+	toks, err := s.o.Store.ListAPITokens(r.Context(), "")
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	p := page{"Title": "API tokens", "Staff": user, "Tokens": toks, "Now": s.o.Clock(),
+		"DefaultDays": int(s.o.TokenLifetime / (24 * time.Hour)), "MaxDays": int(s.o.MaxTokenLifetime / (24 * time.Hour))}
+	for k, v := range extra {
+		p[k] = v
+	}
+	s.render(w, r, status, "tokens", p)
+}
+
+func (s *Server) tokens(w http.ResponseWriter, r *http.Request, user string) {
+	s.tokensPage(w, r, user, http.StatusOK, nil)
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, user string) {
+	life := s.o.TokenLifetime
+	if v := strings.TrimSpace(r.PostFormValue("days")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100000 {
+			s.tokensPage(w, r, user, http.StatusUnprocessableEntity, page{"Error": "The expiry must be a whole number of days."})
+			return
+		}
+		life = time.Duration(n) * 24 * time.Hour
+	}
+	tok, t, err := auth.NewAPIToken(user, r.PostFormValue("label"), store.Scope(r.PostFormValue("scope")), life, s.o.MaxTokenLifetime, s.o.Clock())
+	if err != nil {
+		s.tokensPage(w, r, user, http.StatusUnprocessableEntity, page{"Error": err.Error()})
+		return
+	}
+	if err := s.o.Store.CreateAPIToken(r.Context(), t); err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	s.log.Info("API token created", "user", user, "token_id", t.ID, "scope", string(t.Scope), "expires", t.ExpiresAt)
+	s.tokensPage(w, r, user, http.StatusOK, page{"NewToken": tok, "Flash": "Token created. Copy it now: it is not shown again."})
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, user string) {
+	t, err := s.o.Store.RevokeAPIToken(r.Context(), r.PathValue("id"), "staff:"+user)
+	if errors.Is(err, store.ErrNotFound) {
+		s.tokensPage(w, r, user, http.StatusNotFound, page{"Error": "No such token (revoked already?)."})
+		return
+	}
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	s.log.Info("API token revoked", "actor", "staff:"+user, "token_id", t.ID, "owner", t.User)
+	http.Redirect(w, r, "/staff/tokens?done=token-revoked", http.StatusSeeOther)
+}
+
+func (s *Server) account(w http.ResponseWriter, r *http.Request, user string) {
+	s.render(w, r, http.StatusOK, "account", page{"Title": "Account", "Staff": user})
+}
+
+// MinPasswordLength is the shortest staff password accepted.
+const MinPasswordLength = 10
+
+// changePassword sets a new password after checking the current one
+// (throttled like a login) and ends every other session of the user.
+func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, user string) {
+	fail := func(status int, msg string) {
+		s.render(w, r, status, "account", page{"Title": "Account", "Staff": user, "Error": msg})
+	}
+	cur, pw, again := r.PostFormValue("current"), r.PostFormValue("new"), r.PostFormValue("again")
+	switch {
+	case len(pw) < MinPasswordLength || len(pw) > 1024:
+		fail(http.StatusUnprocessableEntity, fmt.Sprintf("The new password must have %d to 1024 characters.", MinPasswordLength))
+		return
+	case pw != again:
+		fail(http.StatusUnprocessableEntity, "The two new passwords differ.")
+		return
+	}
+	if !s.o.Hashes.Acquire(r.Context(), hashWait) {
+		w.Header().Set("Retry-After", "1")
+		fail(http.StatusServiceUnavailable, "Central is busy. Try again in a moment.")
+		return
+	}
+	defer s.o.Hashes.Release()
+	_, err := s.login1(r.Context(), []string{userKey(user)}, user, cur)
+	var wait throttled
+	switch {
+	case errors.As(err, &wait):
+		tooMany(w, time.Duration(wait))
+		fail(http.StatusTooManyRequests, "Too many wrong passwords. Try again in "+fmtWait(time.Duration(wait))+".")
+		return
+	case err != nil && !errors.Is(err, errBadLogin):
+		s.internal(w, r, err)
+		return
+	case err != nil:
+		s.log.Warn("password change: wrong current password", "user", user, "remote", s.o.Proxy.ClientIP(r).String())
+		fail(http.StatusUnauthorized, "The current password is wrong.")
+		return
+	}
+	hash, err := auth.HashPassword(pw)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	keep := ""
+	if c, err := r.Cookie(SessionCookie); err == nil && c.Value != "" {
+		keep = auth.HashToken(c.Value)
+	}
+	if err := s.o.Store.ChangeUserPassword(r.Context(), user, hash, keep, "staff:"+user); err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	s.log.Info("staff password changed; other sessions ended", "user", user)
+	http.Redirect(w, r, "/staff/account?done=password", http.StatusSeeOther)
+}
