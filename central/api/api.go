@@ -178,20 +178,14 @@ func writeErr(w http.ResponseWriter, status int, msg string, fields map[string]s
 }
 
 func (s *Server) storeErr(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeErr(w, http.StatusNotFound, err.Error(), nil)
-	case errors.Is(err, store.ErrExists):
-		writeErr(w, http.StatusConflict, err.Error(), nil)
-	case errors.Is(err, store.ErrTransition), errors.Is(err, registration.ErrUnconfirmed):
-		writeErr(w, http.StatusConflict, err.Error(), nil)
+	switch code := registration.HTTPStatus(err); {
 	case errors.Is(err, registration.ErrReasonRequired):
-		writeErr(w, http.StatusUnprocessableEntity, err.Error(), map[string]string{"reason": "required"})
-	case errors.Is(err, registration.ErrUnknownAction):
-		writeErr(w, http.StatusNotFound, err.Error(), nil)
-	default:
+		writeErr(w, code, err.Error(), map[string]string{"reason": "required"})
+	case code == http.StatusInternalServerError:
 		s.log.Error("API request failed", "err", err)
 		writeErr(w, http.StatusInternalServerError, "internal error", nil)
+	default:
+		writeErr(w, code, err.Error(), nil)
 	}
 }
 

@@ -39,6 +39,7 @@ import (
 	"github.com/postern/postern/central/store/sqlite"
 	"github.com/postern/postern/central/web"
 	"github.com/postern/postern/shared/allowlist"
+	"github.com/postern/postern/shared/configfile"
 	"github.com/postern/postern/shared/resolver"
 	"github.com/postern/postern/shared/topic"
 )
@@ -95,6 +96,13 @@ func Registry(cfg config.Config, st store.Store, changed func(), log *slog.Logge
 		Store: st, DNS: res, BaseURL: BaseURL(cfg), Period: cfg.Policy.RegistrationPeriod,
 		DefaultMessagesPerHour: cfg.Policy.DefaultMessagesHour, DefaultRecipientsPerHour: cfg.Policy.DefaultRcptsHour,
 		AffiliatedDomains: cfg.Policy.AffiliatedDomains, ConfirmTTL: cfg.Register.ConfirmationLifetime, Changed: changed, Log: log,
+		EdgeSuspensionsPerHour: cfg.Edges.AutoSuspensionsPerHour, RelayWindow: cfg.Edges.RelayEvidenceWindow,
+		StaffNotify: cfg.Mail.StaffNotify,
+	}
+	for _, id := range []string{cfg.MQTT.ClientID, cfg.MQTT.Username} {
+		if id != "" {
+			reg.ReservedEdgeIDs = append(reg.ReservedEdgeIDs, id)
+		}
 	}
 	if cfg.Mail.Smarthost != "" {
 		reg.Mail = &mailer.Mailer{Addr: cfg.Mail.Smarthost, From: cfg.Mail.From, Username: cfg.Mail.Username, Password: cfg.Mail.Password}
@@ -171,10 +179,12 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	so := fleet.Options{
 		ClientID: cfg.MQTT.ClientID, Topics: topics, Key: key,
 		ValidFor: cfg.Allowlist.ValidFor, RepublishInterval: cfg.Allowlist.RepublishInterval,
-		Source: adapter, Events: adapter, Status: adapter, Enrol: adapter, Auth: adapter,
+		Source: adapter, Events: adapter, Status: adapter, Enrol: adapter, Auth: adapter, Suspender: reg, Gate: adapter,
+		MaxEventsPerMinute: cfg.Edges.MaxEventsPerMinute, MaxEventBytes: cfg.Edges.MaxEventBytes,
 		Edge: fleet.EdgeSettings{CentralURL: BaseURL(cfg), AffiliatedDomains: cfg.Policy.AffiliatedDomains},
 		Log:  log,
 	}
+	var kick func(id string) bool
 	if cfg.MQTT.URL != "" {
 		so.BrokerURL, so.Username, so.Password = cfg.MQTT.URL, cfg.MQTT.Username, cfg.MQTT.Password
 		so.Edge.MQTTURL = cfg.MQTT.URL
@@ -193,19 +203,33 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			}
 		}
 	} else {
-		b, err := broker.Start(broker.Options{Listen: cfg.MQTT.Listen, TLS: tlsCfg, Topics: topics, CentralClientID: cfg.MQTT.ClientID, Edges: adapter, Log: log})
+		brokerTLS, err := BrokerTLS(cfg)
+		if err != nil {
+			return err
+		}
+		b, err := broker.Start(broker.Options{Listen: cfg.MQTT.Listen, TLS: brokerTLS, Topics: topics, CentralClientID: cfg.MQTT.ClientID, Edges: adapter, Log: log})
 		if err != nil {
 			return err
 		}
 		defer b.Close()
+		kick = b.Kick
 		so.BrokerURL, so.Dial = "tcp://inproc", b.Dial
-		so.Edge.MQTTURL = brokerURL(cfg, b.Addr().String(), tlsCfg != nil)
+		so.Edge.MQTTURL = brokerURL(cfg, b.Addr().String(), brokerTLS != nil)
+	}
+	if err := CheckEdgeMQTTURL(so.Edge.MQTTURL, cfg.MQTT.AllowPlaintextEdges); err != nil {
+		return err
 	}
 	svc, err := fleet.New(so)
 	if err != nil {
 		return err
 	}
 	note.set(svc.Changed)
+	reg.EdgeRevoked = func(id string) {
+		svc.EdgeRevoked(id)
+		if kick != nil {
+			kick(id)
+		}
+	}
 
 	proxy, err := auth.NewProxy(cfg.HTTP.IdentityHeader, cfg.HTTP.TrustedProxies)
 	if err != nil {
@@ -254,6 +278,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 	})
 	wg.Go(func() { housekeeping(ctx, st, reg, note, log) })
+	wg.Go(func() { pruneEvents(ctx, st, cfg.Events, log) })
 
 	var runErr error
 	select {
@@ -266,6 +291,38 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	_ = srv.Shutdown(sctx)
 	wg.Wait()
 	return runErr
+}
+
+// BrokerTLS is the embedded broker's TLS configuration from mqtt.tls_cert
+// and mqtt.tls_key (nil: plain MQTT), independent of http.tls_cert.
+func BrokerTLS(cfg config.Config) (*tls.Config, error) {
+	if cfg.MQTT.TLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.MQTT.TLSCert, cfg.MQTT.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt.tls_cert: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// CheckEdgeMQTTURL refuses to hand edges a plaintext broker URL for a
+// non-loopback host unless mqtt.allow_plaintext_edges is set: their MQTT
+// password and events would cross the network in clear.
+func CheckEdgeMQTTURL(u string, allowPlaintext bool) error {
+	p, err := url.Parse(u)
+	if err != nil {
+		return fmt.Errorf("mqtt: edge broker URL %q: %w", u, err)
+	}
+	switch p.Scheme {
+	case "tls", "ssl", "mqtts", "wss":
+		return nil
+	}
+	if ip := net.ParseIP(p.Hostname()); (ip != nil && ip.IsLoopback()) || p.Hostname() == "localhost" || allowPlaintext {
+		return nil
+	}
+	return configfile.Errorf("mqtt.allow_plaintext_edges",
+		"edges would be told the plaintext broker URL %s; set mqtt.tls_cert and mqtt.tls_key (embedded broker) or use a tls:// mqtt.url, or set mqtt.allow_plaintext_edges = true", u)
 }
 
 // brokerURL is the address edges are told for the embedded broker.
@@ -281,6 +338,27 @@ func brokerURL(cfg config.Config, listen string, tlsOn bool) string {
 		scheme = "tls"
 	}
 	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+// pruneEvents deletes events older than events.retention every
+// events.prune_interval (per-device counters keep their counts).
+func pruneEvents(ctx context.Context, st store.Store, cfg config.Events, log *slog.Logger) {
+	tick := time.NewTicker(cfg.PruneInterval)
+	defer tick.Stop()
+	for {
+		n, err := st.PruneEvents(ctx, time.Now().Add(-cfg.Retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Error("pruning old events failed", "err", err)
+		case n > 0:
+			log.Info("old events pruned", "events", n, "retention", cfg.Retention)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // housekeeping expires registrations, drops old sessions and notices

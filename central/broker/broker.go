@@ -5,7 +5,8 @@
 //     username and the password issued at enrolment (stored only as a hash),
 //     and must use their edge id as client id, so one edge can never take
 //     over another edge's persistent session.
-//   - An edge may subscribe to the allowlist topic and nothing else, and
+//   - An edge may subscribe to the allowlist topic and its own receipt
+//     topic and nothing else, and
 //     publish only to its own events and status topics; its last will must
 //     be its own status topic. A publish elsewhere disconnects it (MQTT
 //     3.1.1 has no negative PUBACK) and is never delivered.
@@ -152,7 +153,7 @@ func (b *Broker) Addr() net.Addr { return b.ln.Addr() }
 // connection counts as central: it needs no password but must use the
 // configured central client id.
 func (b *Broker) Dial() (net.Conn, error) {
-	client, server := net.Pipe()
+	client, server := bufferedPipe()
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -192,6 +193,20 @@ func (b *Broker) Close() error {
 	}
 	b.mu.Unlock()
 	return b.srv.Close()
+}
+
+// Kick drops the connection and the session of the client with id (an
+// edge that was revoked). It reports whether there was one.
+func (b *Broker) Kick(id string) bool {
+	cl, ok := b.srv.Clients.Get(id)
+	if !ok || cl.Net.Listener == inprocListener {
+		return false
+	}
+	b.srv.UnsubscribeClient(cl)
+	cl.Stop(errors.New("edge revoked"))
+	b.srv.Clients.Delete(id)
+	b.log.Warn("mqtt: revoked edge disconnected", "client_id", id)
+	return true
 }
 
 // HashPassword returns the stored form of an edge's MQTT password. The
@@ -262,6 +277,9 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if err := topic.ValidEdgeID(user); err != nil {
 		return refuse("username is not an edge id")
 	}
+	if user == h.centralID {
+		return refuse("username is central's client id")
+	}
 	if cl.ID != user {
 		return refuse("client id must equal the edge id")
 	}
@@ -292,7 +310,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, name string, write bool) bool {
 	if write {
 		ok = name == h.topics.Events(edge) || name == h.topics.Status(edge)
 	} else {
-		ok = name == h.topics.Allowlist()
+		ok = name == h.topics.Allowlist() || name == h.topics.Receipt(edge)
 	}
 	if !ok {
 		h.log.Warn("mqtt: denied", "edge", edge, "topic", name, "write", write)

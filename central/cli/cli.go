@@ -9,6 +9,9 @@
 //	postern-central user list
 //	postern-central edge add ID [-name N] [-site S]
 //	postern-central edge list
+//	postern-central edge revoke ID -reason R
+//	postern-central request list [-all] [-json]
+//	postern-central request confirm|dismiss ID [-reason R]
 //
 // Every subcommand takes -config FILE (and -dev) like serve, opens the same
 // store and works while serve runs: SQLite queues writers on its busy
@@ -27,6 +30,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -41,7 +45,8 @@ import (
 // Usage lists the subcommands.
 const Usage = `  device list|show|approve|deny|suspend|reinstate|revoke|renew|register   manage registrations
   user add|token|list   staff accounts and API tokens
-  edge add|list         edges and their enrolment tokens
+  edge add|list|revoke  edges and their enrolment tokens
+  request list|confirm|dismiss   suspension requests from edges
 `
 
 // env is what a subcommand runs with.
@@ -380,6 +385,67 @@ func init() {
 			return tw.Flush()
 		}
 	}}
+}
+
+func init() {
+	commands["request list"] = command{0, func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+		all := fs.Bool("all", false, "also decided requests")
+		asJSON := fs.Bool("json", false, "print JSON")
+		return func(ctx context.Context, e *env, _ []string) error {
+			f := store.RequestFilter{State: store.RequestOpen, Limit: 100000}
+			if *all {
+				f.State = ""
+			}
+			reqs, err := e.st.ListSuspensionRequests(ctx, f)
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return printJSON(e.stdout, reqs)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATE\tDEVICE\tEDGE\tREQUESTED\tWHY")
+			for _, q := range reqs {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", q.ID, q.State, q.Device, q.Edge, q.CreatedAt.Format(time.RFC3339), q.Why)
+			}
+			return tw.Flush()
+		}
+	}}
+	commands["edge revoke"] = command{1, func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+		reason := fs.String("reason", "", "why (audit log)")
+		return func(ctx context.Context, e *env, pos []string) error {
+			reg, err := app.Registry(e.cfg, e.st, nil, e.log)
+			if err != nil {
+				return err
+			}
+			if err := reg.RevokeEdge(ctx, pos[0], cliActor(), *reason); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "edge %s revoked; its credentials no longer work (with Mosquitto also remove it from the password file)\n", pos[0])
+			return nil
+		}
+	}}
+	for _, decision := range []string{"confirm", "dismiss"} {
+		commands["request "+decision] = command{1, func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+			reason := fs.String("reason", "", "note for the audit log")
+			return func(ctx context.Context, e *env, pos []string) error {
+				id, err := strconv.ParseInt(pos[0], 10, 64)
+				if err != nil || id < 1 {
+					return fmt.Errorf("%q is not a request id", pos[0])
+				}
+				reg, err := app.Registry(e.cfg, e.st, nil, e.log)
+				if err != nil {
+					return err
+				}
+				q, err := reg.DecideRequest(ctx, id, decision, cliActor(), *reason)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "request %d %s: %s (edge %s)\n", q.ID, q.State, q.Device, q.Edge)
+				return nil
+			}
+		}}
+	}
 }
 
 func cliActor() string {

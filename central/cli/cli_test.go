@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,10 +10,18 @@ import (
 	"testing"
 
 	"github.com/postern/postern/central/cli"
+	"github.com/postern/postern/central/store"
+	"github.com/postern/postern/central/store/sqlite"
 	"github.com/postern/postern/shared/dnstest"
 )
 
 func setup(t *testing.T) (run func(stdin string, args ...string) (int, string, string)) {
+	run, _ = setupDir(t)
+	return run
+}
+
+// setupDir is setup that also returns data_dir.
+func setupDir(t *testing.T) (run func(stdin string, args ...string) (int, string, string), dataDir string) {
 	d := dnstest.Start(t)
 	d.AddA("scanner.dept.example.edu", "10.1.2.3")
 	d.AddPTR("10.1.2.3", "scanner.dept.example.edu")
@@ -30,7 +39,7 @@ func setup(t *testing.T) (run func(stdin string, args ...string) (int, string, s
 		// -config goes after the NAME too: flags may come anywhere.
 		code := cli.Main(append(args, "-config", cfg), strings.NewReader(stdin), &out, &errb)
 		return code, out.String(), errb.String()
-	}
+	}, filepath.Join(dir, "data")
 }
 
 func TestCLI(t *testing.T) {
@@ -76,6 +85,64 @@ func TestCLI(t *testing.T) {
 	}
 	for _, s := range steps {
 		code, out, errOut := run(s.stdin, s.args...)
+		got := out
+		if s.code != 0 {
+			got = errOut
+		}
+		if code != s.code || !strings.Contains(got, s.out) {
+			t.Errorf("%v: exit %d, want %d; stdout %q stderr %q (want %q)", s.args, code, s.code, out, errOut, s.out)
+		}
+	}
+}
+
+// TestCLIRequests: staff list, confirm and dismiss suspension requests
+// filed by an edge; a decided request cannot be decided again.
+func TestCLIRequests(t *testing.T) {
+	run, dataDir := setupDir(t)
+	steps := [][]string{
+		{"device", "register", "-name", "scanner.dept.example.edu", "-owner", "Ada", "-contact", "ada@dept.example.edu", "-sender", "scanner@dept.example.edu"},
+		{"device", "approve", "scanner.dept.example.edu", "-force", "-reason", "checked"},
+		{"edge", "add", "bldg-12"},
+	}
+	for _, s := range steps {
+		if code, out, errOut := run("", s...); code != 0 {
+			t.Fatalf("%v: exit %d %s %s", s, code, out, errOut)
+		}
+	}
+	// The edge reports the device without having relayed for it: a request.
+	code, out, _ := run("", "request", "list")
+	if code != 0 || strings.Contains(out, "scanner") {
+		t.Fatalf("request list before any report: %d %q", code, out)
+	}
+	st, err := sqlite.Open(context.Background(), filepath.Join(dataDir, sqlite.FileName), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := st.SuspendByEdge(context.Background(), store.EdgeSuspension{Edge: "bldg-12", Device: "scanner.dept.example.edu",
+		Reason: "suspended by edge bldg-12: NDR to scanner@dept.example.edu undeliverable", Cap: 3})
+	if err != nil || res.Outcome != store.EdgeRequested {
+		t.Fatalf("SuspendByEdge: %+v %v", res, err)
+	}
+	st.Close()
+	id := fmt.Sprint(res.Request.ID)
+	for _, s := range []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"request", "list"}, 0, "open   scanner.dept.example.edu  bldg-12"},
+		{[]string{"request", "confirm", "x"}, 1, "not a request id"},
+		{[]string{"request", "confirm", "999"}, 1, "not found"},
+		{[]string{"request", "confirm", id, "-reason", "bounces checked"}, 0, "confirmed: scanner.dept.example.edu (edge bldg-12)"},
+		{[]string{"request", "dismiss", id}, 1, "not allowed"},
+		{[]string{"device", "show", "scanner.dept.example.edu"}, 0, "suspended"},
+		{[]string{"request", "list", "-all"}, 0, "confirmed"},
+		{[]string{"edge", "revoke", "bldg-12"}, 1, "a reason is required"},
+		{[]string{"edge", "revoke", "bldg-12", "-reason", "stolen"}, 0, "edge bldg-12 revoked"},
+		{[]string{"edge", "revoke", "bldg-12", "-reason", "again"}, 1, "not found"},
+		{[]string{"edge", "add", "postern-central"}, 1, "central's own MQTT client id"},
+	} {
+		code, out, errOut := run("", s.args...)
 		got := out
 		if s.code != 0 {
 			got = errOut

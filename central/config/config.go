@@ -6,6 +6,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/mail"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -30,6 +31,8 @@ type Config struct {
 	Login     Login     `toml:"login"`
 	Register  Register  `toml:"register"`
 	API       API       `toml:"api"`
+	Edges     Edges     `toml:"edges"`
+	Events    Events    `toml:"events"`
 }
 
 // Login throttles password guessing at the staff login and failed API
@@ -62,6 +65,30 @@ type API struct {
 	// TokenLifetime is the expiry of a new token when none is asked for.
 	TokenLifetime    time.Duration `toml:"token_lifetime"`
 	MaxTokenLifetime time.Duration `toml:"max_token_lifetime"`
+}
+
+// Edges bounds what one edge's word can do.
+type Edges struct {
+	// AutoSuspensionsPerHour is how many devices one edge may get
+	// suspended per hour without staff; further reports become
+	// suspension requests.
+	AutoSuspensionsPerHour int `toml:"auto_suspensions_per_hour"`
+	// RelayEvidenceWindow: an edge's report suspends a device by itself
+	// only if the edge reported traffic for it within this window.
+	RelayEvidenceWindow time.Duration `toml:"relay_evidence_window"`
+	// MaxEventsPerMinute and MaxEventBytes cap one edge's events; events
+	// beyond them are refused, logged and counted on the edges page.
+	MaxEventsPerMinute int `toml:"max_events_per_minute"`
+	MaxEventBytes      int `toml:"max_event_bytes"`
+}
+
+// Events configures how long edge events are kept.
+type Events struct {
+	// Retention is how long events are kept; per-device counters outlive
+	// them.
+	Retention time.Duration `toml:"retention"`
+	// PruneInterval is how often old events are removed.
+	PruneInterval time.Duration `toml:"prune_interval"`
 }
 
 // Log configures logging.
@@ -104,6 +131,13 @@ type MQTT struct {
 	TopicPrefix string `toml:"topic_prefix"`
 	// ClientID is the persistent session name of this central instance.
 	ClientID string `toml:"client_id"`
+	// TLSCert/TLSKey make the embedded broker listen with TLS
+	// (independent of http.tls_cert).
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// AllowPlaintextEdges lets central hand edges a tcp:// URL for an
+	// embedded broker without TLS on a non-loopback address.
+	AllowPlaintextEdges bool `toml:"allow_plaintext_edges"`
 }
 
 // Mail configures central's own outgoing mail (confirmations, notices).
@@ -112,6 +146,8 @@ type Mail struct {
 	From      string `toml:"from"`
 	Username  string `toml:"username"`
 	Password  string `toml:"password"`
+	// StaffNotify are the addresses told about new suspension requests.
+	StaffNotify []string `toml:"staff_notify"`
 }
 
 // DNS configures the resolver for the live FCrDNS check.
@@ -164,6 +200,13 @@ func Default(dev bool) Config {
 		Register: Register{SubmissionsPerHour: 10, DNSChecksPerHour: 60, MaxPendingPerContact: 5, MaxPendingPerAddress: 10,
 			ConfirmationLifetime: 7 * 24 * time.Hour},
 		API: API{TokenLifetime: 90 * 24 * time.Hour, MaxTokenLifetime: 365 * 24 * time.Hour},
+		Edges: Edges{
+			AutoSuspensionsPerHour: 3,
+			RelayEvidenceWindow:    7 * 24 * time.Hour,
+			MaxEventsPerMinute:     600,
+			MaxEventBytes:          16 << 10,
+		},
+		Events: Events{Retention: 90 * 24 * time.Hour, PruneInterval: time.Hour},
 	}
 	if dev {
 		c.DataDir = "data/central"
@@ -332,6 +375,32 @@ func (c *Config) validateTrust() error {
 	}
 	if c.API.TokenLifetime < time.Hour || c.API.TokenLifetime > c.API.MaxTokenLifetime {
 		return e("api.token_lifetime", "must be at least 1h and at most api.max_token_lifetime")
+	}
+	if (c.MQTT.TLSCert == "") != (c.MQTT.TLSKey == "") {
+		return e("mqtt.tls_cert", "mqtt.tls_cert and mqtt.tls_key must be set together")
+	}
+	for i, a := range c.Mail.StaffNotify {
+		if _, err := mail.ParseAddress(a); err != nil || strings.ContainsAny(a, "\r\n") {
+			return e(fmt.Sprintf("mail.staff_notify[%d]", i), "%q is not a mail address", a)
+		}
+	}
+	if c.Edges.AutoSuspensionsPerHour < 0 || c.Edges.AutoSuspensionsPerHour > 1000 {
+		return e("edges.auto_suspensions_per_hour", "must be between 0 and 1000")
+	}
+	if c.Edges.RelayEvidenceWindow < time.Hour {
+		return e("edges.relay_evidence_window", "must be at least 1h")
+	}
+	if c.Edges.MaxEventsPerMinute < 1 {
+		return e("edges.max_events_per_minute", "must be at least 1")
+	}
+	if c.Edges.MaxEventBytes < 1024 {
+		return e("edges.max_event_bytes", "must be at least 1024")
+	}
+	if c.Events.Retention < 24*time.Hour || c.Events.Retention < c.Edges.RelayEvidenceWindow {
+		return e("events.retention", "must be at least 24h and at least edges.relay_evidence_window")
+	}
+	if c.Events.PruneInterval < time.Minute || c.Events.PruneInterval > c.Events.Retention {
+		return e("events.prune_interval", "must be at least 1m and at most events.retention")
 	}
 	return nil
 }

@@ -50,6 +50,11 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{"[register]\nconfirmation_lifetime = \"1m\"", "register.confirmation_lifetime"},
 		{"[api]\ntoken_lifetime = \"9000h\"", "api.token_lifetime"},
 		{"[api]\nmax_token_lifetime = \"1m\"", "api.max_token_lifetime"},
+		{"[edges]\nauto_suspensions_per_hour = -1", "edges.auto_suspensions_per_hour"},
+		{"[edges]\nmax_event_bytes = 10", "edges.max_event_bytes"},
+		{"[events]\nretention = \"48h\"", "events.retention"},
+		{"[mqtt]\ntls_cert = \"x.pem\"", "mqtt.tls_cert"},
+		{"[mail]\nstaff_notify = [\"not an address\"]", "mail.staff_notify[0]"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.key, func(t *testing.T) {

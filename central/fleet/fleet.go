@@ -10,9 +10,10 @@
 // Guarantees:
 //   - An event is acknowledged to the broker only after it is stored; the
 //     store de-duplicates by event id, so redeliveries are harmless.
-//   - A newly stored ndr-undeliverable event suspends the device centrally
-//     ("suspended by edge X: NDR to S undeliverable") and triggers a new
-//     snapshot, which carries the suspension to every edge.
+//   - A newly stored ndr-undeliverable event goes to the Suspender, which
+//     suspends the device centrally ("suspended by edge X: NDR to S
+//     undeliverable") only within the limits on one edge's word, and
+//     otherwise files a suspension request for staff.
 //   - The edge id of an event or status is the one in its topic, which the
 //     broker's ACL ties to the edge's credentials; a payload cannot speak
 //     for another edge.
@@ -33,6 +34,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/postern/postern/central/registration"
+	"github.com/postern/postern/central/store"
 	"github.com/postern/postern/shared/allowlist"
 	"github.com/postern/postern/shared/clock"
 	"github.com/postern/postern/shared/event"
@@ -45,13 +48,18 @@ type Source interface {
 	Allowlist(ctx context.Context) (version int64, devices []allowlist.Device, err error)
 }
 
-// EventStore records events and applies the suspension policy.
+// EventStore records events.
 type EventStore interface {
 	// AddEvent stores e unless an event with its id exists; inserted
 	// reports which.
 	AddEvent(ctx context.Context, e event.Event) (inserted bool, err error)
-	// SuspendDevice suspends a device with an audit entry by actor.
-	SuspendDevice(ctx context.Context, name, actor, reason string) error
+}
+
+// Suspender decides what an edge's ndr-undeliverable report does
+// (*registration.Service: an automatic suspension within the limits on an
+// edge's word, else a request for staff).
+type Suspender interface {
+	SuspendByEdge(ctx context.Context, r registration.EdgeReport) (store.EdgeSuspensionResult, error)
 }
 
 // StatusStore records edge status for the fleet view.
@@ -76,9 +84,17 @@ type Options struct {
 	ValidFor          time.Duration // allowlist.valid_for
 	RepublishInterval time.Duration // allowlist.republish_interval
 
-	Source Source
-	Events EventStore
-	Status StatusStore
+	Source    Source
+	Events    EventStore
+	Suspender Suspender
+	Status    StatusStore
+	// Gate refuses revoked edges and records over-limit ones (nil: every
+	// edge is heard).
+	Gate EdgeGate
+	// MaxEventsPerMinute and MaxEventBytes cap each edge's events
+	// (edges.max_events_per_minute, edges.max_event_bytes).
+	MaxEventsPerMinute int
+	MaxEventBytes      int
 	// Enrol and Auth are needed by the HTTP handlers (see Handler).
 	Enrol Enroller
 	Auth  EdgeAuth
@@ -98,21 +114,33 @@ type Service struct {
 	mqtt  paho.Client
 
 	trigger chan struct{}
+	// force makes the next triggered build publish even if its version
+	// was published already (a reconnect: the broker may have lost it).
+	force atomic.Bool
+	// publishedVer is the version last published with a PUBACK.
+	publishedVer atomic.Int64
+	// linked: connected and subscribed (see onConnect).
+	linked atomic.Bool
 
 	mu   sync.RWMutex
 	wire []byte // last encoded snapshot
 	etag string
 	ver  int64
 
-	published atomic.Int64
-	events    atomic.Int64
-	dups      atomic.Int64
+	gate         gate
+	rcpt         receipts
+	receiptsSent atomic.Int64
+	refused      atomic.Int64
+	published    atomic.Int64
+	skipped      atomic.Int64
+	events       atomic.Int64
+	dups         atomic.Int64
 }
 
 // New checks opts. Nothing runs until Run.
 func New(o Options) (*Service, error) {
-	if o.Source == nil || o.Events == nil || o.Status == nil {
-		return nil, errors.New("sync: Source, Events and Status are required")
+	if o.Source == nil || o.Events == nil || o.Status == nil || o.Suspender == nil {
+		return nil, errors.New("sync: Source, Events, Status and Suspender are required")
 	}
 	if len(o.Key) != ed25519.PrivateKeySize {
 		return nil, errors.New("sync: no allowlist signing key")
@@ -128,6 +156,12 @@ func New(o Options) (*Service, error) {
 	}
 	if o.Topics == (topic.Topics{}) {
 		o.Topics = topic.New("")
+	}
+	if o.MaxEventsPerMinute <= 0 {
+		o.MaxEventsPerMinute = DefaultMaxEventsPerMinute
+	}
+	if o.MaxEventBytes <= 0 {
+		o.MaxEventBytes = DefaultMaxEventBytes
 	}
 	if o.Clock == nil {
 		o.Clock = clock.Real
@@ -178,6 +212,7 @@ func (s *Service) Run(ctx context.Context) error {
 		SetKeepAlive(30 * time.Second).
 		SetOnConnectHandler(s.onConnect).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			s.linked.Store(false)
 			s.log.Warn("mqtt connection lost; reconnecting", "err", err)
 		})
 	if s.o.Dial != nil {
@@ -189,7 +224,10 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.mqtt = paho.NewClient(opts)
 	s.mqtt.Connect()
+	done := make(chan struct{})
+	go func() { defer close(done); s.receiptLoop(ctx) }()
 	s.publishLoop(ctx)
+	<-done
 	s.mqtt.Disconnect(500)
 	return ctx.Err()
 }
@@ -202,13 +240,19 @@ func (s *Service) onConnect(cl paho.Client) {
 		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			s.log.Error("mqtt subscribe failed", "err", tok.Error())
 		}
+		// Publishing only from here on keeps clear of paho's resume of
+		// its session store, which runs right after the connection is up
+		// and must not share a packet with a new publish.
+		s.linked.Store(true)
 		// A broker that lost its retained messages gets the snapshot back.
+		s.force.Store(true)
 		s.Changed()
 	}()
 }
 
-// publishLoop builds and publishes a snapshot at start, on Changed and
-// every RepublishInterval.
+// publishLoop builds and publishes a snapshot at start, on Changed (only
+// if the version moved since the last publish) and every
+// RepublishInterval (always: valid_until moves on).
 func (s *Service) publishLoop(ctx context.Context) {
 	tick, stopTick := s.clock.Ticker(s.o.RepublishInterval)
 	defer stopTick()
@@ -219,14 +263,18 @@ func (s *Service) publishLoop(ctx context.Context) {
 		if retry > 0 {
 			after = time.After(retry)
 		}
+		force := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.trigger:
+			force = s.force.Swap(false)
 		case <-tick:
+			force = true
 		case <-after:
+			force = true
 		}
-		if err := s.publish(ctx); err != nil {
+		if err := s.publish(ctx, force); err != nil {
 			s.log.Error("allowlist publish failed", "err", err)
 			retry = min(max(2*retry, time.Second), 30*time.Second)
 			continue
@@ -235,12 +283,19 @@ func (s *Service) publishLoop(ctx context.Context) {
 	}
 }
 
-// publish builds, signs and publishes one snapshot and waits for the PUBACK.
-func (s *Service) publish(ctx context.Context) error {
+// publish builds, signs and publishes one snapshot and waits for the
+// PUBACK. Unless force is set, a version published already is not
+// published again: Changed may be called for changes that did not affect
+// enforcement, or several times for one change.
+func (s *Service) publish(ctx context.Context, force bool) error {
 	start := s.clock.Now()
 	ver, devs, err := s.o.Source.Allowlist(ctx)
 	if err != nil {
 		return fmt.Errorf("read allowlist: %w", err)
+	}
+	if !force && ver == s.publishedVer.Load() {
+		s.skipped.Add(1)
+		return nil
 	}
 	now := s.clock.Now()
 	snap := allowlist.Snapshot{Version: ver, Issued: now, ValidUntil: now.Add(s.o.ValidFor), Devices: devs}
@@ -252,7 +307,7 @@ func (s *Service) publish(ctx context.Context) error {
 	s.wire, s.ver = wire, ver
 	s.etag = fmt.Sprintf(`"v%d-%d"`, ver, snap.Issued.UnixMilli())
 	s.mu.Unlock()
-	if s.mqtt == nil || !s.mqtt.IsConnectionOpen() {
+	if s.mqtt == nil || !s.mqtt.IsConnectionOpen() || !s.linked.Load() {
 		return errors.New("not connected to the broker (edges can fetch over HTTPS meanwhile)")
 	}
 	tok := s.mqtt.Publish(s.o.Topics.Allowlist(), 1, true, wire)
@@ -267,6 +322,7 @@ func (s *Service) publish(ctx context.Context) error {
 		return fmt.Errorf("publish allowlist: %w", err)
 	}
 	s.published.Add(1)
+	s.publishedVer.Store(ver)
 	s.log.Info("allowlist published", "version", ver, "devices", len(devs), "bytes", len(wire),
 		"valid_until", snap.ValidUntil, "took", s.clock.Now().Sub(start).Round(time.Millisecond))
 	return nil
@@ -283,6 +339,21 @@ func (s *Service) onMessage(_ paho.Client, m paho.Message) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if err := s.admit(ctx, edge, kind, m.Payload()); err != nil {
+		if errors.Is(err, errTooLarge) {
+			// Never acceptable: the edge may forget it. An event over
+			// the rate cap gets no receipt, so the edge sends it again
+			// later.
+			if e, perr := event.Unmarshal(m.Payload()); perr == nil {
+				s.receipt(edge, e.ID)
+			}
+		}
+		if errors.Is(err, errRevoked) || errors.Is(err, errTooLarge) || errors.Is(err, errTooMany) {
+			m.Ack()
+		}
+		// Else the store could not say: the broker delivers it again.
+		return
+	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		if attempt > 0 {
@@ -307,7 +378,10 @@ func (s *Service) onMessage(_ paho.Client, m paho.Message) {
 	m.Ack()
 }
 
-var errMalformed = errors.New("malformed")
+var (
+	errMalformed = errors.New("malformed")
+	errNoPuback  = errors.New("no PUBACK within 10s")
+)
 
 func (s *Service) handleEvent(ctx context.Context, edge string, payload []byte) error {
 	e, err := event.Unmarshal(payload)
@@ -325,19 +399,25 @@ func (s *Service) handleEvent(ctx context.Context, edge string, payload []byte) 
 	s.events.Add(1)
 	if !inserted {
 		s.dups.Add(1)
-		return nil
-	}
-	s.log.Info("edge event", "edge", edge, "event_id", e.ID, "kind", e.Kind, "device", e.Device, "queue_id", e.QueueID, "reason", e.Reason)
-	if e.Kind == event.NDRUndeliverable && e.Device != "" {
-		reason := fmt.Sprintf("suspended by edge %s: NDR to %s undeliverable", edge, ndrTarget(e))
-		if err := s.o.Events.SuspendDevice(ctx, e.Device, "edge:"+edge, reason); err != nil {
-			// The event is stored, so a redelivery would not retry this:
-			// retry here, then leave it to staff (the event is visible).
-			return fmt.Errorf("suspend %s: %w", e.Device, err)
+		if e.Kind != event.NDRUndeliverable {
+			s.receipt(edge, e.ID)
+			return nil
 		}
-		s.log.Warn("device suspended", "device", e.Device, "edge", edge, "reason", reason, "queue_id", e.QueueID)
-		s.Changed()
+		// A redelivery after the suspension step failed must still get
+		// it; SuspendByEdge is idempotent.
+	} else {
+		s.log.Info("edge event", "edge", edge, "event_id", e.ID, "kind", e.Kind, "device", e.Device, "queue_id", e.QueueID, "reason", e.Reason)
 	}
+	if e.Kind == event.NDRUndeliverable && e.Device != "" {
+		// The event is stored, so a redelivery would not retry this: the
+		// error makes onMessage retry here, then it is left to staff (the
+		// event is visible).
+		if _, err := s.o.Suspender.SuspendByEdge(ctx, registration.EdgeReport{Edge: edge, Device: e.Device, Sender: ndrTarget(e),
+			QueueID: e.QueueID, EventID: e.ID}); err != nil {
+			return fmt.Errorf("suspension report for %s: %w", e.Device, err)
+		}
+	}
+	s.receipt(edge, e.ID)
 	return nil
 }
 
@@ -347,10 +427,7 @@ func ndrTarget(e event.Event) string {
 	if e.Sender != "" {
 		return e.Sender
 	}
-	if e.Recipient != "" {
-		return e.Recipient
-	}
-	return "its sender"
+	return e.Recipient
 }
 
 func (s *Service) handleStatus(ctx context.Context, edge string, payload []byte) error {
@@ -371,10 +448,13 @@ func (s *Service) handleStatus(ctx context.Context, edge string, payload []byte)
 
 // Stats are counters for metrics and tests.
 type Stats struct {
-	Published, Events, Duplicates int64
+	// Skipped counts builds not published because their version was
+	// published already; Refused messages from revoked edges or beyond
+	// the per-edge caps; Receipted event ids sent back in receipts.
+	Published, Skipped, Refused, Events, Duplicates, Receipted int64
 }
 
 // Stats returns the service's counters.
 func (s *Service) Stats() Stats {
-	return Stats{Published: s.published.Load(), Events: s.events.Load(), Duplicates: s.dups.Load()}
+	return Stats{Published: s.published.Load(), Skipped: s.skipped.Load(), Refused: s.refused.Load(), Receipted: s.receiptsSent.Load(), Events: s.events.Load(), Duplicates: s.dups.Load()}
 }

@@ -16,16 +16,16 @@ import (
 type StoreBacked interface {
 	AllowlistSnapshot(ctx context.Context) (int64, []store.AllowlistDevice, error)
 	AddEvent(ctx context.Context, e event.Event) (bool, error)
-	SuspendDevice(ctx context.Context, name, actor, reason string) error
 	RedeemEnrolment(ctx context.Context, tokenHash string) (store.Edge, error)
 	SetEdgeCredentials(ctx context.Context, id, username, passwordHash string) error
 	EdgeByUsername(ctx context.Context, username string) (store.Edge, error)
 	Edge(ctx context.Context, id string) (store.Edge, error)
 	UpdateEdgeStatus(ctx context.Context, id string, s store.EdgeStatus) error
+	NoteEdgeOverLimit(ctx context.Context, id string, n int64, reason string) error
 }
 
 // Store adapts central's store to every interface of this package
-// (Source, EventStore, StatusStore, Enroller, EdgeAuth).
+// (Source, EventStore, StatusStore, EdgeGate, Enroller, EdgeAuth).
 type Store struct {
 	S   StoreBacked
 	Log *slog.Logger
@@ -52,20 +52,6 @@ func (a Store) Allowlist(ctx context.Context) (int64, []allowlist.Device, error)
 // AddEvent implements EventStore.
 func (a Store) AddEvent(ctx context.Context, e event.Event) (bool, error) {
 	return a.S.AddEvent(ctx, e)
-}
-
-// SuspendDevice implements EventStore. A device that is unknown or not
-// active (already suspended, revoked) needs nothing more: that is not an
-// error, or the event would be redelivered forever.
-func (a Store) SuspendDevice(ctx context.Context, name, actor, reason string) error {
-	err := a.S.SuspendDevice(ctx, name, actor, reason)
-	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrTransition) {
-		if a.Log != nil {
-			a.Log.Info("ndr-undeliverable for a device that is not active; nothing to suspend", "device", name, "err", err)
-		}
-		return nil
-	}
-	return err
 }
 
 // UpdateEdgeStatus implements StatusStore. A last will (no time) keeps the
@@ -114,4 +100,21 @@ func (a Store) EdgePasswordHash(ctx context.Context, username string) (string, e
 		return "", fmt.Errorf("edge %s is not enrolled", username)
 	}
 	return e.PasswordHash, nil
+}
+
+// EdgeActive implements EdgeGate.
+func (a Store) EdgeActive(ctx context.Context, id string) (bool, error) {
+	e, err := a.S.Edge(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return !e.Revoked(), nil
+}
+
+// NoteEdgeOverLimit implements EdgeGate.
+func (a Store) NoteEdgeOverLimit(ctx context.Context, id string, n int64, reason string) error {
+	return a.S.NoteEdgeOverLimit(ctx, id, n, reason)
 }

@@ -6,8 +6,9 @@
 // revoke, renew) with their rules.
 //
 // Guarantees:
-//   - Every successful change calls Changed (the sync publisher's hook), so
-//     a new allowlist snapshot follows every change that affects edges.
+//   - Every successful change that can affect what edges enforce calls
+//     Changed (the fleet publisher's hook); registering a pending device,
+//     confirming a sender or enrolling an edge does not.
 //   - A device is approved only when every sender address is confirmed,
 //     unless the staff member forces it (recorded in the audit reason).
 //   - Deny, suspend and revoke need a reason (owners see it).
@@ -46,8 +47,9 @@ type Mailer interface {
 var (
 	ErrUnconfirmed    = errors.New("not every sender address is confirmed yet")
 	ErrReasonRequired = errors.New("a reason is required")
-	ErrUnknownAction  = errors.New("unknown action")
+	ErrUnknownAction  = store.ErrUnknownAction
 	ErrLimitRange     = errors.New("must be between 0 and 1000000")
+	ErrReasonTooLong  = errors.New("reason longer than 1000 characters")
 )
 
 // Service is the registry. Fields are set once before use.
@@ -70,6 +72,20 @@ type Service struct {
 	// ConfirmTTL is how long a sender confirmation link works
 	// (register.confirmation_lifetime; 0: 7 days).
 	ConfirmTTL time.Duration
+	// EdgeSuspensionsPerHour caps the automatic suspensions one edge may
+	// cause per hour (edges.auto_suspensions_per_hour); RelayWindow is how
+	// recent the edge's traffic for a device must be
+	// (edges.relay_evidence_window). See SuspendByEdge.
+	EdgeSuspensionsPerHour int
+	RelayWindow            time.Duration
+	// StaffNotify get a mail for every new suspension request.
+	StaffNotify []string
+	// ReservedEdgeIDs are refused as edge ids (central's MQTT client id
+	// and username).
+	ReservedEdgeIDs []string
+	// EdgeRevoked is called after an edge was revoked (the embedded
+	// broker drops its session); may be nil.
+	EdgeRevoked func(id string)
 	// Changed is called after every successful change (may be nil).
 	Changed func()
 	Clock   func() time.Time
@@ -281,8 +297,8 @@ func (s *Service) Register(ctx context.Context, r Request, ownerKeyHash, actor s
 		}
 		return store.Device{}, nil, err
 	}
+	// A pending device is not in the allowlist: nothing to publish.
 	s.log().Info("device registration requested", "device", d.Name, "actor", actor, "fcrdns_ok", d.FCrDNSOK)
-	s.changed()
 	// Mail prompted by an anonymous request goes only to affiliated
 	// addresses; staff (API, CLI) may send anywhere.
 	if err := s.sendConfirmations(ctx, d.Name, actor != "owner"); err != nil {
@@ -383,68 +399,72 @@ func (s *Service) Confirm(ctx context.Context, token string) (device, address st
 	delete(s.links[device], address)
 	s.mu.Unlock()
 	s.log().Info("sender confirmed", "device", device, "sender", address)
-	s.changed()
 	return device, address, nil
 }
 
-// Action is a staff action on a device.
-type Action string
+// Action is a staff action on a device (the lifecycle table is
+// store.Lifecycle).
+type Action = store.Action
 
 // Staff actions.
 const (
-	Approve   Action = "approve"
-	Deny      Action = "deny"
-	Suspend   Action = "suspend"
-	Reinstate Action = "reinstate"
-	Revoke    Action = "revoke"
-	Renew     Action = "renew"
+	Approve   = store.ActApprove
+	Deny      = store.ActDeny
+	Suspend   = store.ActSuspend
+	Reinstate = store.ActReinstate
+	Revoke    = store.ActRevoke
+	Renew     = store.ActRenew
 )
 
 // Actions lists the staff actions.
-var Actions = []Action{Approve, Deny, Suspend, Reinstate, Revoke, Renew}
+var Actions = store.StaffActions
 
-// Act applies a staff action. force approves although a sender is not
-// confirmed (noted in the audit reason).
+// Act applies a staff action, checking what store.Lifecycle says it needs
+// (a reason, confirmed senders). force approves although a sender is not
+// confirmed (noted in the audit reason). Errors: ErrUnknownAction,
+// ErrReasonRequired, ErrReasonTooLong, ErrUnconfirmed, store.ErrNotFound,
+// store.ErrTransition (a *store.TransitionError); see HTTPStatus.
 func (s *Service) Act(ctx context.Context, name string, a Action, actor, reason string, force bool) error {
+	rule, ok := store.Lifecycle[a]
+	if !ok || a == store.ActExpire {
+		return fmt.Errorf("%q: %w", a, ErrUnknownAction)
+	}
 	reason = strings.TrimSpace(reason)
 	if len(reason) > 1000 {
-		return fmt.Errorf("%s %s: reason longer than 1000 characters", a, name)
+		return fmt.Errorf("%s %s: %w", a, name, ErrReasonTooLong)
+	}
+	if rule.NeedsReason && reason == "" {
+		return fmt.Errorf("%s %s: %w", a, name, ErrReasonRequired)
+	}
+	if rule.NeedsConfirmedSenders {
+		d, err := s.Store.Device(ctx, name)
+		if err != nil {
+			return err
+		}
+		for _, sn := range d.Senders {
+			if !sn.Confirmed() {
+				if !force {
+					return fmt.Errorf("%s %s: %w (%s)", a, name, ErrUnconfirmed, sn.Address)
+				}
+				reason = strings.TrimSpace(reason + " [approved with unconfirmed sender " + sn.Address + "]")
+			}
+		}
 	}
 	expires := s.now().Add(s.Period)
 	var err error
 	switch a {
 	case Approve:
-		d, derr := s.Store.Device(ctx, name)
-		if derr != nil {
-			return derr
-		}
-		for _, sn := range d.Senders {
-			if !sn.Confirmed() {
-				if !force {
-					return fmt.Errorf("approve %s: %w (%s)", name, ErrUnconfirmed, sn.Address)
-				}
-				reason = strings.TrimSpace(reason + " [approved with unconfirmed sender " + sn.Address + "]")
-			}
-		}
 		err = s.Store.ApproveDevice(ctx, name, actor, reason, expires)
-	case Deny, Suspend, Revoke:
-		if reason == "" {
-			return fmt.Errorf("%s %s: %w", a, name, ErrReasonRequired)
-		}
-		switch a {
-		case Deny:
-			err = s.Store.DenyDevice(ctx, name, actor, reason)
-		case Suspend:
-			err = s.Store.SuspendDevice(ctx, name, actor, reason)
-		default:
-			err = s.Store.RevokeDevice(ctx, name, actor, reason)
-		}
+	case Deny:
+		err = s.Store.DenyDevice(ctx, name, actor, reason)
+	case Suspend:
+		err = s.Store.SuspendDevice(ctx, name, actor, reason)
+	case Revoke:
+		err = s.Store.RevokeDevice(ctx, name, actor, reason)
 	case Reinstate:
 		err = s.Store.ReinstateDevice(ctx, name, actor, reason)
 	case Renew:
 		err = s.Store.RenewDevice(ctx, name, actor, reason, expires)
-	default:
-		return fmt.Errorf("%q: %w", a, ErrUnknownAction)
 	}
 	if err != nil {
 		return err
@@ -482,10 +502,19 @@ func (s *Service) ExpireDue(ctx context.Context) ([]string, error) {
 // EnrolmentTTL is how long an edge enrolment token stays valid.
 const EnrolmentTTL = 24 * time.Hour
 
+// ErrReservedEdgeID: the id is one of central's own MQTT client ids or
+// usernames, which an edge must never be able to log in as.
+var ErrReservedEdgeID = errors.New("is central's own MQTT client id")
+
 // CreateEdge creates an edge and returns its one-time enrolment token.
 func (s *Service) CreateEdge(ctx context.Context, id, name, site string) (token string, err error) {
 	if err := topic.ValidEdgeID(id); err != nil {
 		return "", err
+	}
+	for _, r := range s.ReservedEdgeIDs {
+		if strings.EqualFold(id, r) {
+			return "", fmt.Errorf("edge id %q: %w", id, ErrReservedEdgeID)
+		}
 	}
 	if len(name) > 200 || len(site) > 200 {
 		return "", errors.New("edge name and site: at most 200 characters")
@@ -502,6 +531,26 @@ func (s *Service) NewEnrolment(ctx context.Context, id string) (string, error) {
 	if err := s.Store.SetEdgeEnrolment(ctx, id, hash, s.now().Add(EnrolmentTTL)); err != nil {
 		return "", err
 	}
-	s.changed()
 	return tok, nil
+}
+
+// RevokeEdge revokes an edge for good: its MQTT password stops working,
+// its session is dropped (EdgeRevoked), its events are refused and it
+// leaves the fleet view; the audit log keeps it.
+func (s *Service) RevokeEdge(ctx context.Context, id, actor, reason string) error {
+	reason = strings.TrimSpace(reason)
+	if reason == "" {
+		return fmt.Errorf("revoke edge %s: %w", id, ErrReasonRequired)
+	}
+	if len(reason) > 1000 {
+		return fmt.Errorf("revoke edge %s: %w", id, ErrReasonTooLong)
+	}
+	if err := s.Store.RevokeEdge(ctx, id, actor, reason); err != nil {
+		return err
+	}
+	s.log().Warn("edge revoked", "edge", id, "actor", actor, "reason", reason)
+	if s.EdgeRevoked != nil {
+		s.EdgeRevoked(id)
+	}
+	return nil
 }

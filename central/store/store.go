@@ -191,7 +191,20 @@ type Edge struct {
 	PasswordHash string
 	Status       EdgeStatus
 	CreatedAt    time.Time
+	// RevokedAt is when staff revoked the edge (zero: not revoked). A
+	// revoked edge has no credentials, is absent from ListEdges and its
+	// events are refused; its audit entries stay.
+	RevokedAt time.Time
+	// OverLimit counts the events central refused because the edge
+	// exceeded its event rate or size caps; OverLimitAt and
+	// OverLimitReason describe the last time.
+	OverLimit       int64
+	OverLimitAt     time.Time
+	OverLimitReason string
 }
+
+// Revoked reports whether staff revoked the edge.
+func (e Edge) Revoked() bool { return !e.RevokedAt.IsZero() }
 
 // EdgeStatus is what an edge last reported.
 type EdgeStatus struct {
@@ -303,10 +316,26 @@ type Store interface {
 	// AddEvent stores e unless an event with its id exists.
 	AddEvent(ctx context.Context, e event.Event) (inserted bool, err error)
 	ListEvents(ctx context.Context, f EventFilter) ([]event.Event, error)
+	// PruneEvents deletes the events central received before before,
+	// adding them to the per-device counters first, and returns how many
+	// it deleted. Concurrent pruners (several instances) count each event
+	// once.
+	PruneEvents(ctx context.Context, before time.Time) (int64, error)
+	// DeviceEventCounts is, per kind, how many events (an event's Count
+	// when set, else 1) edges reported for a device, pruned or not.
+	DeviceEventCounts(ctx context.Context, device string) (map[event.Kind]int64, error)
 
 	CreateEdge(ctx context.Context, e Edge) error
+	// Edge returns an edge, also a revoked one.
 	Edge(ctx context.Context, id string) (Edge, error)
+	// ListEdges returns the edges that are not revoked.
 	ListEdges(ctx context.Context) ([]Edge, error)
+	// RevokeEdge removes an edge's credentials and enrolment token for
+	// good (audited); ErrNotFound for an unknown or revoked edge.
+	RevokeEdge(ctx context.Context, id, actor, reason string) error
+	// NoteEdgeOverLimit adds n refused events to an edge's over-limit
+	// count with the reason.
+	NoteEdgeOverLimit(ctx context.Context, id string, n int64, reason string) error
 	// SetEdgeEnrolment stores a one-time enrolment token hash.
 	SetEdgeEnrolment(ctx context.Context, id, tokenHash string, expires time.Time) error
 	// RedeemEnrolment consumes an unexpired token (once) and returns its
@@ -315,6 +344,20 @@ type Store interface {
 	SetEdgeCredentials(ctx context.Context, id, mqttUsername, passwordHash string) error
 	EdgeByUsername(ctx context.Context, username string) (Edge, error)
 	UpdateEdgeStatus(ctx context.Context, id string, s EdgeStatus) error
+
+	// SuspendByEdge applies an edge's report that a device's NDRs are
+	// undeliverable, in one transaction: an automatic suspension if the
+	// edge relayed for the device recently and is within its cap, else a
+	// suspension request (one open request per device and edge). Both are
+	// audited with the edge's id.
+	SuspendByEdge(ctx context.Context, s EdgeSuspension) (EdgeSuspensionResult, error)
+	ListSuspensionRequests(ctx context.Context, f RequestFilter) ([]SuspensionRequest, error)
+	// CountOpenSuspensionRequests is the number of requests awaiting staff.
+	CountOpenSuspensionRequests(ctx context.Context) (int, error)
+	// DecideSuspensionRequest confirms (suspending the device if it is
+	// still active) or dismisses an open request. ErrNotFound for an
+	// unknown id, ErrTransition for one decided already.
+	DecideSuspensionRequest(ctx context.Context, id int64, confirm bool, actor, note string) (SuspensionRequest, error)
 
 	CreateUser(ctx context.Context, u User) error
 	User(ctx context.Context, name string) (User, error)

@@ -138,7 +138,7 @@ func New(o Options) (*Server, error) {
 	}
 	o.defaults()
 	s := &Server{o: o, log: o.Log.With("component", "web"), mux: http.NewServeMux(), pages: map[string]*template.Template{}}
-	for _, p := range []string{"home", "register", "my", "device", "confirm", "login", "console", "edges", "audit", "error", "owner", "tokens", "account"} {
+	for _, p := range []string{"home", "register", "my", "device", "confirm", "login", "console", "edges", "audit", "error", "owner", "tokens", "account", "requests"} {
 		t, err := template.New(p).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+p+".html")
 		if err != nil {
 			return nil, fmt.Errorf("web: template %s: %w", p, err)
@@ -177,6 +177,8 @@ func New(o Options) (*Server, error) {
 	m.HandleFunc("POST /staff/tokens/{id}/revoke", s.staff(s.revokeToken))
 	m.HandleFunc("GET /staff/account", s.staff(s.account))
 	m.HandleFunc("POST /staff/account/password", s.staff(s.changePassword))
+	s.routeRequests(m)
+	m.HandleFunc("POST /staff/edges/{id}/revoke", s.staff(s.revokeEdge))
 	return s, nil
 }
 
@@ -245,6 +247,9 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 	if _, ok := data["Title"]; !ok {
 		data["Title"] = "Device registration"
 	}
+	if u, _ := data["Staff"].(string); u != "" {
+		data["OpenRequests"] = s.openRequests(r)
+	}
 	if f := flash(r.URL.Query().Get("done")); f != "" && data["Flash"] == nil {
 		data["Flash"] = f
 	}
@@ -288,6 +293,12 @@ func flash(code string) string {
 		return "Limits changed."
 	case "resend":
 		return "Confirmation links sent again."
+	case "request-confirm":
+		return "Request confirmed: the device is suspended."
+	case "request-dismiss":
+		return "Request dismissed."
+	case "edge-revoked":
+		return "Edge revoked: its credentials no longer work and its events are refused."
 	}
 	return ""
 }
@@ -702,16 +713,15 @@ func (s *Server) staffAct(w http.ResponseWriter, r *http.Request, user string) {
 	name := r.PathValue("name")
 	a := registration.Action(r.PostFormValue("action"))
 	err := s.o.Registry.Act(r.Context(), name, a, "staff:"+user, r.PostFormValue("reason"), r.PostFormValue("force") != "")
-	switch {
+	switch code := registration.HTTPStatus(err); {
 	case err == nil:
 		http.Redirect(w, r, "/staff/devices/"+url.PathEscape(name)+"?done="+url.QueryEscape(string(a)), http.StatusSeeOther)
 	case errors.Is(err, store.ErrNotFound):
 		s.fail(w, r, http.StatusNotFound, "Not found", "No device with this name.")
-	case errors.Is(err, store.ErrTransition), errors.Is(err, registration.ErrUnconfirmed), errors.Is(err, registration.ErrReasonRequired),
-		errors.Is(err, registration.ErrUnknownAction), strings.Contains(err.Error(), "reason longer"):
-		s.staffDeviceWith(w, r, user, http.StatusConflict, nil, "Not done: "+err.Error())
-	default:
+	case code == http.StatusInternalServerError:
 		s.internal(w, r, err)
+	default:
+		s.staffDeviceWith(w, r, user, code, nil, "Not done: "+err.Error())
 	}
 }
 
@@ -794,6 +804,9 @@ func (s *Server) createEdge(w http.ResponseWriter, r *http.Request, user string)
 	switch {
 	case errors.Is(err, store.ErrExists):
 		s.edgesPage(w, r, user, http.StatusConflict, page{"Error": "An edge with this id exists already."})
+		return
+	case errors.Is(err, registration.ErrReservedEdgeID):
+		s.edgesPage(w, r, user, http.StatusUnprocessableEntity, page{"Error": err.Error()})
 		return
 	case err != nil && strings.Contains(err.Error(), "at most"):
 		s.edgesPage(w, r, user, http.StatusUnprocessableEntity, page{"Error": err.Error()})

@@ -317,11 +317,11 @@ func TestStaffConsoleAndActions(t *testing.T) {
 	}{
 		{"approve", "", 303, store.Active, "Device approved."},
 		{"deny", "no", 409, store.Active, "not allowed in the device"},
-		{"suspend", "", 409, store.Active, "a reason is required"},
+		{"suspend", "", 422, store.Active, "a reason is required"},
 		{"suspend", "bounces to scanner@", 303, store.Suspended, "Device suspended."},
 		{"reinstate", "fixed", 303, store.Active, "Device reinstated."},
 		{"renew", "", 303, store.Active, "Registration renewed."},
-		{"frobnicate", "x", 409, store.Active, "unknown action"},
+		{"frobnicate", "x", 404, store.Active, "unknown action"},
 		{"revoke", "device retired", 303, store.Revoked, "Registration revoked."},
 	}
 	for _, st := range steps {

@@ -106,7 +106,7 @@ if [ ! -s data/edge/enrolment.json ]; then
 		out=$("$BIN/postern-central" edge add "$id" -name "dev edge" -site loopback -dev)
 	fi
 	token=$(sed -n 's/.*-token \([^ ]*\).*/\1/p' <<<"$out" | tail -n1)
-	"$BIN/postern-edge" enroll -central "$CENTRAL" -token "$token" -dev | sed 's/^/[enroll]  /'
+	"$BIN/postern-edge" enroll -central "$CENTRAL" -token "$token" -dev -allow-http | sed 's/^/[enroll]  /'
 fi
 
 start "[edge]   " "$BIN/postern-edge" run -dev

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/edge/admin"
+	"github.com/postern/postern/edge/centralclient"
 	"github.com/postern/postern/edge/config"
 	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/edge/metrics"
@@ -58,6 +59,9 @@ type Edge struct {
 	// Metrics.Registry.
 	Queue   *queue.Runner
 	Metrics *metrics.Metrics
+	// Deliveries counts delivered recipients per device for central's
+	// delivery summary (central.go).
+	Deliveries centralclient.DeliverySummary
 
 	stages []namedStage
 }

@@ -6,6 +6,7 @@ package app
 // central's signed allowlist.
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -15,7 +16,9 @@ import (
 
 	"github.com/postern/postern/edge/centralclient"
 	"github.com/postern/postern/edge/config"
+	"github.com/postern/postern/edge/delivery"
 	"github.com/postern/postern/edge/enroll"
+	"github.com/postern/postern/edge/queue"
 	"github.com/postern/postern/shared/allowlist"
 	"github.com/postern/postern/shared/topic"
 	"github.com/postern/postern/shared/version"
@@ -55,11 +58,20 @@ func (e *Edge) addSync() error {
 	if err != nil {
 		return err
 	}
+	// The CA given at enrolment (if any) is trusted for both the broker
+	// and central's HTTPS endpoint, so a private-CA site never needs a
+	// plaintext fallback.
+	trust := &tls.Config{MinVersion: tls.VersionTLS12}
+	if st, err := enroll.Load(e.Config.DataDir); err == nil {
+		if trust, err = st.TLSConfig(); err != nil {
+			return fmt.Errorf("sync: %w", err)
+		}
+	}
 	var tlsConf *tls.Config
 	if u, err := url.Parse(s.MQTTURL); err == nil {
 		switch u.Scheme {
 		case "tls", "ssl", "mqtts", "wss":
-			tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+			tlsConf = trust
 		}
 	}
 	c, err := centralclient.New(centralclient.Options{
@@ -72,11 +84,12 @@ func (e *Edge) addSync() error {
 		PublicKey:         pub,
 		DataDir:           e.Config.DataDir,
 		CentralURL:        s.CentralURL,
-		HTTPClient:        centralclient.NewHTTPClient(nil),
+		HTTPClient:        centralclient.NewHTTPClient(trust),
 		Allow:             e.Spool.KV("allow/"),
 		Outbox:            ob,
 		Registry:          e.Devices,
 		HeartbeatInterval: s.HeartbeatInterval,
+		Deliveries:        &e.Deliveries,
 		QueueDepth:        func() int { return e.Spool.Stats().Messages },
 		Software:          version.String(),
 		Log:               log,
@@ -87,4 +100,31 @@ func (e *Edge) addSync() error {
 	e.Events.Set(ob)
 	e.Add("sync", c.Run)
 	return nil
+}
+
+// summarise counts what next delivers per device for the delivery summary
+// (NDRs, from the null sender, are not the device's traffic).
+func (e *Edge) summarise(next queue.Deliverer) queue.Deliverer {
+	return summarisingDeliverer{next: next, e: e}
+}
+
+type summarisingDeliverer struct {
+	next queue.Deliverer
+	e    *Edge
+}
+
+func (d summarisingDeliverer) Deliver(ctx context.Context, job *delivery.Job) delivery.Outcome {
+	out := d.next.Deliver(ctx, job)
+	n := 0
+	for _, r := range out.Results {
+		if r.Status == delivery.Delivered {
+			n++
+		}
+	}
+	if n > 0 && job.From != "" {
+		if env, err := d.e.Spool.Get(job.QueueID); err == nil && env.Device != "" {
+			d.e.Deliveries.Add(env.Device, n)
+		}
+	}
+	return out
 }

@@ -60,7 +60,7 @@ func (e *Edge) addDelivery() error {
 	}
 	r, err := queue.New(queue.Options{
 		Spool:     e.Spool,
-		Deliverer: dc,
+		Deliverer: e.summarise(dc),
 		Hostname:  cfg.Hostname,
 		EdgeID:    cfg.Sync.EdgeID,
 		Delivery:  cfg.Delivery,

@@ -11,9 +11,10 @@
 //     without network enforces the last good allowlist. The device table swaps
 //     the whole device set atomically, so no SMTP session sees half of it.
 //   - Events go through the Outbox: stored before Emit returns, deleted
-//     only after the broker's PUBACK. Nothing is lost across broker outages
-//     or edge restarts; duplicates are possible and central drops them by
-//     event id.
+//     only when central's receipt says central stored them (end to end,
+//     not the broker's PUBACK). Nothing is lost across broker outages,
+//     broker restarts without persistence or edge restarts; duplicates are
+//     possible and central drops them by event id.
 //   - The MQTT session is persistent (fixed client id = edge id, clean
 //     session off, paho's file store under the data folder, subscriptions
 //     resumed, unordered delivery, a default handler for retained messages
@@ -76,8 +77,17 @@ type Options struct {
 	// then every FetchInterval while that holds (default 5m).
 	FetchAfter    time.Duration
 	FetchInterval time.Duration
+	// ResendAfter: an event the broker acknowledged but central has not
+	// receipted is sent again after this long (default 10m), and after
+	// every reconnect.
+	ResendAfter time.Duration
 	// MaxReconnectInterval caps the reconnect backoff (default 1m).
 	MaxReconnectInterval time.Duration
+
+	// Deliveries, when set, is reported every SummaryInterval (default
+	// DefaultSummaryInterval) as per-device delivery events.
+	Deliveries      *DeliverySummary
+	SummaryInterval time.Duration
 
 	// QueueDepth and Counters feed the status message; both optional.
 	QueueDepth func() int
@@ -136,6 +146,12 @@ func New(opts Options) (*Client, error) {
 	}
 	if opts.FetchInterval <= 0 {
 		opts.FetchInterval = 5 * time.Minute
+	}
+	if opts.ResendAfter <= 0 {
+		opts.ResendAfter = 10 * time.Minute
+	}
+	if opts.SummaryInterval <= 0 {
+		opts.SummaryInterval = DefaultSummaryInterval
 	}
 	if opts.MaxReconnectInterval <= 0 {
 		opts.MaxReconnectInterval = time.Minute
@@ -309,7 +325,8 @@ func (c *Client) Run(ctx context.Context) error {
 	c.mqtt.Connect() // retries in the background (ConnectRetry)
 
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); c.summaryLoop(ctx) }()
 	go func() { defer wg.Done(); c.publishLoop(ctx) }()
 	go func() { defer wg.Done(); c.statusLoop(ctx) }()
 	go func() { defer wg.Done(); c.fetchLoop(ctx) }()
@@ -328,11 +345,12 @@ func (c *Client) onConnect(cl paho.Client) {
 	c.count("mqtt_connects")
 	c.log.Info("mqtt connected", "broker", c.o.BrokerURL)
 	go func() {
-		tok := cl.Subscribe(c.o.Topics.Allowlist(), 1, c.onMessage)
+		tok := cl.SubscribeMultiple(map[string]byte{c.o.Topics.Allowlist(): 1, c.o.Topics.Receipt(c.o.EdgeID): 1}, c.onMessage)
 		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			c.log.Error("mqtt subscribe failed", "topic", c.o.Topics.Allowlist(), "err", tok.Error())
 		}
 		c.requestStatus()
+		c.o.Outbox.resendAll()
 		c.o.Outbox.signal()
 	}()
 }
@@ -346,6 +364,10 @@ func (c *Client) onLost(_ paho.Client, err error) {
 // onMessage receives the snapshot (and anything a broker sends on the
 // session; only the allowlist topic is acted on).
 func (c *Client) onMessage(_ paho.Client, m paho.Message) {
+	if m.Topic() == c.o.Topics.Receipt(c.o.EdgeID) {
+		c.handleReceipt(m.Payload())
+		return
+	}
 	if m.Topic() != c.o.Topics.Allowlist() {
 		return
 	}
@@ -376,20 +398,41 @@ func (c *Client) publishLoop(ctx context.Context) {
 	}
 }
 
-// publishBatch publishes up to 128 events and deletes each one the broker
-// acknowledged. It returns how many were acknowledged.
+// handleReceipt deletes the events central's receipt names.
+func (c *Client) handleReceipt(b []byte) {
+	r, err := topic.UnmarshalReceipt(b)
+	if err != nil || r.Edge != c.o.EdgeID {
+		c.log.Warn("bad receipt from central ignored", "err", err)
+		return
+	}
+	n, err := c.o.Outbox.Receipt(r.IDs)
+	if err != nil {
+		c.log.Error("outbox delete after receipt failed; the events will be sent again", "err", err)
+	}
+	for i := 0; i < n; i++ {
+		c.count("events_receipted")
+	}
+}
+
+// publishBatch publishes up to 128 due events and marks each one the
+// broker acknowledged as sent (deleted on central's receipt). It returns
+// how many were acknowledged.
 func (c *Client) publishBatch(ctx context.Context) (int, error) {
-	batch, err := c.o.Outbox.batch(128)
+	batch, err := c.o.Outbox.due(128, c.clock.Now(), c.o.ResendAfter)
 	if err != nil || len(batch) == 0 {
 		return 0, err
 	}
 	name := c.o.Topics.Events(c.o.EdgeID)
 	toks := make([]paho.Token, len(batch))
 	for i, p := range batch {
+		// Marked before publishing: a receipt may come back before the
+		// PUBACK is seen. A publish that fails is sent again after the
+		// reconnect (resendAll) or after ResendAfter.
+		c.o.Outbox.markSent(p.key, c.clock.Now())
 		toks[i] = c.mqtt.Publish(name, 1, false, p.val)
 	}
 	acked := 0
-	for i, tok := range toks {
+	for _, tok := range toks {
 		select {
 		case <-tok.Done():
 		case <-time.After(30 * time.Second):
@@ -399,9 +442,6 @@ func (c *Client) publishBatch(ctx context.Context) (int, error) {
 		}
 		if err := tok.Error(); err != nil {
 			return acked, err
-		}
-		if err := c.o.Outbox.ack(batch[i].key); err != nil {
-			return acked, fmt.Errorf("outbox delete: %w", err)
 		}
 		acked++
 		c.count("events_sent")

@@ -22,6 +22,7 @@ import (
 	"github.com/postern/postern/shared/allowlist"
 	"github.com/postern/postern/shared/event"
 	"github.com/postern/postern/shared/testkit"
+	"github.com/postern/postern/shared/topic"
 )
 
 var (
@@ -153,6 +154,12 @@ func startCentral(t testing.TB, env *brokertest.Env) *central {
 			return
 		}
 		ce.seen[ev.ID]++
+		// Receipt it like central does once stored (not from inside
+		// the handler: that would block paho's reader).
+		if edge, _, ok := env.Topics.ParseEdge(m.Topic()); ok && ce.c != nil {
+			b, _ := topic.MarshalReceipt(topic.Receipt{Edge: edge, Time: time.Now(), IDs: []string{ev.ID}})
+			go ce.c.Publish(env.Topics.Receipt(edge), 1, true, b)
+		}
 	}
 	o := env.CentralOptions().SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(100 * time.Millisecond).SetMaxReconnectInterval(200 * time.Millisecond).
@@ -240,7 +247,7 @@ func TestSnapshotEnforcedRejectedPersisted(t *testing.T) {
 
 // TestEventsSurviveBrokerOutageAndRestart: events emitted while the broker
 // is down, across an edge restart, all reach central once the broker is
-// back, and each is deleted from the outbox only after its PUBACK.
+// back, and each is deleted from the outbox only after central's receipt.
 func TestEventsSurviveBrokerOutageAndRestart(t *testing.T) {
 	brokertest.Each(t, func(t *testing.T, env *brokertest.Env) {
 		ce := startCentral(t, env)
@@ -250,6 +257,7 @@ func TestEventsSurviveBrokerOutageAndRestart(t *testing.T) {
 		testkit.WaitFor(t, 5*time.Second, "edge connected", e.c.Connected)
 		e.outbox.Emit(event.Event{Kind: event.Refusal, Reason: "before outage"})
 		testkit.WaitFor(t, 5*time.Second, "first event delivered", func() bool { d, _ := ce.counts(); return d == 1 })
+		testkit.WaitFor(t, 5*time.Second, "first event receipted", func() bool { return e.outbox.Len() == 0 })
 
 		env.Stop()
 		const n = 40

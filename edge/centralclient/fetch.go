@@ -30,7 +30,9 @@ func NewHTTPClient(tlsConf *tls.Config) *retryablehttp.Client {
 	hc := retryablehttp.NewClient()
 	if tlsConf != nil {
 		if tr, ok := hc.HTTPClient.Transport.(*http.Transport); ok {
-			tr.TLSClientConfig = tlsConf
+			// A copy: the transport adjusts its config, which the MQTT
+			// client may share.
+			tr.TLSClientConfig = tlsConf.Clone()
 		}
 	}
 	hc.RetryMax = 3

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,10 +25,14 @@ type KV interface {
 const DefaultMaxOutbox = 100_000
 
 // Outbox is the edge's durable queue of events for central. Emit writes an
-// event to Badger (fsynced) and wakes the publisher; the publisher deletes
-// an event only after the broker acknowledged it (PUBACK). Events survive
-// broker outages and edge restarts; a crash between PUBACK and delete
-// re-sends an event, which central de-duplicates by id.
+// event to Badger (fsynced) and wakes the publisher. The broker's PUBACK
+// only marks an event sent: it is deleted when central's receipt names it
+// (central stored it), so no broker (restarted without persistence,
+// crashed before saving) can lose one. An event sent but not receipted is
+// sent again after every reconnect and every ResendAfter. Events survive
+// broker outages and edge restarts; central de-duplicates resends by id.
+// An ndr-undeliverable event (a suspension) is never dropped for lack of
+// room.
 type Outbox struct {
 	kv    KV
 	edge  string
@@ -41,6 +46,14 @@ type Outbox struct {
 	wake    chan struct{}
 	dropped atomic.Int64
 	emitted atomic.Int64
+	// sent: events published (PUBACK) and awaiting central's receipt, by
+	// event id.
+	sent map[string]*sentEvent
+}
+
+type sentEvent struct {
+	key string
+	at  time.Time
 }
 
 // NewOutbox opens the outbox in kv (the spool's "outbox/" bucket) for
@@ -55,7 +68,7 @@ func NewOutbox(kv KV, edge string, max int, clock func() time.Time, log *slog.Lo
 	if max <= 0 {
 		max = DefaultMaxOutbox
 	}
-	o := &Outbox{kv: kv, edge: edge, clock: clock, log: log, max: max, wake: make(chan struct{}, 1)}
+	o := &Outbox{kv: kv, edge: edge, clock: clock, log: log, max: max, wake: make(chan struct{}, 1), sent: map[string]*sentEvent{}}
 	if err := kv.Iterate(func(string, []byte) error { o.n++; return nil }); err != nil {
 		return nil, fmt.Errorf("outbox: count: %w", err)
 	}
@@ -89,7 +102,7 @@ func (o *Outbox) Emit(e event.Event) {
 		return
 	}
 	o.mu.Lock()
-	if o.n >= o.max {
+	if o.n >= o.max && e.Kind != event.NDRUndeliverable {
 		o.mu.Unlock()
 		o.drop(e, errors.New("outbox full"))
 		return
@@ -138,11 +151,24 @@ type pending struct {
 	val []byte
 }
 
-// batch returns up to n of the oldest stored events.
-func (o *Outbox) batch(n int) ([]pending, error) {
+// batch returns up to n of the oldest stored events that are not awaiting
+// a receipt (sent within resendAfter of now). resendAfter 0 returns every
+// stored event.
+func (o *Outbox) batch(n int) ([]pending, error) { return o.due(n, time.Time{}, 0) }
+
+func (o *Outbox) due(n int, now time.Time, resendAfter time.Duration) ([]pending, error) {
 	var out []pending
 	stop := errors.New("stop")
 	err := o.kv.Iterate(func(k string, v []byte) error {
+		if resendAfter > 0 {
+			o.mu.Lock()
+			se := o.sent[keyID(k)]
+			waiting := se != nil && now.Sub(se.at) < resendAfter
+			o.mu.Unlock()
+			if waiting {
+				return nil
+			}
+		}
 		out = append(out, pending{k, v})
 		if len(out) >= n {
 			return stop
@@ -155,7 +181,59 @@ func (o *Outbox) batch(n int) ([]pending, error) {
 	return out, nil
 }
 
-// ack removes an acknowledged event.
+// keyID is the event id in an outbox key (time-seq-id).
+func keyID(key string) string {
+	if i := strings.LastIndexByte(key, '-'); i >= 0 {
+		return key[i+1:]
+	}
+	return key
+}
+
+// markSent records that the broker acknowledged the event under key.
+func (o *Outbox) markSent(key string, at time.Time) {
+	o.mu.Lock()
+	o.sent[keyID(key)] = &sentEvent{key: key, at: at}
+	o.mu.Unlock()
+}
+
+// resendAll makes every sent, unreceipted event due again (after a
+// reconnect: the broker may have lost what it acknowledged).
+func (o *Outbox) resendAll() {
+	o.mu.Lock()
+	for _, se := range o.sent {
+		se.at = time.Time{}
+	}
+	n := len(o.sent)
+	o.mu.Unlock()
+	if n > 0 {
+		o.signal()
+	}
+}
+
+// Receipt deletes the events central reports stored. Ids the outbox
+// does not hold as sent (an older retained receipt, another run's) are
+// ignored. It returns how many were deleted.
+func (o *Outbox) Receipt(ids []string) (int, error) {
+	deleted := 0
+	for _, id := range ids {
+		o.mu.Lock()
+		se := o.sent[id]
+		o.mu.Unlock()
+		if se == nil {
+			continue
+		}
+		if err := o.ack(se.key); err != nil {
+			return deleted, err
+		}
+		o.mu.Lock()
+		delete(o.sent, id)
+		o.mu.Unlock()
+		deleted++
+	}
+	return deleted, nil
+}
+
+// ack removes an event from the store.
 func (o *Outbox) ack(key string) error {
 	if err := o.kv.Delete(key); err != nil {
 		return err

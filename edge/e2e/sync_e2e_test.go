@@ -162,7 +162,7 @@ func enrolledEdge(t *testing.T, c *centralProc, id, dnsAddr, extra string) *edge
 		t.Fatalf("edge add %s printed no token", id)
 	}
 	e := newEdge(t, dnsAddr, extra)
-	out, err := exec.Command(binary, "enroll", "-config", e.cfgPath, "-central", c.url, "-token", m[1]).CombinedOutput()
+	out, err := exec.Command(binary, "enroll", "-config", e.cfgPath, "-central", c.url, "-token", m[1], "-allow-http").CombinedOutput()
 	if err != nil {
 		t.Fatalf("postern-edge enroll (%s): %v\n%s", id, err, out)
 	}

@@ -13,10 +13,13 @@ package enroll
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -52,6 +55,59 @@ type State struct {
 		AffiliatedDomains []string `json:"affiliated_domains,omitempty"`
 	} `json:"config"`
 	EnrolledAt time.Time `json:"enrolled_at"`
+	// CAPEM is the CA given at enrolment (-ca), kept so that the MQTT TLS
+	// connection and the HTTPS snapshot fetch trust the same private CA
+	// (empty: system roots).
+	CAPEM string `json:"ca_pem,omitempty"`
+}
+
+// ErrInsecureURL: central's URL is not https:// (and plain http:// was not
+// allowed for a loopback address).
+var ErrInsecureURL = errors.New("central URL must be https://")
+
+// CheckCentralURL accepts https://host[:port] and, only with allowHTTP
+// and only for a loopback host (developer runs), http://.
+func CheckCentralURL(centralURL string, allowHTTP bool) error {
+	u, err := url.Parse(centralURL)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("enrol: central URL %q: %w (https://host[:port])", centralURL, ErrInsecureURL)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if !allowHTTP {
+			return fmt.Errorf("enrol: central URL %q: %w (plain http:// only with -allow-http for a loopback address)", centralURL, ErrInsecureURL)
+		}
+		if !isLoopbackHost(u.Hostname()) {
+			return fmt.Errorf("enrol: central URL %q: %w (plain http:// is only for loopback development)", centralURL, ErrInsecureURL)
+		}
+		return nil
+	}
+	return fmt.Errorf("enrol: central URL %q: %w", centralURL, ErrInsecureURL)
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// TLSConfig is the TLS client configuration for central and its broker:
+// the enrolment CA if one was given, else the system roots.
+func (s *State) TLSConfig() (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if s.CAPEM == "" {
+		return c, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(s.CAPEM)) {
+		return nil, errors.New("enrolment: ca_pem holds no certificate")
+	}
+	c.RootCAs = pool
+	return c, nil
 }
 
 // Validate checks that central's answer is usable.
@@ -78,11 +134,13 @@ func (s *State) Validate() error {
 
 // Enroll redeems token at central (base URL centralURL). hc may be nil
 // (3 retries with backoff). A refused token is not retried.
-func Enroll(ctx context.Context, hc *retryablehttp.Client, centralURL, token string) (State, error) {
+//
+// centralURL must be https:// (see CheckCentralURL; allowHTTP admits
+// http:// to a loopback address for development).
+func Enroll(ctx context.Context, hc *retryablehttp.Client, centralURL, token string, allowHTTP bool) (State, error) {
 	var st State
-	u, err := url.Parse(centralURL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return st, fmt.Errorf("enrol: central URL %q must be https://host[:port]", centralURL)
+	if err := CheckCentralURL(centralURL, allowHTTP); err != nil {
+		return st, err
 	}
 	if strings.TrimSpace(token) == "" {
 		return st, errors.New("enrol: empty token")

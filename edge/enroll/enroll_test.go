@@ -1,6 +1,8 @@
 package enroll
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -73,5 +75,37 @@ func TestMergeConfigWins(t *testing.T) {
 	}
 	if c.Sync.HeartbeatInterval != 10*time.Second || len(c.SMTP.AffiliatedDomains) != 1 {
 		t.Fatalf("initial config not applied: %v %v", c.Sync.HeartbeatInterval, c.SMTP.AffiliatedDomains)
+	}
+}
+
+// TestCentralURLMustBeHTTPS: only https:// is accepted; http:// only with
+// the explicit flag and only for a loopback address.
+func TestCentralURLMustBeHTTPS(t *testing.T) {
+	for _, c := range []struct {
+		url   string
+		allow bool
+		ok    bool
+	}{
+		{"https://postern.example.edu", false, true},
+		{"http://postern.example.edu", false, false},
+		{"http://postern.example.edu", true, false},
+		{"http://127.0.0.1:8480", false, false},
+		{"http://127.0.0.1:8480", true, true},
+		{"http://[::1]:8480", true, true},
+		{"http://localhost:8480", true, true},
+		{"ftp://postern.example.edu", true, false},
+		{"postern.example.edu", true, false},
+	} {
+		err := CheckCentralURL(c.url, c.allow)
+		if (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrInsecureURL)) {
+			t.Errorf("CheckCentralURL(%q, %v) = %v, want ok=%v", c.url, c.allow, err, c.ok)
+		}
+	}
+	if _, err := Enroll(context.Background(), nil, "http://postern.example.edu", "tok", false); !errors.Is(err, ErrInsecureURL) {
+		t.Fatalf("Enroll over http: %v", err)
+	}
+	st := State{CAPEM: "not a certificate"}
+	if _, err := st.TLSConfig(); err == nil {
+		t.Fatal("a bad ca_pem was accepted")
 	}
 }

@@ -164,8 +164,10 @@ func cmpInt(a, b int64) int {
 }
 
 // Accept decides whether an edge holding cur (nil: none) should take next:
-// nil if next is strictly newer, ErrSame if it is the same snapshot, ErrOlder
-// if it is older. Only ErrOlder is a rejection worth counting.
+// nil if next is strictly newer, ErrSame if it has the same version and is
+// not newer (a redelivery, or an earlier republish of the same content),
+// ErrOlder if its version is lower (a rollback). Only ErrOlder is a
+// rejection worth counting.
 func Accept(cur, next *Snapshot) error {
 	if cur == nil {
 		return nil
@@ -174,6 +176,9 @@ func Accept(cur, next *Snapshot) error {
 	case 1:
 		return nil
 	case 0:
+		return ErrSame
+	}
+	if next.Version == cur.Version {
 		return ErrSame
 	}
 	return fmt.Errorf("%w: got version %d issued %s, have version %d issued %s",

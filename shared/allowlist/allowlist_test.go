@@ -160,7 +160,7 @@ func TestAccept(t *testing.T) {
 		{"republish of same version", cur, Snapshot{Version: 5, Issued: t0.Add(time.Hour)}, nil},
 		{"same", cur, Snapshot{Version: 5, Issued: t0}, ErrSame},
 		{"lower version", cur, Snapshot{Version: 4, Issued: t0.Add(time.Hour)}, ErrOlder},
-		{"older republish", cur, Snapshot{Version: 5, Issued: t0.Add(-time.Second)}, ErrOlder},
+		{"older republish", cur, Snapshot{Version: 5, Issued: t0.Add(-time.Second)}, ErrSame},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

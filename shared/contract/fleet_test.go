@@ -17,6 +17,7 @@ import (
 
 	"github.com/postern/postern/central/broker/brokertest"
 	"github.com/postern/postern/central/fleet"
+	"github.com/postern/postern/central/registration"
 	"github.com/postern/postern/central/store"
 	"github.com/postern/postern/central/store/sqlite"
 	"github.com/postern/postern/edge/centralclient"
@@ -50,12 +51,21 @@ func openStore(t testing.TB) *sqlite.Store {
 
 func startCentral(t testing.TB, env *brokertest.Env, st *sqlite.Store) *central {
 	t.Helper()
+	reg := &registration.Service{Store: st, EdgeSuspensionsPerHour: registration.DefaultEdgeSuspensionsPerHour}
+	return startCentralWith(t, env, st, reg)
+}
+
+func startCentralWith(t testing.TB, env *brokertest.Env, st *sqlite.Store, reg *registration.Service, opts ...func(*fleet.Options)) *central {
+	t.Helper()
 	ad := fleet.Store{S: st}
 	o := fleet.Options{
 		BrokerURL: env.URL, ClientID: brokertest.CentralID, Topics: env.Topics, Key: signKey,
 		ValidFor: 24 * time.Hour, RepublishInterval: time.Hour,
-		Source: ad, Events: ad, Status: ad, Enrol: ad, Auth: ad,
+		Source: ad, Events: ad, Status: ad, Enrol: ad, Auth: ad, Suspender: reg, Gate: ad,
 		Edge: fleet.EdgeSettings{MQTTURL: env.URL, HeartbeatInterval: time.Second},
+	}
+	for _, f := range opts {
+		f(&o)
 	}
 	if env.ForcesClientID { // Mosquitto
 		o.Username, o.Password = brokertest.CentralID, env.Password(brokertest.CentralID)
@@ -68,6 +78,7 @@ func startCentral(t testing.TB, env *brokertest.Env, st *sqlite.Store) *central 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &central{st: st, svc: svc, cancel: cancel, done: make(chan struct{})}
+	reg.Changed = svc.Changed
 	go func() { defer close(c.done); _ = svc.Run(ctx) }()
 	t.Cleanup(c.stop)
 	testkit.WaitFor(t, 5*time.Second, "first snapshot published", func() bool { return svc.Stats().Published > 0 })
@@ -85,6 +96,12 @@ func (c *central) stop() {
 // enrolEdge creates an edge in the store with its broker credentials.
 func enrolEdge(t testing.TB, env *brokertest.Env, st *sqlite.Store, id string) {
 	t.Helper()
+	enrolEdgeWith(t, st, id, brokerHash(env.Password(id)))
+}
+
+// enrolEdgeWith creates an enrolled edge with the given password hash.
+func enrolEdgeWith(t testing.TB, st *sqlite.Store, id, passwordHash string) {
+	t.Helper()
 	ctx := context.Background()
 	must(t, st.CreateEdge(ctx, store.Edge{ID: id, Name: id}))
 	tok, hash := "tok-"+id, fleet.HashToken("tok-"+id)
@@ -93,7 +110,7 @@ func enrolEdge(t testing.TB, env *brokertest.Env, st *sqlite.Store, id string) {
 	if _, err := st.RedeemEnrolment(ctx, hash); err != nil {
 		t.Fatal(err)
 	}
-	must(t, st.SetEdgeCredentials(ctx, id, id, brokerHash(env.Password(id))))
+	must(t, st.SetEdgeCredentials(ctx, id, id, passwordHash))
 }
 
 func must(t testing.TB, err error) {
@@ -245,6 +262,13 @@ func TestNDRUndeliverableSuspendsEverywhere(t *testing.T) {
 		a, b := startEdge(t, env, sp, "edge-a", dir), startEdge(t, env, sp, "edge-b", dir)
 		testkit.WaitFor(t, 5*time.Second, "edge-b enforces active device", func() bool { return b.status(name) == devices.StatusActive })
 
+		// edge-a relays for the device (its delivery summary), so its
+		// report suspends the device without staff.
+		a.outbox.Emit(event.Event{Kind: event.Delivery, Device: name, Count: 3})
+		testkit.WaitFor(t, 5*time.Second, "delivery summary stored", func() bool {
+			evs, err := st.ListEvents(ctx, store.EventFilter{Kind: event.Delivery})
+			return err == nil && len(evs) == 1
+		})
 		ev := event.Event{ID: event.NewID(), Kind: event.NDRUndeliverable, Device: name, Sender: "scan@example.edu", QueueID: "Q1", Reason: "5.1.1 user unknown"}
 		a.outbox.Emit(ev)
 		a.outbox.Emit(ev) // redelivery of the same id
@@ -266,8 +290,8 @@ func TestNDRUndeliverableSuspendsEverywhere(t *testing.T) {
 		if !found {
 			t.Errorf("no audit entry %q", want)
 		}
-		testkit.WaitFor(t, 5*time.Second, "both copies consumed", func() bool { return c.svc.Stats().Events >= 2 })
-		evs, err := st.ListEvents(ctx, store.EventFilter{})
+		testkit.WaitFor(t, 5*time.Second, "both copies consumed", func() bool { return c.svc.Stats().Events >= 3 })
+		evs, err := st.ListEvents(ctx, store.EventFilter{Kind: event.NDRUndeliverable})
 		must(t, err)
 		if len(evs) != 1 || evs[0].Edge != "edge-a" {
 			t.Fatalf("stored events: %+v", evs)
@@ -294,7 +318,10 @@ func TestCentralDownEdgeKeepsEnforcing(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		e.outbox.Emit(event.Event{Kind: event.Refusal, ClientIP: "10.0.0.9", Reason: "sender not registered", Count: i + 1})
 	}
-	testkit.WaitFor(t, 5*time.Second, "events acknowledged by the broker", func() bool { return e.outbox.Len() == 0 })
+	testkit.WaitFor(t, 5*time.Second, "events acknowledged by the broker", func() bool { return e.c.Counters()["events_sent"] >= 20 })
+	if e.outbox.Len() != 20 {
+		t.Fatalf("outbox holds %d events while central is down, want 20 (kept until central's receipt)", e.outbox.Len())
+	}
 	if e.status(name) != devices.StatusActive {
 		t.Fatal("edge stopped enforcing while central was down")
 	}
@@ -303,6 +330,7 @@ func TestCentralDownEdgeKeepsEnforcing(t *testing.T) {
 		evs, err := st.ListEvents(ctx, store.EventFilter{Limit: 100})
 		return err == nil && len(evs) == 20
 	})
+	testkit.WaitFor(t, 10*time.Second, "outbox empty after the receipts", func() bool { return e.outbox.Len() == 0 })
 }
 
 // TestEnrolAndFetch: the edge enrols over HTTP with its one-time token
@@ -320,7 +348,7 @@ func TestEnrolAndFetch(t *testing.T) {
 	must(t, st.CreateEdge(ctx, store.Edge{ID: "edge-new", Name: "new"}))
 	must(t, st.SetEdgeEnrolment(ctx, "edge-new", fleet.HashToken("one-time"), time.Now().Add(time.Hour)))
 
-	state, err := enroll.Enroll(ctx, nil, srv.URL, "one-time")
+	state, err := enroll.Enroll(ctx, nil, srv.URL, "one-time", true)
 	must(t, err)
 	if state.EdgeID != "edge-new" || state.Username != "edge-new" || state.MQTTURL != env.URL {
 		t.Fatalf("enrolment: %+v", state)
@@ -328,7 +356,7 @@ func TestEnrolAndFetch(t *testing.T) {
 	if pub, err := allowlist.ParsePublicKey(state.PublicKey); err != nil || !pub.Equal(signKey.Public()) {
 		t.Fatalf("public key: %v", err)
 	}
-	if _, err := enroll.Enroll(ctx, nil, srv.URL, "one-time"); err == nil {
+	if _, err := enroll.Enroll(ctx, nil, srv.URL, "one-time", true); err == nil {
 		t.Fatal("token accepted twice")
 	}
 	dir := t.TempDir()

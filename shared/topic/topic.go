@@ -6,6 +6,7 @@
 //	<prefix>/allowlist              signed snapshot, retained, QoS 1, central only
 //	<prefix>/edges/<id>/events      events of edge <id>, QoS 1, that edge only
 //	<prefix>/edges/<id>/status      status of edge <id>, retained, QoS 1, that edge only
+//	<prefix>/edges/<id>/receipt     events central stored, retained, QoS 1, central only; edge <id> reads
 //
 // Edge ids are restricted (see ValidEdgeID) so that an id can never contain
 // a topic separator or wildcard: the per-edge ACLs of both brokers rely on it.
@@ -25,6 +26,9 @@ const DefaultPrefix = "postern/v1"
 const (
 	KindEvents = "events"
 	KindStatus = "status"
+	// KindReceipt is central's receipt topic of an edge (not a topic
+	// central consumes: ParseEdge does not accept it).
+	KindReceipt = "receipt"
 )
 
 // Topics builds the topic names under one prefix.
@@ -53,6 +57,10 @@ func (t Topics) Events(edge string) string { return t.prefix + "/edges/" + edge 
 
 // Status is the retained status topic of edge.
 func (t Topics) Status(edge string) string { return t.prefix + "/edges/" + edge + "/" + KindStatus }
+
+// Receipt is the retained topic on which central tells edge which of its
+// events it has stored.
+func (t Topics) Receipt(edge string) string { return t.prefix + "/edges/" + edge + "/" + KindReceipt }
 
 // AllEvents is the filter central subscribes to for every edge's events.
 func (t Topics) AllEvents() string { return t.prefix + "/edges/+/" + KindEvents }
@@ -136,4 +144,26 @@ func UnmarshalStatus(b []byte) (Status, error) {
 		return s, fmt.Errorf("status: %w", err)
 	}
 	return s, nil
+}
+
+// Receipt is central's retained message on an edge's receipt topic: the
+// ids of events central stored (or will never store, e.g. oversized) since
+// the previous receipt. The edge deletes an event from its outbox only
+// when a receipt names it.
+type Receipt struct {
+	Edge string    `json:"edge"`
+	Time time.Time `json:"time"`
+	IDs  []string  `json:"ids"`
+}
+
+// MarshalReceipt encodes r.
+func MarshalReceipt(r Receipt) ([]byte, error) { return json.Marshal(r) }
+
+// UnmarshalReceipt decodes a receipt.
+func UnmarshalReceipt(b []byte) (Receipt, error) {
+	var r Receipt
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("receipt: %w", err)
+	}
+	return r, nil
 }

@@ -101,6 +101,15 @@ func (e *Env) CentralOptions() *paho.ClientOptions {
 	})
 }
 
+// Kick drops an edge's session on the embedded broker (what central does
+// when staff revoke an edge); false on Mosquitto or without a session.
+func (e *Env) Kick(id string) bool {
+	e.mu.Lock()
+	b := e.emb
+	e.mu.Unlock()
+	return b != nil && b.Kick(id)
+}
+
 // Dial connects in-process to the embedded broker (central's path).
 func (e *Env) Dial() (net.Conn, error) {
 	e.mu.Lock()
@@ -230,6 +239,18 @@ func (e *Env) Start() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Kill stops the broker without saving anything: the embedded broker keeps
+// nothing anyway; Mosquitto gets SIGKILL (what it acknowledged since its
+// last autosave is gone).
+func (e *Env) Kill() {
+	if e.mosq != nil && e.mosq.Process != nil && e.mosq.ProcessState == nil {
+		_ = e.mosq.Process.Kill()
+		_ = e.mosq.Wait()
+		return
+	}
+	e.Stop()
 }
 
 // Stop stops the broker (Mosquitto saves its persistence file).

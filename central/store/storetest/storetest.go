@@ -48,6 +48,8 @@ func Run(t *testing.T, open Opener) {
 		{"PendingCounts", testPendingCounts},
 		{"ConcurrentApprovals", testConcurrent},
 		{"SnapshotConsistentUnderWrites", testSnapshotConsistency},
+		{"SuspendByEdge", testSuspendByEdge},
+		{"PruneEvents", testPruneEvents},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -716,4 +718,156 @@ func testSnapshotConsistency(t *testing.T, s store.Store, handle func() store.St
 		}
 	}
 	t.Logf("%d consistent snapshots read during %d approvals", reads, n)
+}
+
+// testSuspendByEdge: an edge's report suspends a device only with relay
+// evidence from that edge and within the cap; otherwise it is one open
+// request per device and edge; concurrent reports never exceed the cap.
+func testSuspendByEdge(t *testing.T, s store.Store, handle func() store.Store) {
+	ctx := context.Background()
+	must(t, s.CreateEdge(ctx, store.Edge{ID: "e1"}))
+	must(t, s.CreateEdge(ctx, store.Edge{ID: "e2"}))
+	var names []string
+	for i := 0; i < 8; i++ {
+		n := fmt.Sprintf("d%d.example.edu", i)
+		must(t, s.CreateDevice(ctx, dev(n, "s@example.edu"), "owner"))
+		must(t, s.ApproveDevice(ctx, n, "staff", "", time.Now().Add(time.Hour)))
+		names = append(names, n)
+	}
+	since := time.Now().Add(-time.Hour)
+	req := func(edge, name string) store.EdgeSuspensionResult {
+		t.Helper()
+		r, err := s.SuspendByEdge(ctx, store.EdgeSuspension{Edge: edge, Device: name, Reason: "r", RelayedSince: since, CapSince: since, Cap: 2})
+		must(t, err)
+		return r
+	}
+	// No evidence: a request, once.
+	if r := req("e1", names[0]); r.Outcome != store.EdgeRequested || !r.New || r.Request.Why != store.WhyNoTraffic {
+		t.Fatalf("no evidence: %+v", r)
+	}
+	if r := req("e1", names[0]); r.Outcome != store.EdgeRequested || r.New {
+		t.Fatalf("repeat: %+v", r)
+	}
+	// Evidence from another edge does not count.
+	_, err := s.AddEvent(ctx, event.Event{ID: event.NewID(), Edge: "e2", Time: time.Now(), Kind: event.Delivery, Device: names[1], Count: 1})
+	must(t, err)
+	if r := req("e1", names[1]); r.Outcome != store.EdgeRequested {
+		t.Fatalf("other edge's evidence: %+v", r)
+	}
+	for _, n := range names[2:] {
+		_, err := s.AddEvent(ctx, event.Event{ID: event.NewID(), Edge: "e1", Time: time.Now(), Kind: event.Delivery, Device: n, Count: 1})
+		must(t, err)
+	}
+	// Six concurrent reports with evidence, on separate handles: two
+	// suspensions (the cap), four requests.
+	var wg sync.WaitGroup
+	results := make([]store.EdgeSuspensionResult, 6)
+	for i, n := range names[2:] {
+		wg.Add(1)
+		h := handle()
+		go func() {
+			defer wg.Done()
+			r, err := h.SuspendByEdge(ctx, store.EdgeSuspension{Edge: "e1", Device: n, Reason: "r", RelayedSince: since, CapSince: since, Cap: 2})
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = r
+		}()
+	}
+	wg.Wait()
+	count := map[store.EdgeSuspensionOutcome]int{}
+	for _, r := range results {
+		count[r.Outcome]++
+	}
+	if count[store.EdgeSuspended] != 2 || count[store.EdgeRequested] != 4 {
+		t.Fatalf("outcomes %v, want 2 suspended and 4 requested", count)
+	}
+	// Already suspended: nothing.
+	for i, r := range results {
+		if r.Outcome == store.EdgeSuspended {
+			if again := req("e1", names[2+i]); again.Outcome != store.EdgeNothing {
+				t.Fatalf("suspended device again: %+v", again)
+			}
+			break
+		}
+	}
+	n, err := s.CountOpenSuspensionRequests(ctx)
+	must(t, err)
+	if n != 6 {
+		t.Fatalf("%d open requests, want 6", n)
+	}
+	open, err := s.ListSuspensionRequests(ctx, store.RequestFilter{State: store.RequestOpen})
+	must(t, err)
+	q, err := s.DecideSuspensionRequest(ctx, open[0].ID, true, "staff:a", "ok")
+	must(t, err)
+	if q.State != store.RequestConfirmed {
+		t.Fatalf("decided: %+v", q)
+	}
+	d, err := s.Device(ctx, q.Device)
+	must(t, err)
+	if d.Status != store.Suspended {
+		t.Fatalf("confirmed device is %s", d.Status)
+	}
+	if _, err := s.DecideSuspensionRequest(ctx, open[0].ID, false, "staff:a", ""); !errors.Is(err, store.ErrTransition) {
+		t.Fatalf("decided twice: %v", err)
+	}
+	if _, err := s.DecideSuspensionRequest(ctx, 99999, false, "staff:a", ""); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown request: %v", err)
+	}
+	if _, err := s.SuspendByEdge(ctx, store.EdgeSuspension{Edge: "nope", Device: names[0]}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown edge: %v", err)
+	}
+}
+
+// testPruneEvents: events received before the cut-off are deleted, their
+// per-device counts survive, and pruning again counts nothing twice.
+func testPruneEvents(t *testing.T, s store.Store, handle func() store.Store) {
+	ctx := context.Background()
+	add := func(kind event.Kind, device string, count int) {
+		_, err := s.AddEvent(ctx, event.Event{ID: event.NewID(), Edge: "e1", Time: time.Now(), Kind: kind, Device: device, Count: count})
+		must(t, err)
+	}
+	add(event.Refusal, "a.example.edu", 5)
+	add(event.Delivery, "a.example.edu", 0)
+	add(event.Refusal, "", 3)
+	cut := time.Now().Add(time.Second)
+	// Two handles prune at once: each event is counted once.
+	var wg sync.WaitGroup
+	var total int64
+	var mu sync.Mutex
+	for i := 0; i < 2; i++ {
+		h := handle()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, err := h.PruneEvents(ctx, cut)
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			total += n
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if total != 3 {
+		t.Fatalf("pruned %d events, want 3", total)
+	}
+	evs, err := s.ListEvents(ctx, store.EventFilter{})
+	must(t, err)
+	if len(evs) != 0 {
+		t.Fatalf("%d events left", len(evs))
+	}
+	time.Sleep(1100 * time.Millisecond) // received after the cut-off
+	add(event.Refusal, "a.example.edu", 2)
+	n, err := s.PruneEvents(ctx, cut)
+	must(t, err)
+	if n != 0 {
+		t.Fatalf("pruned %d newer events", n)
+	}
+	c, err := s.DeviceEventCounts(ctx, "A.example.edu")
+	must(t, err)
+	if c[event.Refusal] != 7 || c[event.Delivery] != 1 {
+		t.Fatalf("counts %v, want refusal 7 and delivery 1", c)
+	}
 }

@@ -29,6 +29,7 @@ func enrollMain(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "", "configuration file (TOML), for data_dir")
 	dev := fs.Bool("dev", false, "use developer defaults (./data)")
 	force := fs.Bool("force", false, "replace an existing enrolment")
+	allowHTTP := fs.Bool("allow-http", false, "accept a plain http:// central URL on a loopback address (development only)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -45,7 +46,12 @@ func enrollMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "enroll: this edge is already enrolled (%s); use -force to replace it\n", filepath.Join(cfg.DataDir, enroll.FileName))
 		return 1
 	}
+	if err := enroll.CheckCentralURL(*central, *allowHTTP); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
 	var tlsConf *tls.Config
+	var caPEM []byte
 	if *caFile != "" {
 		pem, err := os.ReadFile(*caFile)
 		if err != nil {
@@ -58,14 +64,17 @@ func enrollMain(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		caPEM = pem
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	st, err := enroll.Enroll(ctx, centralclient.NewHTTPClient(tlsConf), *central, *token)
+	st, err := enroll.Enroll(ctx, centralclient.NewHTTPClient(tlsConf), *central, *token, *allowHTTP)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	// Kept for the MQTT TLS connection and the HTTPS snapshot fetch.
+	st.CAPEM = string(caPEM)
 	if err := enroll.Save(cfg.DataDir, st); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -31,7 +31,7 @@ commands:
   run           run the relay (flags: -config FILE, -dev)
   check-config  validate a configuration file (flags: -config FILE, -dev)
   queue         list|show|retry|delete|hold|release queued mail (see queue help)
-  enroll        join central (flags: -central URL -token T [-ca FILE] [-config FILE] [-dev])
+  enroll        join central (flags: -central https://URL -token T [-ca FILE] [-config FILE] [-dev] [-allow-http])
   version       print the version
 `
 

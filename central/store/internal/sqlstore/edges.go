@@ -12,18 +12,21 @@ import (
 	"github.com/postern/postern/central/store"
 )
 
-const edgeCols = `id, name, site, enrol_expires, enrolled, mqtt_username, password_hash, online, last_seen, allowlist_version, queue_depth, outbox, software, counters, created_at`
+const edgeCols = `id, name, site, enrol_expires, enrolled, mqtt_username, password_hash, online, last_seen, allowlist_version, queue_depth, outbox, software, counters, created_at,
+	revoked_at, over_limit, over_limit_at, over_limit_reason`
 
 func scanEdge(r scanner) (store.Edge, error) {
 	var e store.Edge
-	var exp, seen, created int64
+	var exp, seen, created, revoked, overAt int64
 	var counters string
 	err := r.Scan(&e.ID, &e.Name, &e.Site, &exp, &e.Enrolled, &e.MQTTUsername, &e.PasswordHash, &e.Status.Online, &seen,
-		&e.Status.AllowlistVersion, &e.Status.QueueDepth, &e.Status.Outbox, &e.Status.Software, &counters, &created)
+		&e.Status.AllowlistVersion, &e.Status.QueueDepth, &e.Status.Outbox, &e.Status.Software, &counters, &created,
+		&revoked, &e.OverLimit, &overAt, &e.OverLimitReason)
 	if err != nil {
 		return e, err
 	}
 	e.EnrolExpires, e.Status.LastSeen, e.CreatedAt = fromMS(exp), fromMS(seen), fromMS(created)
+	e.RevokedAt, e.OverLimitAt = fromMS(revoked), fromMS(overAt)
 	if counters != "" {
 		if err := json.Unmarshal([]byte(counters), &e.Status.Counters); err != nil {
 			return e, fmt.Errorf("counters of edge %s: %w", e.ID, err)
@@ -63,7 +66,7 @@ func (s *Store) Edge(ctx context.Context, id string) (store.Edge, error) {
 
 // ListEdges implements store.Store.
 func (s *Store) ListEdges(ctx context.Context) ([]store.Edge, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+edgeCols+` FROM edges ORDER BY id`)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+edgeCols+` FROM edges WHERE revoked_at = 0 ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list edges: %w", err)
 	}
@@ -81,7 +84,7 @@ func (s *Store) ListEdges(ctx context.Context) ([]store.Edge, error) {
 
 // SetEdgeEnrolment implements store.Store.
 func (s *Store) SetEdgeEnrolment(ctx context.Context, id, tokenHash string, expires time.Time) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE edges SET enrol_token_hash = $1, enrol_expires = $2 WHERE id = $3`, tokenHash, ms(expires), id)
+	res, err := s.db.ExecContext(ctx, `UPDATE edges SET enrol_token_hash = $1, enrol_expires = $2 WHERE id = $3 AND revoked_at = 0`, tokenHash, ms(expires), id)
 	return affected(res, err, "edge "+id)
 }
 
@@ -93,7 +96,7 @@ func (s *Store) RedeemEnrolment(ctx context.Context, tokenHash string) (store.Ed
 	}
 	var id string
 	err := s.db.QueryRowContext(ctx, `UPDATE edges SET enrol_token_hash = '', enrol_expires = 0
-		WHERE enrol_token_hash = $1 AND enrol_expires > $2 RETURNING id`, tokenHash, ms(s.now())).Scan(&id)
+		WHERE enrol_token_hash = $1 AND enrol_expires > $2 AND revoked_at = 0 RETURNING id`, tokenHash, ms(s.now())).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Edge{}, fmt.Errorf("enrolment token: %w", store.ErrNotFound)
 	}
@@ -119,7 +122,7 @@ func (s *Store) EdgeByUsername(ctx context.Context, username string) (store.Edge
 	if username == "" {
 		return store.Edge{}, fmt.Errorf("edge user: %w", store.ErrNotFound)
 	}
-	e, err := scanEdge(s.db.QueryRowContext(ctx, `SELECT `+edgeCols+` FROM edges WHERE mqtt_username = $1 AND enrolled = $2`, username, true))
+	e, err := scanEdge(s.db.QueryRowContext(ctx, `SELECT `+edgeCols+` FROM edges WHERE mqtt_username = $1 AND enrolled = $2 AND revoked_at = 0`, username, true))
 	if errors.Is(err, sql.ErrNoRows) {
 		return e, fmt.Errorf("edge user %s: %w", username, store.ErrNotFound)
 	}
@@ -147,5 +150,24 @@ func (s *Store) UpdateEdgeStatus(ctx context.Context, id string, st store.EdgeSt
 	res, err := s.db.ExecContext(ctx, `UPDATE edges SET online = $1, last_seen = $2, allowlist_version = $3, queue_depth = $4, outbox = $5,
 		software = $6, counters = $7 WHERE id = $8`,
 		st.Online, ms(st.LastSeen), st.AllowlistVersion, st.QueueDepth, st.Outbox, st.Software, counters, id)
+	return affected(res, err, "edge "+id)
+}
+
+// RevokeEdge implements store.Store.
+func (s *Store) RevokeEdge(ctx context.Context, id, actor, reason string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE edges SET revoked_at = $1, password_hash = '', enrol_token_hash = '', enrol_expires = 0, online = $2
+			WHERE id = $3 AND revoked_at = 0`, ms(s.now()), false, id)
+		if err := affected(res, err, "edge "+id); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, store.AuditEntry{Actor: actor, Action: "revoke-edge", Edge: id, Reason: reason})
+	})
+}
+
+// NoteEdgeOverLimit implements store.Store.
+func (s *Store) NoteEdgeOverLimit(ctx context.Context, id string, n int64, reason string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE edges SET over_limit = over_limit + $1, over_limit_at = $2, over_limit_reason = $3 WHERE id = $4`,
+		n, ms(s.now()), reason, id)
 	return affected(res, err, "edge "+id)
 }

@@ -2,9 +2,11 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/postern/postern/central/store"
 	"github.com/postern/postern/shared/event"
@@ -79,6 +81,57 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]event.Ev
 			}
 		}
 		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// weight is what one event adds to a device counter.
+const weight = `CASE WHEN count > 0 THEN count ELSE 1 END`
+
+// PruneEvents implements store.Store. The events_pruned counter row is
+// locked first, so two instances pruning at once take turns.
+func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int64, error) {
+	var n int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE counters SET value = value WHERE name = 'events_pruned'`); err != nil {
+			return fmt.Errorf("prune events: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO device_counters (device, kind, count, last_at)
+			SELECT device, kind, CAST(SUM(`+weight+`) AS BIGINT), MAX(at) FROM events WHERE received < $1 AND device <> '' GROUP BY device, kind
+			ON CONFLICT (device, kind) DO UPDATE SET count = device_counters.count + excluded.count,
+				last_at = CASE WHEN excluded.last_at > device_counters.last_at THEN excluded.last_at ELSE device_counters.last_at END`,
+			ms(before)); err != nil {
+			return fmt.Errorf("prune events: counters: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE received < $1`, ms(before))
+		if err != nil {
+			return fmt.Errorf("prune events: %w", err)
+		}
+		if n, err = res.RowsAffected(); err != nil {
+			return fmt.Errorf("prune events: %w", err)
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE counters SET value = value + $1 WHERE name = 'events_pruned'`, n)
+		return err
+	})
+	return n, err
+}
+
+// DeviceEventCounts implements store.Store.
+func (s *Store) DeviceEventCounts(ctx context.Context, device string) (map[event.Kind]int64, error) {
+	out := map[event.Kind]int64{}
+	rows, err := s.db.QueryContext(ctx, `SELECT kind, count FROM device_counters WHERE device = $1
+		UNION ALL SELECT kind, CAST(SUM(`+weight+`) AS BIGINT) FROM events WHERE device = $1 GROUP BY kind`, strings.ToLower(device))
+	if err != nil {
+		return nil, fmt.Errorf("device event counts: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		var c int64
+		if err := rows.Scan(&k, &c); err != nil {
+			return nil, fmt.Errorf("device event counts: %w", err)
+		}
+		out[event.Kind(k)] += c
 	}
 	return out, rows.Err()
 }

@@ -10,63 +10,57 @@ import (
 	"github.com/postern/postern/central/store"
 )
 
-// rule is one status-changing action: which states it applies to and the
-// state it leads to from each.
-type rule struct {
-	action string
-	to     map[store.Status]store.Status
-	// noop is a state in which the action does nothing and succeeds.
-	noop store.Status
-	// setExpiry writes the given expiry.
-	setExpiry bool
-}
-
+// The rules themselves are store.Lifecycle; these name the ones the
+// store applies.
 var (
-	ruleApprove   = rule{action: "approve", to: map[store.Status]store.Status{store.Pending: store.Active, store.Denied: store.Active}, setExpiry: true}
-	ruleDeny      = rule{action: "deny", to: map[store.Status]store.Status{store.Pending: store.Denied}}
-	ruleSuspend   = rule{action: "suspend", to: map[store.Status]store.Status{store.Active: store.Suspended}, noop: store.Suspended}
-	ruleReinstate = rule{action: "reinstate", to: map[store.Status]store.Status{store.Suspended: store.Active}}
-	ruleRevoke    = rule{action: "revoke", to: map[store.Status]store.Status{
-		store.Pending: store.Revoked, store.Active: store.Revoked, store.Suspended: store.Revoked, store.Expired: store.Revoked, store.Denied: store.Revoked}}
-	ruleRenew = rule{action: "renew", to: map[store.Status]store.Status{
-		store.Active: store.Active, store.Expired: store.Active, store.Suspended: store.Suspended}, setExpiry: true}
+	ruleApprove   = store.Lifecycle[store.ActApprove]
+	ruleDeny      = store.Lifecycle[store.ActDeny]
+	ruleSuspend   = store.Lifecycle[store.ActSuspend]
+	ruleReinstate = store.Lifecycle[store.ActReinstate]
+	ruleRevoke    = store.Lifecycle[store.ActRevoke]
+	ruleRenew     = store.Lifecycle[store.ActRenew]
 )
 
-func (s *Store) transition(ctx context.Context, name, actor, reason string, r rule, expires time.Time) error {
+func (s *Store) transition(ctx context.Context, name, actor, reason string, r store.Rule, expires time.Time) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		var cur string
-		err := tx.QueryRowContext(ctx, `SELECT status FROM devices WHERE name = $1`+s.d.ForUpdate, name).Scan(&cur)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%s %s: %w", r.action, name, store.ErrNotFound)
-		}
-		if err != nil {
-			return fmt.Errorf("%s %s: %w", r.action, name, err)
-		}
-		from := store.Status(cur)
-		if r.noop != "" && from == r.noop {
-			return nil
-		}
-		to, ok := r.to[from]
-		if !ok {
-			return fmt.Errorf("%s %s: %w (it is %s)", r.action, name, store.ErrTransition, from)
-		}
-		var ver int64
-		if from != to && (from.Enforced() || to.Enforced()) {
-			if ver, err = s.bump(ctx, tx); err != nil {
-				return err
-			}
-		}
-		q := `UPDATE devices SET status = $1, status_reason = $2, updated_at = $3 WHERE name = $4`
-		args := []any{string(to), reason, ms(s.now()), name}
-		if r.setExpiry {
-			q = `UPDATE devices SET status = $1, status_reason = $2, updated_at = $3, expires_at = $5 WHERE name = $4`
-			args = append(args, ms(expires))
-		}
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return fmt.Errorf("%s %s: %w", r.action, name, err)
-		}
-		return s.audit(ctx, tx, store.AuditEntry{Actor: actor, Action: r.action, Device: name, FromStatus: from, ToStatus: to, Reason: reason, AllowlistVersion: ver})
+		_, _, err := s.transitionTx(ctx, tx, name, actor, reason, r, expires, "")
+		return err
 	})
+}
+
+// transitionTx applies r to device name inside tx. It returns the status
+// the device had and the allowlist version the change produced (0: none).
+// edge, when set, is recorded in the audit entry.
+func (s *Store) transitionTx(ctx context.Context, tx *sql.Tx, name, actor, reason string, r store.Rule, expires time.Time, edge string) (store.Status, int64, error) {
+	var cur string
+	err := tx.QueryRowContext(ctx, `SELECT status FROM devices WHERE name = $1`+s.d.ForUpdate, name).Scan(&cur)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", 0, fmt.Errorf("%s %s: %w", r.Action, name, store.ErrNotFound)
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("%s %s: %w", r.Action, name, err)
+	}
+	from := store.Status(cur)
+	to, noop, err := store.Next(r.Action, name, from)
+	if err != nil || noop {
+		return from, 0, err
+	}
+	var ver int64
+	if from != to && (from.Enforced() || to.Enforced()) {
+		if ver, err = s.bump(ctx, tx); err != nil {
+			return from, 0, err
+		}
+	}
+	q := `UPDATE devices SET status = $1, status_reason = $2, updated_at = $3 WHERE name = $4`
+	args := []any{string(to), reason, ms(s.now()), name}
+	if r.SetsExpiry {
+		q = `UPDATE devices SET status = $1, status_reason = $2, updated_at = $3, expires_at = $5 WHERE name = $4`
+		args = append(args, ms(expires))
+	}
+	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		return from, 0, fmt.Errorf("%s %s: %w", r.Action, name, err)
+	}
+	return from, ver, s.audit(ctx, tx, store.AuditEntry{Actor: actor, Action: string(r.Action), Device: name, Edge: edge, FromStatus: from, ToStatus: to, Reason: reason, AllowlistVersion: ver})
 }
 
 // ApproveDevice implements store.Store.
