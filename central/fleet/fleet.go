@@ -60,6 +60,9 @@ type EventStore interface {
 // edge's word, else a request for staff).
 type Suspender interface {
 	SuspendByEdge(ctx context.Context, r registration.EdgeReport) (store.EdgeSuspensionResult, error)
+	// EvidenceArrived re-decides the edge's reports about device that
+	// waited for lack of traffic, once the edge reported traffic for it.
+	EvidenceArrived(ctx context.Context, edge, device string) error
 }
 
 // StatusStore records edge status for the fleet view.
@@ -407,6 +410,11 @@ func (s *Service) handleEvent(ctx context.Context, edge string, payload []byte) 
 		// it; SuspendByEdge is idempotent.
 	} else {
 		s.log.Info("edge event", "edge", edge, "event_id", e.ID, "kind", e.Kind, "device", e.Device, "queue_id", e.QueueID, "reason", e.Reason)
+	}
+	if inserted && (e.Kind == event.Delivery || e.Kind == event.NDR) && e.Device != "" {
+		if err := s.o.Suspender.EvidenceArrived(ctx, edge, e.Device); err != nil {
+			return fmt.Errorf("suspension requests of %s: %w", e.Device, err)
+		}
 	}
 	if e.Kind == event.NDRUndeliverable && e.Device != "" {
 		// The event is stored, so a redelivery would not retry this: the

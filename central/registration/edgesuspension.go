@@ -67,6 +67,41 @@ func (s *Service) SuspendByEdge(ctx context.Context, r EdgeReport) (store.EdgeSu
 	return res, nil
 }
 
+// EvidenceArrived decides again the open requests that edge's reports
+// about device became for lack of traffic, now that the edge reported
+// traffic for the device: the report and its evidence can reach central in
+// either order (a burst after an outage is handled in parallel). Each is
+// decided as SuspendByEdge would have, cap included.
+func (s *Service) EvidenceArrived(ctx context.Context, edge, device string) error {
+	open, err := s.Store.ListSuspensionRequests(ctx, store.RequestFilter{State: store.RequestOpen, Edge: edge, Device: device})
+	if err != nil {
+		return fmt.Errorf("open requests of edge %s for %s: %w", edge, device, err)
+	}
+	for _, q := range open {
+		if q.Why != store.WhyNoTraffic || q.EventID == "" {
+			continue
+		}
+		window := s.RelayWindow
+		if window <= 0 {
+			window = DefaultRelayWindow
+		}
+		now := s.now()
+		res, err := s.Store.SuspendByEdge(ctx, store.EdgeSuspension{
+			Edge: edge, Device: q.Device, Reason: q.Reason, EventID: q.EventID,
+			RelayedSince: now.Add(-window), CapSince: now.Add(-time.Hour), Cap: s.EdgeSuspensionsPerHour,
+		})
+		if err != nil {
+			return err
+		}
+		if res.Outcome == store.EdgeSuspended {
+			s.log().Warn("device suspended", "device", q.Device, "edge", edge, "reason", q.Reason, "request", q.ID,
+				"why", "relay evidence arrived after the report", "allowlist_version", res.Version)
+			s.changed()
+		}
+	}
+	return nil
+}
+
 func (s *Service) notifyStaff(ctx context.Context, q store.SuspensionRequest) {
 	if s.Mail == nil || len(s.StaffNotify) == 0 {
 		return

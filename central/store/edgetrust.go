@@ -90,5 +90,8 @@ type EdgeSuspensionResult struct {
 type RequestFilter struct {
 	// State, if set, keeps requests in that state.
 	State RequestState
+	// Edge and Device, if set, keep requests by that edge, about that
+	// device.
+	Edge, Device string
 	Limit int // 0: 200
 }

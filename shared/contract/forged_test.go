@@ -163,3 +163,63 @@ func TestForgedSuspensions(t *testing.T) {
 		testkit.WaitFor(t, 5*time.Second, "confirmed suspension reaches the other edge", func() bool { return good.status(reqs[0].Device) == "suspended" })
 	})
 }
+
+// TestEvidenceAfterReport: an edge's report and the traffic that backs it
+// can reach central in either order (central handles events in parallel,
+// and a burst after an outage arrives at once). A report that became a
+// request for lack of traffic is suspended once this edge's evidence for
+// the device is stored; another edge's traffic does not count.
+func TestEvidenceAfterReport(t *testing.T) {
+	brokertest.Each(t, func(t *testing.T, env *brokertest.Env) {
+		st := openStore(t)
+		ctx := context.Background()
+		env.UseAuth(fleet.Store{S: st})
+		const name = "copier.example.edu"
+		registerDevice(t, st, name)
+		must(t, st.ApproveDevice(ctx, name, "staff", "ok", time.Now().Add(time.Hour)))
+		reg := &registration.Service{Store: st, EdgeSuspensionsPerHour: 3}
+		startCentralWith(t, env, st, reg)
+		sp, dir := openSpool(t)
+		enrolEdge(t, env, st, "edge-a")
+		enrolEdge(t, env, st, "edge-b")
+		a := startEdge(t, env, sp, "edge-a", dir)
+		b := startEdge(t, env, sp, "edge-b", dir)
+		testkit.WaitFor(t, 10*time.Second, "edges connected", func() bool { return a.c.Connected() && b.c.Connected() })
+		open := func() int {
+			n, err := st.CountOpenSuspensionRequests(ctx)
+			must(t, err)
+			return n
+		}
+		status := func() store.Status {
+			d, err := st.Device(ctx, name)
+			must(t, err)
+			return d.Status
+		}
+
+		a.outbox.Emit(event.Event{Kind: event.NDRUndeliverable, Device: name, Sender: "scan@example.edu", QueueID: "N1", Reason: "5.1.1 user unknown"})
+		testkit.WaitFor(t, 10*time.Second, "the report held as a request", func() bool { return open() == 1 })
+		if s := status(); s != store.Active {
+			t.Fatalf("device %s before any evidence, want active", s)
+		}
+		// Another edge's traffic is no evidence for edge-a's report.
+		b.outbox.Emit(event.Event{Kind: event.NDR, Device: name, Sender: "scan@example.edu", QueueID: "Q0", Count: 1})
+		testkit.WaitFor(t, 10*time.Second, "edge-b's event stored", func() bool {
+			evs, err := st.ListEvents(ctx, store.EventFilter{Kind: event.NDR, Edge: "edge-b"})
+			return err == nil && len(evs) == 1
+		})
+		if s, n := status(), open(); s != store.Active || n != 1 {
+			t.Fatalf("after another edge's traffic: device %s, %d open requests; want active and 1", s, n)
+		}
+		// edge-a's own evidence, stored after its report.
+		a.outbox.Emit(event.Event{Kind: event.NDR, Device: name, Sender: "scan@example.edu", QueueID: "Q1", Count: 1})
+		testkit.WaitFor(t, 10*time.Second, "suspension once the evidence is stored", func() bool { return status() == store.Suspended })
+		if n := open(); n != 0 {
+			t.Fatalf("%d open requests after the automatic suspension, want 0", n)
+		}
+		rs, err := st.ListSuspensionRequests(ctx, store.RequestFilter{Edge: "edge-a", Device: name})
+		must(t, err)
+		if len(rs) != 1 || rs[0].State != store.RequestAuto {
+			t.Fatalf("requests of edge-a: %+v, want one, decided automatically", rs)
+		}
+	})
+}

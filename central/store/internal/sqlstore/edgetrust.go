@@ -31,13 +31,19 @@ func (s *Store) SuspendByEdge(ctx context.Context, es store.EdgeSuspension) (sto
 		if err != nil {
 			return fmt.Errorf("suspension by edge %s: %w", es.Edge, err)
 		}
+		// A report seen before is decided again only while it waits as an
+		// open request for lack of traffic: the edge's evidence may have
+		// been stored after the report (events are handled in parallel).
+		var pending *store.SuspensionRequest
 		if es.EventID != "" {
 			r, err := scanRequest(tx.QueryRowContext(ctx, `SELECT `+requestCols+` FROM suspension_requests WHERE edge = $1 AND event_id = $2 LIMIT 1`, es.Edge, es.EventID))
 			if err == nil {
-				res.Outcome, res.Request = store.EdgeNothing, r
-				return nil
-			}
-			if !errors.Is(err, sql.ErrNoRows) {
+				if r.State != store.RequestOpen || r.Why != store.WhyNoTraffic {
+					res.Outcome, res.Request = store.EdgeNothing, r
+					return nil
+				}
+				pending = &r
+			} else if !errors.Is(err, sql.ErrNoRows) {
 				return fmt.Errorf("suspension by edge %s: %w", es.Edge, err)
 			}
 		}
@@ -74,6 +80,13 @@ func (s *Store) SuspendByEdge(ctx context.Context, es store.EdgeSuspension) (sto
 				return err
 			}
 			res.Outcome, res.Version = store.EdgeSuspended, ver
+			if pending != nil {
+				if _, err := tx.ExecContext(ctx, `UPDATE suspension_requests SET state = 'auto', decided_by = $1, decided_at = $2, decision = $3 WHERE id = $4`,
+					actor, ms(s.now()), "the edge's relay evidence arrived after its report", pending.ID); err != nil {
+					return fmt.Errorf("record suspension by edge %s: %w", es.Edge, err)
+				}
+				return nil
+			}
 			if es.EventID != "" {
 				if _, err := tx.ExecContext(ctx, `INSERT INTO suspension_requests (device, edge, event_id, reason, why, state, created_at, decided_by, decided_at)
 					VALUES ($1, $2, $3, $4, '', 'auto', $5, $6, $5)`, name, es.Edge, es.EventID, es.Reason, ms(s.now()), actor); err != nil {
@@ -83,6 +96,10 @@ func (s *Store) SuspendByEdge(ctx context.Context, es store.EdgeSuspension) (sto
 			return nil
 		}
 		res.Outcome = store.EdgeRequested
+		if pending != nil {
+			res.Request = *pending
+			return nil
+		}
 		r, err := scanRequest(tx.QueryRowContext(ctx, `SELECT `+requestCols+` FROM suspension_requests WHERE device = $1 AND edge = $2 AND state = 'open' ORDER BY id LIMIT 1`, name, es.Edge))
 		if err == nil {
 			res.Request = r
@@ -127,10 +144,18 @@ func (s *Store) ListSuspensionRequests(ctx context.Context, f store.RequestFilte
 		limit = 200
 	}
 	q := `SELECT ` + requestCols + ` FROM suspension_requests`
-	args := []any{}
-	if f.State != "" {
-		q += ` WHERE state = $1`
-		args = append(args, string(f.State))
+	var (
+		where []string
+		args  []any
+	)
+	for col, v := range map[string]string{"state": string(f.State), "edge": f.Edge, "device": strings.ToLower(f.Device)} {
+		if v != "" {
+			args = append(args, v)
+			where = append(where, fmt.Sprintf("%s = $%d", col, len(args)))
+		}
+	}
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
 	args = append(args, limit)
 	q += fmt.Sprintf(` ORDER BY id DESC LIMIT $%d`, len(args))
