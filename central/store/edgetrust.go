@@ -93,5 +93,5 @@ type RequestFilter struct {
 	// Edge and Device, if set, keep requests by that edge, about that
 	// device.
 	Edge, Device string
-	Limit int // 0: 200
+	Limit        int // 0: 200
 }
