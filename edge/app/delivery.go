@@ -24,7 +24,7 @@ func (e *Edge) addDelivery() error {
 	m.WatchSpool(e.Spool, nil)
 	m.WatchDNS(func() metrics.DNSStats {
 		st := e.Resolver.Stats()
-		return metrics.DNSStats{Lookups: st.Lookups, CacheHits: st.CacheHits, Errors: st.Errors}
+		return metrics.DNSStats{Lookups: st.Lookups, CacheHits: st.CacheHits, Errors: st.Errors, Stale: st.Stale}
 	})
 	mode, err := delivery.ParseTLSMode(cfg.Delivery.TLS)
 	if err != nil {
