@@ -79,6 +79,7 @@ func (s *Spool) checkVolume() {
 		s.log.Warn("spool: cannot read the volume's size", "err", err)
 		return
 	}
+	s.log.Info("spool: free-space reserve", "reserve_bytes", s.minFree, "free_bytes", free, "volume_bytes", total)
 	// A reserve scaled down to the volume (AutoMinFree) is warned about too.
 	if need := max(s.minFree, AutoMinFree(0, s.vlogMax)); total < 4*need {
 		s.log.Warn("spool: the volume is small for the free-space reserve; mail is refused (452) while free space is below it",
