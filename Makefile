@@ -48,8 +48,9 @@ cross:
 run: build
 	@deploy/dev/run.sh
 
-# Benchmarks: spool group commit, snapshot sizes, delivery throughput; then
-# the fleet simulation (a change enforced on 50 edge sync clients).
+# Benchmarks: spool group commit, snapshot sizes, delivery throughput, edge
+# memory with 10k/50k/100k allowlisted devices (BenchmarkAllowlistMemory);
+# then the fleet simulation (a change enforced on 50 edge sync clients).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
 	set -o pipefail; POSTERN_TEST_FLEET=50 $(GO) test -count=1 -v -run 'TestApproveSuspendAcrossFleet' ./shared/contract | grep -E 'enforced on|^(ok|FAIL|---)'

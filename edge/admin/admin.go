@@ -31,7 +31,7 @@ type Server struct {
 	mux    *http.ServeMux
 
 	mu     sync.Mutex
-	checks map[string]func() error
+	checks map[string]func() (string, error)
 	ln     net.Listener
 }
 
@@ -41,7 +41,7 @@ func New(listen, token string, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{listen: listen, token: token, log: log, mux: http.NewServeMux(), checks: map[string]func() error{}}
+	s := &Server{listen: listen, token: token, log: log, mux: http.NewServeMux(), checks: map[string]func() (string, error){}}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -57,6 +57,13 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // AddCheck registers a readiness check: /readyz fails while check
 // returns an error.
 func (s *Server) AddCheck(name string, check func() error) {
+	s.AddStatus(name, func() (string, error) { return "", check() })
+}
+
+// AddStatus registers a readiness check that also reports figures:
+// /readyz shows "name: ok (detail)" while check returns a nil error, and
+// fails with "name: error" otherwise.
+func (s *Server) AddStatus(name string, check func() (detail string, err error)) {
 	s.mu.Lock()
 	s.checks[name] = check
 	s.mu.Unlock()
@@ -74,10 +81,13 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	var b strings.Builder
 	ok := true
 	for _, n := range names {
-		if err := checks[n](); err != nil {
+		switch detail, err := checks[n](); {
+		case err != nil:
 			ok = false
 			fmt.Fprintf(&b, "%s: %v\n", n, err)
-		} else {
+		case detail != "":
+			fmt.Fprintf(&b, "%s: ok (%s)\n", n, detail)
+		default:
 			fmt.Fprintf(&b, "%s: ok\n", n)
 		}
 	}

@@ -60,6 +60,16 @@ func TestHealthReadyAndMount(t *testing.T) {
 	if code, body := get(t, c, base+"/metrics", ""); code != 200 || body != "m 1\n" {
 		t.Fatalf("mounted handler %d %q", code, body)
 	}
+	spoolErr = nil
+	var diskErr error
+	s.AddStatus("disk", func() (string, error) { return "free 10 MiB, reserve 8 MiB", diskErr })
+	if code, body := get(t, c, base+"/readyz", ""); code != 200 || !strings.Contains(body, "disk: ok (free 10 MiB, reserve 8 MiB)\n") {
+		t.Fatalf("readyz with a status detail: %d %q", code, body)
+	}
+	diskErr = errors.New("free space below the reserve")
+	if code, body := get(t, c, base+"/readyz", ""); code != 503 || !strings.Contains(body, "disk: free space below the reserve\n") {
+		t.Fatalf("readyz with a failing status: %d %q", code, body)
+	}
 }
 
 // TestTokenForNonLoopback: a client from a non-loopback address needs the

@@ -105,6 +105,7 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 		Dir:              filepath.Join(cfg.DataDir, "spool"),
 		ValueLogFileSize: cfg.Spool.ValueLogFileSize,
 		GCInterval:       cfg.Spool.GCInterval,
+		MinFree:          cfg.Spool.MinFree,
 		Log:              log.With("stage", "spool"),
 	})
 	if err != nil {
@@ -118,9 +119,13 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 	if e.Devices, err = devices.New(cfg.Devices, sp.KV("susp/"), time.Now); err != nil {
 		return fail(err)
 	}
+	serveStale := cfg.DNS.ServeStale
+	if serveStale == 0 {
+		serveStale = -1 // dns.serve_stale = 0 means off
+	}
 	if e.Resolver, err = resolver.New(resolver.Options{
 		Servers: cfg.DNS.Resolvers, Timeout: cfg.DNS.Timeout, CacheSize: cfg.DNS.CacheSize,
-		Log: log.With("stage", "resolver"),
+		ServeStale: serveStale, Log: log.With("stage", "resolver"),
 	}); err != nil {
 		return fail(err)
 	}
@@ -133,6 +138,7 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 	if err != nil {
 		return fail(err)
 	}
+	e.Metrics = metrics.New()
 	if e.SMTP, err = smtpd.New(smtpd.Options{
 		Hostname: cfg.Hostname,
 		EdgeID:   cfg.Sync.EdgeID,
@@ -142,6 +148,7 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 		DNS:      smtpd.NewDNS(e.Resolver),
 		Spool:    sp,
 		Events:   e.Events,
+		Metrics:  e.Metrics,
 		Log:      log.With("stage", "smtpd"),
 	}); err != nil {
 		return fail(err)
@@ -155,11 +162,8 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 			e.SMTP.Close()
 			return fail(err)
 		}
-		e.Admin.AddCheck("spool", func() error {
-			if st := sp.Stats(); st.DiskFree <= 0 {
-				return errors.New("no free disk space")
-			}
-			return nil
+		e.Admin.AddStatus("spool", func() (string, error) {
+			return spoolStatus(sp.Stats().DiskFree, sp.MinFree())
 		})
 	}
 	if err := e.addDelivery(); err != nil {
@@ -172,6 +176,17 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 	}
 	return e, nil
 }
+
+// spoolStatus is the /readyz line of the spool: free space and the reserve
+// below which new mail is refused.
+func spoolStatus(free, reserve int64) (string, error) {
+	if free < reserve {
+		return "", fmt.Errorf("free space %s is below the reserve %s (spool.min_free): new mail is refused with 452", mib(free), mib(reserve))
+	}
+	return fmt.Sprintf("free %s, reserve %s", mib(free), mib(reserve)), nil
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // Add attaches a stage to run alongside the intake; Build adds the queue
 // runner and, with sync on, the link to central.

@@ -20,13 +20,12 @@ import (
 // "queue" stage; with an admin endpoint it mounts /metrics and /queue.
 func (e *Edge) addDelivery() error {
 	cfg := e.Config
-	m := metrics.New()
+	m := e.Metrics
 	m.WatchSpool(e.Spool, nil)
 	m.WatchDNS(func() metrics.DNSStats {
 		st := e.Resolver.Stats()
-		return metrics.DNSStats{Lookups: st.Lookups, CacheHits: st.CacheHits, Errors: st.Errors}
+		return metrics.DNSStats{Lookups: st.Lookups, CacheHits: st.CacheHits, Errors: st.Errors, Stale: st.Stale}
 	})
-	e.Metrics = m
 	mode, err := delivery.ParseTLSMode(cfg.Delivery.TLS)
 	if err != nil {
 		return fmt.Errorf("delivery.tls: %w", err)

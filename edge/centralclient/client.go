@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -193,12 +194,14 @@ func (c *Client) loadPersisted() error {
 		c.count("snapshots_rejected")
 		return nil
 	}
+	n := len(s.Devices)
 	c.apply(&s)
-	c.log.Info("persisted allowlist loaded", "version", s.Version, "issued", s.Issued, "valid_until", s.ValidUntil, "devices", len(s.Devices))
+	c.log.Info("persisted allowlist loaded", "version", s.Version, "issued", s.Issued, "valid_until", s.ValidUntil, "devices", n)
 	return nil
 }
 
-// Current returns the snapshot in force (nil if none).
+// Current returns the snapshot in force without its device list, which
+// only the device table holds (nil if none).
 func (c *Client) Current() *allowlist.Snapshot { return c.current.Load() }
 
 // Connected reports whether the MQTT connection is up.
@@ -225,6 +228,17 @@ func (c *Client) count(name string) {
 // returned; ErrSame (a redelivery) is returned but neither logged nor
 // counted.
 func (c *Client) HandleSnapshot(wire []byte, source string) error {
+	if len(wire) >= bigWire {
+		// Decoding a large list makes garbage several times its final
+		// size; collecting more often meanwhile keeps the peak down. The
+		// setting is global: one large apply at a time changes it.
+		gcPercentMu.Lock()
+		old := debug.SetGCPercent(applyGCPercent)
+		defer func() {
+			debug.SetGCPercent(old)
+			gcPercentMu.Unlock()
+		}()
+	}
 	s, err := allowlist.Decode(wire, c.o.PublicKey)
 	if err != nil {
 		c.reject(err, source, 0)
@@ -244,9 +258,9 @@ func (c *Client) HandleSnapshot(wire []byte, source string) error {
 		// sends again.
 		c.log.Error("allowlist not persisted", "version", s.Version, "err", err)
 	}
+	active, suspended := s.Counts()
 	c.apply(&s)
 	c.count("snapshots_applied")
-	active, suspended := s.Counts()
 	c.log.Info("allowlist applied", "source", source, "version", s.Version, "issued", s.Issued,
 		"valid_until", s.ValidUntil, "active", active, "suspended", suspended, "bytes", len(wire))
 	c.requestStatus()
@@ -268,7 +282,8 @@ func (c *Client) reject(err error, source string, version int64) {
 	c.log.Warn("allowlist rejected", "source", source, "reason", reason, "version", version, "err", err)
 }
 
-// apply hands s to the device table and makes it current.
+// apply hands s to the device table and makes its header current; it
+// empties s.Devices.
 func (c *Client) apply(s *allowlist.Snapshot) {
 	devs := make([]devices.Device, len(s.Devices))
 	for i, d := range s.Devices {
@@ -283,9 +298,34 @@ func (c *Client) apply(s *allowlist.Snapshot) {
 			Reinstated:        d.Reinstated,
 		}
 	}
+	// From here the device table holds the devices: drop the decoded list
+	// (devs shares its strings) so that it can be freed while the table
+	// packs, and keep only the header as current.
+	s.Devices = nil
 	c.o.Registry.SetCentral(s.Version, s.Issued, devs, s.ValidUntil)
-	c.current.Store(s)
+	hdr := *s
+	c.current.Store(&hdr)
+	if len(devs) >= bigAllowlist {
+		// Decoding and packing a large list leaves tens of MB of garbage
+		// (the JSON text, the decoded list, the previous table); give it
+		// back to the OS now instead of keeping the process at its peak
+		// until the runtime's scavenger gets round to it.
+		debug.FreeOSMemory()
+	}
 }
+
+// bigWire is the wire size (about 5,000 devices) from which a snapshot is
+// decoded and applied with the GC at applyGCPercent.
+const (
+	bigWire        = 64 << 10
+	applyGCPercent = 25
+)
+
+var gcPercentMu sync.Mutex
+
+// bigAllowlist is the size from which applying a snapshot ends with
+// returning the garbage to the OS at once.
+const bigAllowlist = 5000
 
 // Run connects to the broker and runs until ctx ends: it keeps the
 // connection up, publishes events from the outbox and status heartbeats,

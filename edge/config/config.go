@@ -87,6 +87,9 @@ type DNS struct {
 	// only through them are MX and TLSA answers taken as authenticated for
 	// DANE. Empty: no DANE.
 	ValidatingResolvers []string `toml:"validating_resolvers"`
+	// ServeStale is how long past its TTL a cached answer is still used
+	// while every resolver fails (RFC 8767); 0 turns serving stale off.
+	ServeStale time.Duration `toml:"serve_stale"`
 }
 
 // Policy holds relay-policy texts and default limits.
@@ -158,6 +161,10 @@ type Spool struct {
 	// 32-bit ARM within its address space.
 	ValueLogFileSize int64         `toml:"value_log_file_size"`
 	GCInterval       time.Duration `toml:"gc_interval"`
+	// MinFree is the free space (bytes) below which new mail is refused
+	// with 452 4.3.1; 0 = automatic (16 MiB + half a value-log file,
+	// capped at a quarter of the volume, at least 8 MiB).
+	MinFree int64 `toml:"min_free"`
 }
 
 // Admin configures the local HTTP endpoint (health, metrics, queue tools).
@@ -207,7 +214,7 @@ func Default(dev bool) Config {
 			MaxSessionDuration: 30 * time.Minute,
 			MaxTransactions:    100,
 		},
-		DNS: DNS{Timeout: 5 * time.Second, CacheSize: 10000},
+		DNS: DNS{Timeout: 5 * time.Second, CacheSize: 10000, ServeStale: 24 * time.Hour},
 		Policy: Policy{
 			RegisterURL:       "https://postern.example.edu/register",
 			BulkURL:           "https://lists.example.edu/",
@@ -383,6 +390,9 @@ func (c *Config) Validate() error {
 	if c.DNS.CacheSize < 0 {
 		return e("dns.cache_size", "must not be negative")
 	}
+	if c.DNS.ServeStale < 0 || c.DNS.ServeStale > 7*24*time.Hour {
+		return e("dns.serve_stale", "must be between 0 (off) and 168h")
+	}
 	if c.Policy.MessagesPerHour < 1 {
 		return e("policy.messages_per_hour", "must be at least 1")
 	}
@@ -465,6 +475,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Spool.GCInterval < time.Second {
 		return e("spool.gc_interval", "must be at least 1s")
+	}
+	if c.Spool.MinFree != 0 && c.Spool.MinFree < 8<<20 {
+		return e("spool.min_free", "must be 0 (automatic) or at least 8 MiB (8388608): Badger needs room to flush its memtables")
 	}
 	if c.Admin.Listen != "" && !strings.HasPrefix(c.Admin.Listen, "unix:") {
 		if err := checkHostPort(c.Admin.Listen); err != nil {

@@ -56,6 +56,8 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{"[smtp]\nmax_transactions_per_session = 0", "smtp.max_transactions_per_session"},
 		{"[log]\nformat = \"xml\"", "log.format"},
 		{"[dns]\nresolvers = [\"not-an-ip\"]", "dns.resolvers[0]"},
+		{"[dns]\nserve_stale = \"-1s\"", "dns.serve_stale"},
+		{"[spool]\nmin_free = 1024", "spool.min_free"},
 		{"[policy]\nmessages_per_hour = 0", "policy.messages_per_hour"},
 		{"[[devices]]\nname = \"a..b\"", "devices[0].name"},
 		{"[[devices]]\nname = \"a.example.edu\"\nstatus = \"gone\"", "devices[0].status"},

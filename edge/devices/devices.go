@@ -86,9 +86,13 @@ type suspension struct {
 	Epoch  *int64    `json:"epoch,omitempty"`
 }
 
-// snapshot is immutable once published.
+// snapshot is immutable once published. A device is looked up in overlay
+// first, then in central: overlay holds the static devices central does
+// not list and every device with a local suspension applied, so a
+// suspension or a static device never copies central's list.
 type snapshot struct {
-	devices    map[string]Device
+	central    *packed
+	overlay    map[string]Device
 	version    int64
 	applied    bool // a central allowlist was applied at least once
 	validUntil time.Time
@@ -101,7 +105,7 @@ type Table struct {
 
 	mu       sync.Mutex // serialises writers
 	static   map[string]Device
-	central  map[string]Device
+	central  *packed // central's allowlist (shared with the snapshot)
 	version  int64
 	issued   time.Time
 	until    time.Time
@@ -123,7 +127,7 @@ func New(static []config.Device, kv Store, clock func() time.Time) (*Table, erro
 		clock:    clock,
 		kv:       kv,
 		static:   map[string]Device{},
-		central:  map[string]Device{},
+		central:  pack(nil),
 		suspends: map[string]suspension{},
 	}
 	for _, d := range static {
@@ -170,15 +174,24 @@ func Canonical(name string) string {
 // Lookup returns the device registered under name (a DNS name as FCrDNS
 // confirmed it), with local suspensions applied.
 func (r *Table) Lookup(name string) (Device, bool) {
-	d, ok := r.snap.Load().devices[Canonical(name)]
-	return d, ok
+	s := r.snap.Load()
+	n := Canonical(name)
+	if d, ok := s.overlay[n]; ok {
+		return d, true
+	}
+	return s.central.lookup(n)
 }
 
 // Devices returns every known device, sorted by name.
 func (r *Table) Devices() []Device {
 	s := r.snap.Load()
-	out := make([]Device, 0, len(s.devices))
-	for _, d := range s.devices {
+	out := make([]Device, 0, s.central.len()+len(s.overlay))
+	for i := range s.central.len() {
+		if _, over := s.overlay[s.central.str(s.central.recs[i].name)]; !over {
+			out = append(out, s.central.device(i))
+		}
+	}
+	for _, d := range s.overlay {
 		out = append(out, d)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -209,22 +222,26 @@ func (r *Table) SetCentral(version int64, issued time.Time, devices []Device, va
 	if r.applied && version < r.version {
 		return
 	}
-	central := make(map[string]Device, len(devices))
-	for _, d := range devices {
-		d.Name = Canonical(d.Name)
-		if d.Name == "" {
-			continue
+	// Devices without a name are dropped; the rest are packed, normalised
+	// on the way (pack copies every string it keeps).
+	keep := make([]int32, 0, len(devices))
+	for i := range devices {
+		if Canonical(devices[i].Name) != "" {
+			keep = append(keep, int32(i))
 		}
+	}
+	central := packFunc(len(keep), func(i int) Device {
+		d := devices[keep[i]]
+		d.Name = Canonical(d.Name)
 		if d.Status == "" {
 			d.Status = StatusActive
 		}
 		d.Source = SourceCentral
-		d.Senders = append([]string(nil), d.Senders...)
-		central[d.Name] = d
-	}
+		return d
+	})
 	for name, s := range r.suspends {
-		d, ok := central[name]
-		if !ok {
+		i := central.find(name)
+		if i < 0 {
 			continue
 		}
 		if s.Epoch == nil {
@@ -236,7 +253,7 @@ func (r *Table) SetCentral(version int64, issued time.Time, devices []Device, va
 			r.persistLocked(name, s)
 			continue
 		}
-		if d.Reinstated > *s.Epoch {
+		if central.recs[i].reinstated > *s.Epoch {
 			if r.kv != nil {
 				// Best effort: if the delete fails the suspension comes
 				// back after a restart, and the same snapshot clears it
@@ -293,15 +310,17 @@ func (r *Table) persistLocked(name string, s suspension) {
 
 // publishLocked builds and publishes a new snapshot. r.mu must be held.
 func (r *Table) publishLocked() {
-	m := make(map[string]Device, len(r.static)+len(r.central))
+	overlay := make(map[string]Device, len(r.static)+len(r.suspends))
 	for n, d := range r.static {
-		m[n] = d
-	}
-	for n, d := range r.central {
-		m[n] = d // central wins for the same name
+		if r.central.find(n) < 0 { // central wins for the same name
+			overlay[n] = d
+		}
 	}
 	for n, s := range r.suspends {
-		d, ok := m[n]
+		d, ok := overlay[n]
+		if !ok {
+			d, ok = r.central.lookup(n)
+		}
 		if !ok {
 			// Suspended but not (or no longer) registered: keep the
 			// record so that a later registration does not undo it
@@ -310,10 +329,11 @@ func (r *Table) publishLocked() {
 		}
 		d.Status = StatusSuspended
 		d.Reason = s.Reason
-		m[n] = d
+		overlay[n] = d
 	}
 	r.snap.Store(&snapshot{
-		devices:    m,
+		central:    r.central,
+		overlay:    overlay,
 		version:    r.version,
 		applied:    r.applied,
 		validUntil: r.until,

@@ -113,7 +113,11 @@ var (
 	descMsgBytes  = prometheus.NewDesc(ns+"_queue_message_bytes", "Bytes of spooled message data.", nil, nil)
 	descDisk      = prometheus.NewDesc(ns+"_spool_disk_bytes", "Disk used by the spool, by kind of file.", []string{"kind"}, nil)
 	descDiskFree  = prometheus.NewDesc(ns+"_spool_disk_free_bytes", "Free space on the spool's file system.", nil, nil)
+	descReserve   = prometheus.NewDesc(ns+"_spool_reserve_bytes", "Free-space reserve: below it new mail is refused (452).", nil, nil)
 )
+
+// reserver is a spool that has a free-space reserve (*spool.Spool).
+type reserver interface{ MinFree() int64 }
 
 type spoolCollector struct {
 	s   SpoolStats
@@ -126,6 +130,9 @@ func (c *spoolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descMsgBytes
 	ch <- descDisk
 	ch <- descDiskFree
+	if _, ok := c.s.(reserver); ok {
+		ch <- descReserve
+	}
 }
 
 func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
@@ -141,6 +148,9 @@ func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDisk, prometheus.GaugeValue, float64(st.VlogBytes), "vlog")
 	ch <- prometheus.MustNewConstMetric(descDisk, prometheus.GaugeValue, float64(st.OtherBytes), "other")
 	ch <- prometheus.MustNewConstMetric(descDiskFree, prometheus.GaugeValue, float64(st.DiskFree))
+	if r, ok := c.s.(reserver); ok {
+		ch <- prometheus.MustNewConstMetric(descReserve, prometheus.GaugeValue, float64(r.MinFree()))
+	}
 }
 
 // DNSStats are the resolver's counters at scrape time.
@@ -148,6 +158,7 @@ type DNSStats struct {
 	Lookups   uint64 // questions asked by callers
 	CacheHits uint64 // answered from the cache (positive or negative)
 	Errors    uint64 // lookups that failed (timeout, SERVFAIL, ...)
+	Stale     uint64 // answers served stale while the resolvers failed
 }
 
 // WatchDNS exports DNS lookups, cache hits and the hit ratio, read from
@@ -164,6 +175,7 @@ var (
 	descDNSHits    = prometheus.NewDesc(ns+"_dns_cache_hits_total", "DNS lookups answered from the cache.", nil, nil)
 	descDNSErrors  = prometheus.NewDesc(ns+"_dns_errors_total", "DNS lookups that failed.", nil, nil)
 	descDNSRatio   = prometheus.NewDesc(ns+"_dns_cache_hit_ratio", "Cache hits / lookups since start (0 before any lookup).", nil, nil)
+	descDNSStale   = prometheus.NewDesc(ns+"_dns_stale_answers_total", "Expired cached answers served because the resolvers failed (RFC 8767).", nil, nil)
 )
 
 type dnsCollector struct{ stats func() DNSStats }
@@ -173,6 +185,7 @@ func (c *dnsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descDNSHits
 	ch <- descDNSErrors
 	ch <- descDNSRatio
+	ch <- descDNSStale
 }
 
 func (c *dnsCollector) Collect(ch chan<- prometheus.Metric) {
@@ -185,6 +198,7 @@ func (c *dnsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDNSHits, prometheus.CounterValue, float64(st.CacheHits))
 	ch <- prometheus.MustNewConstMetric(descDNSErrors, prometheus.CounterValue, float64(st.Errors))
 	ch <- prometheus.MustNewConstMetric(descDNSRatio, prometheus.GaugeValue, ratio)
+	ch <- prometheus.MustNewConstMetric(descDNSStale, prometheus.CounterValue, float64(st.Stale))
 }
 
 // The helpers below let stages count through a nil *Metrics.

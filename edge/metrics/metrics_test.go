@@ -33,7 +33,7 @@ func TestExposition(t *testing.T) {
 	}
 	m := New()
 	m.WatchSpool(sp, func() time.Time { return now })
-	m.WatchDNS(func() DNSStats { return DNSStats{Lookups: 10, CacheHits: 4, Errors: 1} })
+	m.WatchDNS(func() DNSStats { return DNSStats{Lookups: 10, CacheHits: 4, Errors: 1, Stale: 2} })
 	m.IncReceived()
 	m.IncRefused("not-registered")
 	m.IncDelivered(3)
@@ -58,6 +58,8 @@ func TestExposition(t *testing.T) {
 		`postern_edge_spool_disk_bytes{kind="vlog"}`,
 		"postern_edge_dns_lookups_total 10",
 		"postern_edge_dns_cache_hit_ratio 0.4",
+		"postern_edge_dns_stale_answers_total 2",
+		"postern_edge_spool_reserve_bytes 1\n",
 		"go_goroutines",
 	} {
 		if !strings.Contains(out, want) {

@@ -96,6 +96,7 @@ func (l *gatedListener) Accept() (net.Conn, error) {
 			l.srv.report.refusal("", ip.String(), r)
 		}
 		if r != nil {
+			l.srv.countRefused(r)
 			l.srv.log.Info("connection refused", "client_ip", ip.String(), "reply", r.Error())
 			go l.reject(c, r)
 			continue

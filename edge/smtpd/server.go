@@ -60,6 +60,20 @@ type Spool interface {
 	Put(ctx context.Context, env *spool.Envelope, data []byte) error
 }
 
+// Metrics counts intake outcomes.
+type Metrics interface {
+	IncReceived()
+	IncRefused(reason string)
+}
+
+// countRefused counts one refusal in the intake's counters and metrics.
+func (s *Server) countRefused(r *policy.Reply) {
+	s.refused.Add(1)
+	if s.opts.Metrics != nil {
+		s.opts.Metrics.IncRefused(r.Reason)
+	}
+}
+
 // DNS answers the two questions the policy needs DNS for. NewDNS adapts
 // the shared resolver.
 type DNS interface {
@@ -88,7 +102,10 @@ type Options struct {
 	DNS    DNS
 	Spool  Spool
 	Events Events
-	Log    *slog.Logger
+	// Metrics counts accepted messages and refusals (*metrics.Metrics);
+	// nil counts nothing.
+	Metrics Metrics
+	Log     *slog.Logger
 	// Clock stamps envelopes and events and paces event reports
 	// (default clock.Real).
 	Clock clock.Clock

@@ -90,7 +90,7 @@ func (s *session) refuse(log *slog.Logger, stage, arg string, r *policy.Reply) e
 	if s.txn != nil && s.txn.Registered {
 		device = s.txn.Device.Name
 	}
-	s.srv.refused.Add(1)
+	s.srv.countRefused(r)
 	log.Info("refused", "stage", stage, "arg", arg, "reply", r.Error())
 	s.srv.report.refusal(device, s.ip.String(), r)
 	st := &s.gc.state
@@ -145,6 +145,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		r := policy.TooManyTransactions(s.srv.opts.SMTP.MaxTransactions)
 		s.gc.end(r)
 		return s.refuse(s.log, "MAIL", from, r)
+	}
+	if s.spoolFull() {
+		return s.refuse(s.log, "MAIL", from, policy.SpoolFull())
 	}
 	if opts != nil && len(opts.EnvelopeID) > maxENVID {
 		return s.refuse(s.log, "MAIL", from, policy.DSNParamTooLong("ENVID", maxENVID))
@@ -244,6 +247,13 @@ func (s *session) reservation(declared int64) int64 {
 	return declared + headerReserve
 }
 
+// spoolFull reports whether the spool is already below its free-space
+// reserve, so the transaction is refused (452 4.3.1) before the upload.
+func (s *session) spoolFull() bool {
+	sp, ok := s.srv.opts.Spool.(interface{ BelowReserve() bool })
+	return ok && sp.BelowReserve()
+}
+
 // noteTLS reports the TLS version and cipher once per connection.
 func (s *session) noteTLS(device string) {
 	st := &s.gc.state
@@ -265,6 +275,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	if s.env == nil {
 		return toSMTP(policy.MailFirst())
+	}
+	if s.spoolFull() {
+		return s.refuse(s.mlog, "RCPT", to, policy.SpoolFull())
 	}
 	if opts != nil && len(opts.OriginalRecipient) > maxORCPT {
 		return s.refuse(s.mlog, "RCPT", to, policy.DSNParamTooLong("ORCPT", maxORCPT))
@@ -428,6 +441,9 @@ func (s *session) Data(r io.Reader) (err error) {
 	}
 	s.mu.Unlock()
 	srv.accepted.Add(1)
+	if srv.opts.Metrics != nil {
+		srv.opts.Metrics.IncReceived()
+	}
 	log.Info("accepted", "from", env.From, "rcpts", len(env.Recipients), "size", len(data), "tls", env.TLS)
 	id := env.ID
 	return toSMTP(policy.Queued(id))

@@ -106,6 +106,8 @@ func (s *Spool) commitBatch(batch []*request) {
 	free, ferr := freeBytes(s.dir)
 	if ferr != nil {
 		s.log.Warn("spool: cannot read free disk space", "err", ferr)
+	} else if free < s.minFree {
+		s.kickGC() // reclaim deleted mail's space now, not at the next GC tick
 	}
 	// Badger refuses a transaction above 15% of the memtable size
 	// (ErrTxnTooBig); stay well below by half.

@@ -24,6 +24,10 @@ import (
 
 const gcDiscardRatio = 0.5
 
+// gcKickInterval is the least time between two GC runs started because
+// free space is below the reserve (every refused write asks for one).
+const gcKickInterval = 2 * time.Second
+
 func (s *Spool) gcLoop(every time.Duration) {
 	defer close(s.gcDone)
 	if every < 0 {
@@ -32,29 +36,49 @@ func (s *Spool) gcLoop(every time.Duration) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var lastKick time.Time
+	var later <-chan time.Time // a kick that came too soon after the last one
 	for {
 		select {
 		case <-s.gcStop:
 			return
-		case <-t.C:
-			before := s.Stats().VlogBytes
-			err := s.GC()
-			// Pages of bodies read since the last run (deliveries, GC
-			// rewrites) are resident; an idle edge should not keep them.
-			trimMappings(s.dir)
-			if err != nil {
-				s.log.Warn("spool: value-log GC", "err", err)
+		case <-s.gcKick:
+			if wait := gcKickInterval - time.Since(lastKick); wait > 0 {
+				if later == nil {
+					later = time.After(wait)
+				}
 				continue
 			}
-			if after := s.Stats().VlogBytes; after < before {
-				s.log.Info("spool: value-log GC reclaimed space", "bytes", before-after, "vlog_bytes", after)
-			}
+		case <-later:
+		case <-t.C:
+			s.runGC()
+			continue
 		}
+		later = nil
+		s.log.Debug("spool: free space below the reserve, running value-log GC now", "reserve_bytes", s.minFree)
+		s.runGC()
+		lastKick = time.Now()
+	}
+}
+
+// runGC runs GC once from the loop and logs what it reclaimed.
+func (s *Spool) runGC() {
+	before := s.Stats().VlogBytes
+	err := s.GC()
+	// Pages of bodies read since the last run (deliveries, GC rewrites)
+	// are resident; an idle edge should not keep them.
+	trimMappings(s.dir)
+	if err != nil {
+		s.log.Warn("spool: value-log GC", "err", err)
+		return
+	}
+	if after := s.Stats().VlogBytes; after < before {
+		s.log.Info("spool: value-log GC reclaimed space", "bytes", before-after, "vlog_bytes", after)
 	}
 }
 
 // GC runs one value-log garbage collection now (the background loop calls
-// it every GCInterval).
+// it every GCInterval, and when free space falls below the reserve).
 func (s *Spool) GC() error {
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()

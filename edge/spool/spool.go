@@ -23,7 +23,8 @@
 //     reserve (Options.MinFree), like Postfix's queue_minfree. Writes
 //     about mail already accepted (Update, Delete, the outcome part of
 //     Record) never wait for the reserve: it is kept for them.
-//   - Deleted mail's space comes back: a value-log GC runs every GCInterval.
+//   - Deleted mail's space comes back: a value-log GC runs every GCInterval,
+//     and at once when free space falls below the reserve.
 //
 // One process owns the Badger lock; other edge packages that need durable
 // state (suspensions, the persisted allowlist, the event outbox) get a
@@ -77,14 +78,15 @@ type Options struct {
 	// Clock is used for queue ids (default time.Now).
 	Clock func() time.Time
 	// MinFree is the free disk space (bytes) a Put must leave behind
-	// (default: ValueLogFileSize + 32 MiB, room for Badger to rotate a
-	// value-log file, flush memtables and compact). Below it Put fails with
-	// ErrFull. Bucket writes and the reports Record spools need MinFree/2;
-	// Updates, Deletes and the outcome part of Record always run.
-	// The reserve is not optional: Badger writes through mmap into sparse
-	// files, so a truly full disk is not an ENOSPC error but a SIGBUS that
-	// kills the process (seen on a full tmpfs while Badger flushed a
-	// memtable into an SSTable).
+	// (spool.min_free; 0 = AutoMinFree of the volume: room for Badger to
+	// flush memtables and for value-log GC, see disk.go). Below it Put
+	// fails with ErrFull. Bucket writes and the reports Record spools need
+	// MinFree/2; Updates, Deletes and the outcome part of Record always
+	// run. The reserve is not optional: Badger writes through mmap into
+	// sparse files, so a truly full disk is not an ENOSPC error but a
+	// SIGBUS that kills the process (seen on a full tmpfs while Badger
+	// flushed a memtable into an SSTable). When free space falls below it,
+	// value-log GC runs at once instead of waiting for GCInterval.
 	MinFree int64
 }
 
@@ -135,6 +137,7 @@ type Spool struct {
 	committed chan struct{} // closed when the committer exits
 	gcStop    chan struct{}
 	gcDone    chan struct{}
+	gcKick    chan struct{} // free space fell below the reserve: GC now
 	gcMu      sync.Mutex
 
 	wake chan struct{}
@@ -193,11 +196,15 @@ func Open(opts Options) (*Spool, error) {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	if opts.MinFree == 0 {
-		opts.MinFree = opts.ValueLogFileSize + 32<<20
-	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: create %s: %w", opts.Dir, classify(err))
+	}
+	if opts.MinFree < 0 {
+		return nil, fmt.Errorf("spool: negative free-space reserve %d", opts.MinFree)
+	}
+	if opts.MinFree == 0 {
+		_, total, _ := statfs(opts.Dir)
+		opts.MinFree = AutoMinFree(total, opts.ValueLogFileSize)
 	}
 	s := &Spool{
 		dir:       opts.Dir,
@@ -210,6 +217,7 @@ func Open(opts Options) (*Spool, error) {
 		committed: make(chan struct{}),
 		gcStop:    make(chan struct{}),
 		gcDone:    make(chan struct{}),
+		gcKick:    make(chan struct{}, 1),
 		wake:      make(chan struct{}, 1),
 
 		duePending: math.MaxUint64,
@@ -228,6 +236,7 @@ func Open(opts Options) (*Spool, error) {
 	}
 	// Opening read the whole last value-log file; give those pages back.
 	trimMappings(s.dir)
+	s.checkVolume()
 	go s.commitLoop()
 	go s.gcLoop(opts.GCInterval)
 	return s, nil

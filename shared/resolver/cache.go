@@ -20,11 +20,19 @@ type cacheKey struct {
 type result struct {
 	rrs     []dns.RR
 	err     error
-	ttl     time.Duration // how long it may be cached (0 = not at all)
-	expires time.Time     // set when cached
+	ttl     time.Duration // how long it is fresh (0 = stale at once)
+	expires time.Time     // end of freshness, set when cached
+	// staleUntil is how long the entry is kept past expires, to be served
+	// while the servers fail (RFC 8767); equal to expires when serving
+	// stale is off.
+	staleUntil time.Time
+	// recheck, when set, is before when no refresh is tried again: a
+	// refresh failed, and until then the stale entry is used at once
+	// (RFC 8767's failure recheck timer).
+	recheck time.Time
 }
 
-// cache is a bounded LRU of results, each kept until its expiry.
+// cache is a bounded LRU of results, each kept until its staleUntil.
 type cache struct {
 	mu    sync.Mutex
 	max   int
@@ -41,22 +49,36 @@ func newCache(max int) *cache {
 	return &cache{max: max, ll: list.New(), items: map[cacheKey]*list.Element{}}
 }
 
-// get returns the unexpired result for k.
-func (c *cache) get(k cacheKey, now time.Time) (result, bool) {
+// get returns the result kept for k and whether it is still fresh. A
+// result past its stale window is dropped and not returned.
+func (c *cache) get(k cacheKey, now time.Time) (res result, fresh, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.items[k]
 	if !ok {
-		return result{}, false
+		return result{}, false, false
 	}
 	e := el.Value.(*entry)
-	if !now.Before(e.res.expires) {
+	if now.Before(e.res.expires) {
+		c.ll.MoveToFront(el)
+		return e.res, true, true
+	}
+	if !now.Before(e.res.staleUntil) {
 		c.ll.Remove(el)
 		delete(c.items, k)
-		return result{}, false
+		return result{}, false, false
 	}
 	c.ll.MoveToFront(el)
-	return e.res, true
+	return e.res, false, true
+}
+
+// markRecheck sets when a refresh of the stale entry k is tried next.
+func (c *cache) markRecheck(k cacheKey, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[k]; ok {
+		el.Value.(*entry).res.recheck = at
+	}
 }
 
 // put stores res, evicting the least recently used entry when full.

@@ -42,14 +42,31 @@ type TempError struct {
 	Qtype uint16
 	Rcode int   // last error rcode received, or -1 when none was received
 	Err   error // last network error, if any
+	// Stale is the definite negative answer (ErrNXDomain or ErrNoData)
+	// the cache held past its TTL; it is not relied on while the servers
+	// fail, and errors.Is does not see it.
+	Stale error
 }
 
 func (e *TempError) Error() string {
 	q := fmt.Sprintf("%s %s", e.Name, dns.TypeToString[e.Qtype])
+	s := ""
 	if e.Rcode >= 0 {
-		return fmt.Sprintf("temporary DNS failure for %s: server answered %s", q, dns.RcodeToString[e.Rcode])
+		s = fmt.Sprintf("temporary DNS failure for %s: server answered %s", q, dns.RcodeToString[e.Rcode])
+	} else {
+		s = fmt.Sprintf("temporary DNS failure for %s: %v", q, e.Err)
 	}
-	return fmt.Sprintf("temporary DNS failure for %s: %v", q, e.Err)
+	if e.Stale != nil {
+		s += fmt.Sprintf(" (last answer, now expired: %v)", e.Stale)
+	}
+	return s
+}
+
+// staleNoData reports whether err is a temporary failure whose expired
+// cached answer was NODATA.
+func staleNoData(err error) bool {
+	var te *TempError
+	return errors.As(err, &te) && errors.Is(te.Stale, ErrNoData)
 }
 
 func (e *TempError) Unwrap() error { return e.Err }

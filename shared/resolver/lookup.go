@@ -241,13 +241,19 @@ func (r *Resolver) LookupMX(ctx context.Context, domain string) ([]MX, error) {
 // no address) are permanent; other errors are temporary.
 func (r *Resolver) LookupMailHosts(ctx context.Context, domain string) ([]MX, error) {
 	mxs, err := r.LookupMX(ctx, domain)
-	if err == nil || !errors.Is(err, ErrNoData) {
+	// An expired NODATA for MX while the servers fail still lets a domain
+	// whose address is known (fresh or stale) be its own implicit MX.
+	staleMX := staleNoData(err)
+	if err == nil || !(errors.Is(err, ErrNoData) || staleMX) {
 		return mxs, err
 	}
 	fq, _ := normName(domain) // LookupMX validated it
 	v4, v6 := r.lookupFamilies(ctx, fq)
-	if _, err := mergeFamilies(plain(fq), v4, v6); err != nil {
-		return nil, fmt.Errorf("no MX for %s, and no implicit MX: %w", plain(fq), err)
+	if _, aerr := mergeFamilies(plain(fq), v4, v6); aerr != nil {
+		if staleMX {
+			return nil, err // never permanent on the strength of stale data
+		}
+		return nil, fmt.Errorf("no MX for %s, and no implicit MX: %w", plain(fq), aerr)
 	}
 	return []MX{{Host: plain(fq), Pref: 0, Implicit: true}}, nil
 }

@@ -15,13 +15,27 @@
 // Queries go over UDP with EDNS0 (1232-byte buffer), are repeated over TCP
 // when the answer is truncated, and are tried on each server in turn.
 // Responses whose question does not match are rejected (miekg/dns already
-// uses random IDs and drops mismatched IDs).
+// uses random IDs and drops mismatched IDs). The two dns.Clients are made
+// once; each exchange still dials its own UDP socket, so every query has a
+// fresh random source port (a shared socket would leave only the 16-bit
+// ID against spoofed answers).
 //
 // Answers are cached in a bounded LRU for their TTL (the smallest TTL in
 // the answer, capped at MaxTTL); NXDOMAIN and NODATA are cached for the
-// SOA's negative TTL (RFC 2308, capped at MaxNegTTL). Temporary failures
-// are not cached. Identical concurrent lookups share one query. Expiry
-// follows Options.Clock, so tests control time.
+// SOA's negative TTL (RFC 2308, capped at MaxNegTTL), or for a minute when
+// the server sent no SOA. Temporary failures are not cached. Identical
+// concurrent lookups share one query. Expiry follows Options.Clock, so
+// tests control time.
+//
+// Serve-stale (RFC 8767): an answer is kept for Options.ServeStale (default
+// one day) past its TTL. When a refresh fails temporarily, or gives no
+// answer within 1.8 s, the expired positive answer is returned with a TTL
+// of 30 s, and for 30 s no refresh is tried again, so an outage costs one
+// timeout per name and not one per lookup. This covers every lookup (MX,
+// PTR and A/AAAA for FCrDNS, sender domains). An expired negative answer is
+// never relied on: it gives a *TempError (its Stale field holds the old
+// answer), so stale data cannot turn into a permanent refusal. Past the
+// bound the lookup fails temporarily as without a cache.
 package resolver
 
 import (
@@ -46,6 +60,24 @@ const (
 	DefaultCacheSize = 10000
 	DefaultMaxTTL    = time.Hour
 	DefaultMaxNegTTL = 15 * time.Minute
+	// DefaultServeStale is how long past its TTL an answer may be served
+	// while the servers fail (dns.serve_stale).
+	DefaultServeStale = 24 * time.Hour
+	// StaleTTL is the TTL of a stale answer and how long after a failed
+	// refresh the stale answer is used without asking again (RFC 8767 §4,
+	// §5: 30 s).
+	StaleTTL = 30 * time.Second
+	// staleWait is how long a lookup holding a stale answer waits for the
+	// refresh before it takes the stale answer (RFC 8767's client response
+	// timer, 1.8 s); the refresh goes on and updates the cache.
+	staleWait = 1800 * time.Millisecond
+	// noSOANegTTL is how long NXDOMAIN/NODATA without an SOA is cached
+	// (capped at MaxNegTTL). RFC 2308 §5 advises against caching it
+	// because of forwarding loops between caches; a stub that asks
+	// recursive servers has no such loop, and not caching at all would
+	// send a query for every repeat of a common negative (a sender domain
+	// without MX, a client without AAAA).
+	noSOANegTTL = time.Minute
 	// EDNS0 UDP buffer size recommended by DNS Flag Day 2020: avoids IP
 	// fragmentation.
 	ednsSize = 1232
@@ -70,6 +102,10 @@ type Options struct {
 	MaxTTL time.Duration
 	// MaxNegTTL caps how long NXDOMAIN/NODATA is cached.
 	MaxNegTTL time.Duration
+	// ServeStale is how long past its TTL a cached answer is kept and
+	// served while the servers fail (RFC 8767); 0 = DefaultServeStale,
+	// negative = never serve stale.
+	ServeStale time.Duration
 	// Clock returns the current time for cache expiry; nil = time.Now.
 	Clock func() time.Time
 	// Log receives debug lines about failed queries; nil = discard.
@@ -86,14 +122,16 @@ type Resolver struct {
 	attempts  int
 	maxTTL    time.Duration
 	maxNegTTL time.Duration
+	stale     time.Duration // serve-stale bound; 0 = off
 	now       func() time.Time
 	log       *slog.Logger
 	cache     *cache
+	udp, tcp  *dns.Client
 
 	mu      sync.Mutex
 	flights map[cacheKey]*flight
 
-	lookups, hits, misses, errs, queries atomic.Uint64
+	lookups, hits, misses, errs, queries, staleServed atomic.Uint64
 }
 
 // Stats are counters since the Resolver was made, for metrics.
@@ -103,6 +141,7 @@ type Stats struct {
 	CacheMisses uint64 // not in the cache (a query was made or joined)
 	Errors      uint64 // questions that failed temporarily
 	Queries     uint64 // messages sent to servers (UDP and TCP)
+	Stale       uint64 // answers served stale because the servers failed
 }
 
 // New makes a Resolver. It fails when no server is configured or a server
@@ -129,9 +168,17 @@ func New(opts Options) (*Resolver, error) {
 	if r.maxNegTTL <= 0 {
 		r.maxNegTTL = DefaultMaxNegTTL
 	}
+	switch {
+	case opts.ServeStale == 0:
+		r.stale = DefaultServeStale
+	case opts.ServeStale > 0:
+		r.stale = opts.ServeStale
+	}
 	if r.now == nil {
 		r.now = time.Now
 	}
+	r.udp = &dns.Client{Net: "udp", Timeout: r.timeout, UDPSize: ednsSize}
+	r.tcp = &dns.Client{Net: "tcp", Timeout: r.timeout}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -196,6 +243,7 @@ func (r *Resolver) Stats() Stats {
 		CacheMisses: r.misses.Load(),
 		Errors:      r.errs.Load(),
 		Queries:     r.queries.Load(),
+		Stale:       r.staleServed.Load(),
 	}
 }
 
@@ -209,16 +257,24 @@ type flight struct {
 
 // query answers one question from the cache or the network. It returns the
 // answer section (CNAMEs included, not yet chased), or ErrNXDomain /
-// ErrNoData (wrapped), or a *TempError.
+// ErrNoData (wrapped), or a *TempError. An expired answer still inside the
+// serve-stale window is refreshed, and served stale when the refresh fails.
 func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
 	k := cacheKey{strings.ToLower(dns.Fqdn(name)), qtype}
 	if err := ctx.Err(); err != nil {
 		return nil, &TempError{Name: k.name, Qtype: qtype, Rcode: -1, Err: err}
 	}
 	r.lookups.Add(1)
-	if res, ok := r.cache.get(k, r.now()); ok {
+	now := r.now()
+	cached, fresh, have := r.cache.get(k, now)
+	if have && fresh {
 		r.hits.Add(1)
-		return res.rrs, wrapNeg(k, res.err)
+		return cached.rrs, wrapNeg(k, cached.err)
+	}
+	if have && now.Before(cached.recheck) {
+		// A refresh failed moments ago: do not wait for another timeout.
+		r.hits.Add(1)
+		return r.serveStale(k, cached, nil)
 	}
 	r.misses.Add(1)
 
@@ -240,6 +296,7 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 				r.store(k, f.res)
 			} else {
 				r.errs.Add(1)
+				r.cache.markRecheck(k, r.now().Add(StaleTTL))
 			}
 			r.mu.Lock()
 			delete(r.flights, k)
@@ -247,15 +304,63 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 			close(f.done)
 		}()
 	}
+	var early <-chan time.Time
+	if have && cached.err == nil {
+		t := time.NewTimer(staleWait)
+		defer t.Stop()
+		early = t.C
+	}
 	select {
 	case <-f.done:
 		if f.err != nil {
+			if have {
+				return r.serveStale(k, cached, f.err)
+			}
 			return nil, f.err
 		}
 		return f.res.rrs, wrapNeg(k, f.res.err)
+	case <-early:
+		return r.serveStale(k, cached, nil)
 	case <-ctx.Done():
-		return nil, &TempError{Name: k.name, Qtype: qtype, Rcode: -1, Err: ctx.Err()}
+		err := &TempError{Name: k.name, Qtype: qtype, Rcode: -1, Err: ctx.Err()}
+		if have {
+			return r.serveStale(k, cached, err)
+		}
+		return nil, err
 	}
+}
+
+// serveStale answers with res, an expired cache entry, because refreshing
+// it failed (cause; nil when the failure was earlier or the refresh is
+// still running). A positive answer is returned with its TTLs set to
+// StaleTTL; a negative one becomes a temporary failure.
+func (r *Resolver) serveStale(k cacheKey, res result, cause error) ([]dns.RR, error) {
+	if res.err != nil {
+		te := &TempError{Name: k.name, Qtype: k.qtype, Rcode: -1,
+			Err: errors.New("servers are failing; the last answer is past its TTL")}
+		var c *TempError
+		if errors.As(cause, &c) {
+			cp := *c
+			te = &cp
+		}
+		te.Stale = res.err
+		return nil, te
+	}
+	r.staleServed.Add(1)
+	r.log.Debug("dns: serving stale answer", "name", k.name, "type", dns.TypeToString[k.qtype], "cause", errString(cause))
+	rrs := make([]dns.RR, len(res.rrs))
+	for i, rr := range res.rrs {
+		rrs[i] = dns.Copy(rr)
+		rrs[i].Header().Ttl = uint32(StaleTTL / time.Second)
+	}
+	return rrs, nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "refresh failed recently or is slow"
+	}
+	return err.Error()
 }
 
 func wrapNeg(k cacheKey, err error) error {
@@ -265,12 +370,14 @@ func wrapNeg(k cacheKey, err error) error {
 	return fmt.Errorf("%s %s: %w", strings.TrimSuffix(k.name, "."), dns.TypeToString[k.qtype], err)
 }
 
-// store caches res until now + res.ttl.
+// store caches res: fresh until now + res.ttl, then kept for the
+// serve-stale window.
 func (r *Resolver) store(k cacheKey, res result) {
-	if res.ttl <= 0 {
+	if res.ttl <= 0 && r.stale <= 0 {
 		return
 	}
 	res.expires = r.now().Add(res.ttl)
+	res.staleUntil = res.expires.Add(r.stale)
 	r.cache.put(k, res)
 }
 
@@ -339,7 +446,10 @@ func (r *Resolver) exchange(ctx context.Context, server, name string, qtype uint
 
 func (r *Resolver) exchangeNet(ctx context.Context, network, server string, m *dns.Msg) (*dns.Msg, error) {
 	r.queries.Add(1)
-	c := &dns.Client{Net: network, Timeout: r.timeout, UDPSize: ednsSize}
+	c := r.udp
+	if network == "tcp" {
+		c = r.tcp
+	}
 	resp, _, err := c.ExchangeContext(ctx, m, server)
 	if err != nil {
 		return nil, fmt.Errorf("%s query to %s: %w", network, server, err)
@@ -357,12 +467,12 @@ func (r *Resolver) posTTL(rrs []dns.RR) time.Duration {
 }
 
 // negTTL is the negative-caching TTL of RFC 2308 §5: the smaller of the
-// SOA's TTL and its MINIMUM field, capped at MaxNegTTL. Without an SOA the
-// answer is not cached, as §5 advises.
+// SOA's TTL and its MINIMUM field, capped at MaxNegTTL. Without an SOA it
+// is noSOANegTTL (see there), also capped.
 func (r *Resolver) negTTL(resp *dns.Msg) time.Duration {
 	soa := soaOf(resp)
 	if soa == nil {
-		return 0
+		return min(noSOANegTTL, r.maxNegTTL)
 	}
 	ttl := min(soa.Hdr.Ttl, soa.Minttl)
 	return min(time.Duration(ttl)*time.Second, r.maxNegTTL)

@@ -20,6 +20,17 @@ import (
 	"github.com/postern/postern/central/store/internal/sqlstore"
 )
 
+// PoolSize is the number of connections one central instance opens at most
+// and keeps open while idle (up to ConnMaxIdleTime). Idle equals open: with
+// fewer idle slots every burst above them would close its extra
+// connections on return and dial new ones for the next burst (a backend
+// start each time).
+const PoolSize = 20
+
+// maxIdleTime closes connections unused for this long, so a quiet
+// instance gives its backends back.
+const maxIdleTime = 5 * time.Minute
+
 // Store is the PostgreSQL store; it implements central/store.Store.
 type Store struct {
 	*sqlstore.Store
@@ -33,8 +44,9 @@ func Open(ctx context.Context, url string, clock func() time.Time) (*Store, erro
 		return nil, fmt.Errorf("postgres: bad database.url: %w", err)
 	}
 	db := stdlib.OpenDB(*cfg)
-	db.SetMaxOpenConns(20)
-	db.SetConnMaxIdleTime(5 * time.Minute)
+	db.SetMaxOpenConns(PoolSize)
+	db.SetMaxIdleConns(PoolSize)
+	db.SetConnMaxIdleTime(maxIdleTime)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("postgres: connect %s@%s/%s: %w", cfg.User, cfg.Host, cfg.Database, err)

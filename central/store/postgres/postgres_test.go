@@ -92,3 +92,39 @@ func TestConcurrentOpen(t *testing.T) {
 		}
 	}
 }
+
+// After a burst that uses the whole pool, every connection stays open and
+// idle for the next burst instead of being closed and dialled again.
+func TestPoolKeepsIdleConnections(t *testing.T) {
+	u := freshSchema(t)
+	s, err := postgres.Open(t.Context(), u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	db := s.DB()
+	burst := func() {
+		t.Helper()
+		errs := make(chan error, postgres.PoolSize)
+		for range postgres.PoolSize {
+			go func() {
+				_, err := db.ExecContext(t.Context(), "SELECT pg_sleep(0.2)")
+				errs <- err
+			}()
+		}
+		for range postgres.PoolSize {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	burst()
+	st := db.Stats()
+	if st.MaxOpenConnections != postgres.PoolSize || st.Idle != postgres.PoolSize {
+		t.Fatalf("after a burst of %d: max open %d, idle %d (want both %d)", postgres.PoolSize, st.MaxOpenConnections, st.Idle, postgres.PoolSize)
+	}
+	burst()
+	if st := db.Stats(); st.MaxIdleClosed != 0 || st.OpenConnections != postgres.PoolSize {
+		t.Errorf("second burst: %d connections closed for lack of idle slots, %d open (want 0, %d)", st.MaxIdleClosed, st.OpenConnections, postgres.PoolSize)
+	}
+}
