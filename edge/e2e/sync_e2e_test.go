@@ -231,11 +231,20 @@ heartbeat_interval = "1s"
 	e1 := enrolledEdge(t, c, "e1", w.dns.Addr, extra)
 	e2 := enrolledEdge(t, c, "e2", w.dns.Addr, extra)
 
-	// Not registered yet: external mail is refused on both edges.
+	// Not registered yet: external mail is refused on both edges, with a
+	// 451 4.7.0 until an edge has applied its first snapshot, then 550.
 	for _, e := range []*edgeProc{e1, e2} {
-		if r := probe(t, e.smtp, 10, "scanner@example.edu", "a@example.com"); !strings.HasPrefix(r, "550 5.7.1") {
-			t.Fatalf("unregistered device: %q, want 550 5.7.1", r)
-		}
+		eventually(t, 10*time.Second, "unregistered device refused", func() string {
+			r := probe(t, e.smtp, 10, "scanner@example.edu", "a@example.com")
+			switch {
+			case strings.HasPrefix(r, "550 5.7.1"):
+				return ""
+			case strings.HasPrefix(r, "451 4.7.0"):
+				return "no snapshot applied yet: " + r
+			}
+			t.Fatalf("unregistered device: %q, want 550 5.7.1 (451 4.7.0 before the first snapshot)", r)
+			return ""
+		})
 	}
 
 	// Register and approve through central's CLI (the FCrDNS check runs
