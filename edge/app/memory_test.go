@@ -18,7 +18,7 @@ func TestMemoryLimit(t *testing.T) {
 
 	t.Setenv("GOMEMLIMIT", "")
 	applyMemoryLimit(cfg, log)
-	if got, want := debug.SetMemoryLimit(-1), int64(384<<20); got != want {
+	if got, want := debug.SetMemoryLimit(-1), int64(352<<20); got != want {
 		t.Errorf("default: limit = %d, want %d", got, want)
 	}
 	cfg.MemoryLimit = 0

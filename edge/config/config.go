@@ -27,7 +27,7 @@ type Config struct {
 	// MemoryLimit is the soft limit on the Go runtime's memory (bytes,
 	// debug.SetMemoryLimit): near it the collector runs more often, so
 	// the heap stays near what is live instead of growing to twice that.
-	// Absent from the file it is smtp.max_inflight_bytes + 128 MiB; 0
+	// Absent from the file it is smtp.max_inflight_bytes + 96 MiB; 0
 	// turns it off. GOMEMLIMIT in the environment overrides it.
 	MemoryLimit int64 `toml:"memory_limit"`
 
@@ -275,7 +275,7 @@ func defaultHostname() string {
 // MemoryHeadroom is what DefaultMemoryLimit adds to the intake budget:
 // the rest of the edge (Badger's tables and caches, delivery, central
 // sync) and the collector's working room.
-const MemoryHeadroom = 128 << 20
+const MemoryHeadroom = 96 << 20
 
 // DefaultMemoryLimit is memory_limit when the file does not set it.
 func DefaultMemoryLimit(maxInflightBytes int64) int64 {
@@ -389,7 +389,7 @@ func (c *Config) Validate() error {
 		return e("smtp.max_inflight_bytes", "must be at least smtp.max_message_size (%d), or no message of the maximum size could be received", c.SMTP.MaxMessageSize)
 	}
 	if c.MemoryLimit != 0 && c.MemoryLimit < c.SMTP.MaxInflightBytes+minMemoryHeadroom {
-		return e("memory_limit", "must be 0 (off) or at least smtp.max_inflight_bytes + 64 MiB (%d); leave it out for smtp.max_inflight_bytes + 128 MiB", c.SMTP.MaxInflightBytes+minMemoryHeadroom)
+		return e("memory_limit", "must be 0 (off) or at least smtp.max_inflight_bytes + 64 MiB (%d); leave it out for smtp.max_inflight_bytes + 96 MiB", c.SMTP.MaxInflightBytes+minMemoryHeadroom)
 	}
 	if c.SMTP.IPv6PrefixLength < 32 || c.SMTP.IPv6PrefixLength > 128 {
 		return e("smtp.ipv6_prefix_length", "must be between 32 and 128 (64 counts a whole subnet as one client, 128 each address)")

@@ -131,15 +131,15 @@ func TestTLSPolicyLoads(t *testing.T) {
 
 // memory_limit follows the intake budget unless the file sets it; 0 is off.
 func TestMemoryLimitDefault(t *testing.T) {
-	if got, want := Default(false).MemoryLimit, int64(256<<20+128<<20); got != want {
+	if got, want := Default(false).MemoryLimit, int64(256<<20+96<<20); got != want {
 		t.Errorf("Default memory_limit = %d, want %d", got, want)
 	}
 	for _, tc := range []struct {
 		toml string
 		want int64
 	}{
-		{"", 384 << 20},
-		{"[smtp]\nmax_inflight_bytes = 536870912", 640 << 20},
+		{"", 352 << 20},
+		{"[smtp]\nmax_inflight_bytes = 536870912", 608 << 20},
 		{"memory_limit = 0\n[smtp]\nmax_inflight_bytes = 536870912", 0},
 		{"memory_limit = 734003200\n[smtp]\nmax_inflight_bytes = 536870912", 700 << 20},
 	} {
