@@ -100,6 +100,7 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
+	applyMemoryLimit(cfg, log)
 	e := &Edge{Config: cfg, Log: log, Events: &EventSwitch{log: log}}
 	sp, err := spool.Open(spool.Options{
 		Dir:              filepath.Join(cfg.DataDir, "spool"),

@@ -24,6 +24,12 @@ type Config struct {
 	// DataDir holds the Badger spool, the TLS certificate when generated,
 	// the enrolment state and the persisted allowlist.
 	DataDir string `toml:"data_dir"`
+	// MemoryLimit is the soft limit on the Go runtime's memory (bytes,
+	// debug.SetMemoryLimit): near it the collector runs more often, so
+	// the heap stays near what is live instead of growing to twice that.
+	// Absent from the file it is smtp.max_inflight_bytes + 96 MiB; 0
+	// turns it off. GOMEMLIMIT in the environment overrides it.
+	MemoryLimit int64 `toml:"memory_limit"`
 
 	Log      Log      `toml:"log"`
 	SMTP     SMTP     `toml:"smtp"`
@@ -254,6 +260,7 @@ func Default(dev bool) Config {
 		c.Delivery.Smarthost = "127.0.0.1:2526"
 		c.Policy.RegisterURL = "http://127.0.0.1:8480/register"
 	}
+	c.MemoryLimit = DefaultMemoryLimit(c.SMTP.MaxInflightBytes)
 	return c
 }
 
@@ -265,13 +272,33 @@ func defaultHostname() string {
 	return h
 }
 
+// MemoryHeadroom is what DefaultMemoryLimit adds to the intake budget:
+// the rest of the edge (Badger's tables and caches, delivery, central
+// sync) and the collector's working room.
+const MemoryHeadroom = 96 << 20
+
+// DefaultMemoryLimit is memory_limit when the file does not set it.
+func DefaultMemoryLimit(maxInflightBytes int64) int64 {
+	return maxInflightBytes + MemoryHeadroom
+}
+
+// minMemoryHeadroom is the least memory_limit may leave above the intake
+// budget: a limit at the budget itself would keep the collector running
+// without end while the budget is full.
+const minMemoryHeadroom = 64 << 20
+
 // Load returns the defaults overlaid with the file at path (if path is not
-// empty), validated.
+// empty), validated. memory_limit, when the file leaves it out, follows
+// the file's smtp.max_inflight_bytes.
 func Load(path string, dev bool) (Config, error) {
 	c := Default(dev)
 	if path != "" {
+		c.MemoryLimit = -1 // not in the file unless decoding sets it
 		if err := configfile.Load(path, &c); err != nil {
 			return c, err
+		}
+		if c.MemoryLimit == -1 {
+			c.MemoryLimit = DefaultMemoryLimit(c.SMTP.MaxInflightBytes)
 		}
 	}
 	return c, c.Validate()
@@ -360,6 +387,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SMTP.MaxInflightBytes < c.SMTP.MaxMessageSize {
 		return e("smtp.max_inflight_bytes", "must be at least smtp.max_message_size (%d), or no message of the maximum size could be received", c.SMTP.MaxMessageSize)
+	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < c.SMTP.MaxInflightBytes+minMemoryHeadroom {
+		return e("memory_limit", "must be 0 (off) or at least smtp.max_inflight_bytes + 64 MiB (%d); leave it out for smtp.max_inflight_bytes + 96 MiB", c.SMTP.MaxInflightBytes+minMemoryHeadroom)
 	}
 	if c.SMTP.IPv6PrefixLength < 32 || c.SMTP.IPv6PrefixLength > 128 {
 		return e("smtp.ipv6_prefix_length", "must be between 32 and 128 (64 counts a whole subnet as one client, 128 each address)")

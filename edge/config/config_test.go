@@ -51,6 +51,8 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{"[smtp]\naffiliated_domains = [\"exa mple.edu\"]", "smtp.affiliated_domains[0]"},
 		{"[smtp]\ntls_cert = \"a.pem\"", "smtp.tls_cert"},
 		{"[smtp]\nmax_inflight_bytes = 1024", "smtp.max_inflight_bytes"},
+		{"memory_limit = 268435456", "memory_limit"},
+		{"memory_limit = 1073741824\n[smtp]\nmax_inflight_bytes = 1048576000", "memory_limit"},
 		{"[smtp]\nipv6_prefix_length = 16", "smtp.ipv6_prefix_length"},
 		{"[smtp]\nmax_session_duration = \"1s\"", "smtp.max_session_duration"},
 		{"[smtp]\nmax_transactions_per_session = 0", "smtp.max_transactions_per_session"},
@@ -124,5 +126,33 @@ func TestTLSPolicyLoads(t *testing.T) {
 	}
 	if !c.Delivery.MTASTS {
 		t.Error("delivery.mta_sts is off by default")
+	}
+}
+
+// memory_limit follows the intake budget unless the file sets it; 0 is off.
+func TestMemoryLimitDefault(t *testing.T) {
+	if got, want := Default(false).MemoryLimit, int64(256<<20+96<<20); got != want {
+		t.Errorf("Default memory_limit = %d, want %d", got, want)
+	}
+	for _, tc := range []struct {
+		toml string
+		want int64
+	}{
+		{"", 352 << 20},
+		{"[smtp]\nmax_inflight_bytes = 536870912", 608 << 20},
+		{"memory_limit = 0\n[smtp]\nmax_inflight_bytes = 536870912", 0},
+		{"memory_limit = 734003200\n[smtp]\nmax_inflight_bytes = 536870912", 700 << 20},
+	} {
+		path := filepath.Join(t.TempDir(), "edge.toml")
+		if err := os.WriteFile(path, []byte(tc.toml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Load(path, true)
+		if err != nil {
+			t.Fatalf("Load(%q): %v", tc.toml, err)
+		}
+		if c.MemoryLimit != tc.want {
+			t.Errorf("Load(%q): memory_limit = %d, want %d", tc.toml, c.MemoryLimit, tc.want)
+		}
 	}
 }

@@ -57,6 +57,17 @@ type request struct {
 	done      chan error
 }
 
+// answer gives r its result. It also drops r's closures, and with them the
+// data they hold (a Put's whole message): a batch is committed in parts
+// when its bodies exceed a value-log file, and the committer keeps the
+// batch until its last part is committed, so without this every message
+// answered early in a big batch would stay in memory until then, outside
+// the intake's budget.
+func (r *request) answer(err error) {
+	r.apply, r.exclusive = nil, nil
+	r.done <- err
+}
+
 // submit hands r to the committer and waits for its result.
 func (s *Spool) submit(r *request) error {
 	r.done = make(chan error, 1)
@@ -116,17 +127,17 @@ func (s *Spool) commitBatch(batch []*request) {
 	for _, r := range batch {
 		if r.exclusive != nil {
 			s.flushBatch(b)
-			r.done <- r.exclusive()
+			r.answer(r.exclusive())
 			b = &batchState{txn: s.db.NewTransaction(true)}
 			continue
 		}
 		if ferr == nil && !s.roomFor(r, free) {
-			r.done <- fmt.Errorf("%w: %d bytes free, reserve %d", ErrFull, free, s.minFree)
+			r.answer(fmt.Errorf("%w: %d bytes free, reserve %d", ErrFull, free, s.minFree))
 			continue
 		}
 		muts, err := r.apply(b.txn)
 		if err != nil {
-			r.done <- err
+			r.answer(err)
 			continue
 		}
 		size, count := s.estimate(muts)
@@ -137,14 +148,14 @@ func (s *Spool) commitBatch(batch []*request) {
 				s.flushBatch(b)
 				b = &batchState{txn: s.db.NewTransaction(true)}
 				if muts, err = r.apply(b.txn); err != nil {
-					r.done <- err
+					r.answer(err)
 					continue
 				}
 				size, count = s.estimate(muts)
 			}
 			if size > maxSize || count > maxCount {
-				r.done <- fmt.Errorf("spool: write of %d bytes in %d entries is too large: %w",
-					size, count, badger.ErrTxnTooBig)
+				r.answer(fmt.Errorf("spool: write of %d bytes in %d entries is too large: %w",
+					size, count, badger.ErrTxnTooBig))
 				continue
 			}
 		}
@@ -156,9 +167,9 @@ func (s *Spool) commitBatch(batch []*request) {
 				s.dueCommitted()
 			}
 			for _, q := range b.included {
-				q.done <- err
+				q.answer(err)
 			}
-			r.done <- err
+			r.answer(err)
 			b = &batchState{txn: s.db.NewTransaction(true)}
 			continue
 		}
@@ -217,7 +228,7 @@ func (s *Spool) flushBatch(b *batchState) {
 	s.commits.Add(1)
 	s.writes.Add(int64(len(b.included)))
 	for _, r := range b.included {
-		r.done <- err
+		r.answer(err)
 	}
 	s.touched(b.body)
 }
