@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,7 @@ import (
 	"github.com/postern/postern/central/broker"
 	"github.com/postern/postern/central/config"
 	"github.com/postern/postern/central/fleet"
+	"github.com/postern/postern/central/leader"
 	"github.com/postern/postern/central/mailer"
 	"github.com/postern/postern/central/registration"
 	"github.com/postern/postern/central/store"
@@ -187,6 +189,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var kick func(id string) bool
 	if cfg.MQTT.URL != "" {
 		so.BrokerURL, so.Username, so.Password = cfg.MQTT.URL, cfg.MQTT.Username, cfg.MQTT.Password
+		so.SharedGroup = cfg.MQTT.SharedGroup
 		so.Edge.MQTTURL = cfg.MQTT.URL
 		if u, _ := url.Parse(cfg.MQTT.URL); u != nil && (u.Scheme == "tls" || u.Scheme == "ssl" || u.Scheme == "mqtts") {
 			so.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -218,6 +221,15 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	if err := CheckEdgeMQTTURL(so.Edge.MQTTURL, cfg.MQTT.AllowPlaintextEdges); err != nil {
 		return err
+	}
+	var elect *leader.Postgres
+	if d, ok := st.(interface{ DB() *sql.DB }); ok && cfg.Database.URL != "" {
+		key, err := leader.Key(ctx, d.DB())
+		if err != nil {
+			return err
+		}
+		elect = leader.NewPostgres(d.DB(), key, cfg.Database.LeaderInterval, log)
+		so.Leader, so.PollInterval = elect, cfg.Database.LeaderInterval
 	}
 	svc, err := fleet.New(so)
 	if err != nil {
@@ -277,6 +289,9 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			errc <- fmt.Errorf("sync: %w", err)
 		}
 	})
+	if elect != nil {
+		wg.Go(func() { elect.Run(ctx) })
+	}
 	wg.Go(func() { housekeeping(ctx, st, reg, note, log) })
 	wg.Go(func() { pruneEvents(ctx, st, cfg.Events, log) })
 
