@@ -124,6 +124,16 @@ func Handler(syncHandler, apiHandler, webHandler http.Handler) http.Handler {
 	return mux
 }
 
+// withHealth serves the load balancer's /healthz and /readyz (see
+// web.Health) in front of h.
+func withHealth(h http.Handler, health web.Health) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", health.Healthz)
+	mux.HandleFunc("GET /readyz", health.Readyz)
+	mux.Handle("/", h)
+	return mux
+}
+
 // notifier forwards Changed to the sync service once it exists.
 type notifier struct {
 	mu sync.Mutex
@@ -264,7 +274,10 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler: Handler(svc.Handler(), a, w), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		Handler: withHealth(Handler(svc.Handler(), a, w), web.Health{
+			Store:  func(ctx context.Context) error { _, err := st.AllowlistVersion(ctx); return err },
+			Broker: svc.Connected, Log: log,
+		}), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, TLSConfig: tlsCfg,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -438,6 +438,9 @@ func (s *Service) isLeader(ctx context.Context) bool {
 	return now
 }
 
+// Connected reports whether the MQTT link is up: connected and subscribed.
+func (s *Service) Connected() bool { return s.linked.Load() }
+
 // Leading reports whether this instance publishes the allowlist (always
 // true without a Leader).
 func (s *Service) Leading() bool { return s.o.Leader == nil || s.leading.Load() }
