@@ -10,6 +10,8 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -66,6 +68,7 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 
 type instance struct {
 	name, cfg string
+	base      string // http://host:port
 	cmd       *exec.Cmd
 	log       *syncBuf
 }
@@ -135,7 +138,7 @@ timeout = "1s"
 		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		return &instance{name: name, cfg: cfg, log: &syncBuf{}}
+		return &instance{name: name, cfg: cfg, base: "http://" + addr, log: &syncBuf{}}
 	}
 	start := func(i *instance) {
 		i.cmd = exec.Command(bin, "serve", "-config", i.cfg)
@@ -153,12 +156,38 @@ timeout = "1s"
 			}
 		})
 	}
-	cli := func(i *instance, args ...string) {
+	cli := func(i *instance, args ...string) string {
 		t.Helper()
-		out, err := exec.Command(bin, append(args, "-config", i.cfg)...).CombinedOutput()
+		out, err := exec.Command(bin, append(args, "-config", i.cfg)...).Output()
 		if err != nil {
 			t.Fatalf("%v: %v\n%s", args, err, out)
 		}
+		return string(out)
+	}
+	var token string
+	// approve approves a device through instance i's HTTP API.
+	approve := func(i *instance, name string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, i.base+"/api/v1/devices/"+name+"/approve", strings.NewReader(`{"force": true}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("approve %s on %s: %d %s", name, i.name, resp.StatusCode, b)
+		}
+	}
+	ready := func(i *instance) bool {
+		resp, err := http.Get(i.base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
 	}
 	a, b := mk("central-1", brokertest.CentralID), mk("central-2", "postern-central-2")
 	start(a)
@@ -187,6 +216,9 @@ timeout = "1s"
 	}).Wait()
 	ver := func() int64 { mu.Lock(); defer mu.Unlock(); return retained }
 
+	testkit.WaitFor(t, 20*time.Second, "both ready", func() bool { return ready(a) && ready(b) })
+	cli(a, "user", "add", "admin")
+	token = strings.TrimSpace(cli(a, "user", "token", "admin"))
 	testkit.WaitFor(t, 20*time.Second, "one leader", func() bool { return a.leading() || b.leading() })
 	time.Sleep(time.Second)
 	if a.leading() && b.leading() {
@@ -198,10 +230,10 @@ timeout = "1s"
 	}
 	testkit.WaitFor(t, 10*time.Second, "first snapshot retained", func() bool { return ver() >= 1 })
 
-	// Approve through the leader's configuration (its database).
+	// Approve through the leader's API.
 	cli(leader, "device", "register", "-name", "one.dept.example.edu", "-owner", "Ada", "-contact", "ada@dept.example.edu", "-sender", "scanner@dept.example.edu")
 	before := ver()
-	cli(leader, "device", "approve", "one.dept.example.edu", "-force")
+	approve(leader, "one.dept.example.edu")
 	testkit.WaitFor(t, 10*time.Second, "approval retained", func() bool { return ver() > before })
 	if strings.Contains(follower.log.String(), `msg="allowlist published"`) {
 		t.Fatalf("follower %s published", follower.name)
@@ -221,7 +253,10 @@ timeout = "1s"
 
 	cli(follower, "device", "register", "-name", "two.dept.example.edu", "-owner", "Ada", "-contact", "ada@dept.example.edu", "-sender", "copier@dept.example.edu")
 	before = ver()
-	cli(follower, "device", "approve", "two.dept.example.edu", "-force")
+	if !ready(follower) {
+		t.Fatalf("%s not ready after the other instance died", follower.name)
+	}
+	approve(follower, "two.dept.example.edu")
 	testkit.WaitFor(t, 10*time.Second, "approval after hand-over retained", func() bool { return ver() > before })
 	db, err := sql.Open("pgx", dbURL)
 	if err != nil {
