@@ -193,8 +193,7 @@ func TestSharedSubscriptionSplitsEvents(t *testing.T) {
 
 	// A plain subscription left in a's persistent session.
 	first, stopFirst := startInstance(t, env, st, brokertest.CentralID, &switchLeader{}, "")
-	testkit.WaitFor(t, 5*time.Second, "plain instance linked", func() bool { return first.Stats().FollowerBuilds > 0 })
-	time.Sleep(200 * time.Millisecond) // its subscription is in the session
+	testkit.WaitFor(t, 5*time.Second, "plain instance subscribed", first.Connected)
 	stopFirst()
 	lead := &switchLeader{}
 	lead.Store(true)
@@ -208,7 +207,7 @@ func TestSharedSubscriptionSplitsEvents(t *testing.T) {
 		t.Fatalf("edge connect: %v", tok.Error())
 	}
 	defer ed.Disconnect(100)
-	time.Sleep(300 * time.Millisecond) // both group subscriptions in place
+	testkit.WaitFor(t, 5*time.Second, "both instances subscribed", func() bool { return a.Connected() && b.Connected() })
 	const n = 40
 	for i := range n {
 		e := event.Event{ID: event.NewID(), Edge: edge, Kind: event.Delivery, Time: time.Now(), QueueID: fmt.Sprintf("Q%d", i)}
