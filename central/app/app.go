@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,7 @@ import (
 	"github.com/postern/postern/central/broker"
 	"github.com/postern/postern/central/config"
 	"github.com/postern/postern/central/fleet"
+	"github.com/postern/postern/central/leader"
 	"github.com/postern/postern/central/mailer"
 	"github.com/postern/postern/central/registration"
 	"github.com/postern/postern/central/store"
@@ -122,6 +124,16 @@ func Handler(syncHandler, apiHandler, webHandler http.Handler) http.Handler {
 	return mux
 }
 
+// withHealth serves the load balancer's /healthz and /readyz (see
+// web.Health) in front of h.
+func withHealth(h http.Handler, health web.Health) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", health.Healthz)
+	mux.HandleFunc("GET /readyz", health.Readyz)
+	mux.Handle("/", h)
+	return mux
+}
+
 // notifier forwards Changed to the sync service once it exists.
 type notifier struct {
 	mu sync.Mutex
@@ -187,6 +199,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var kick func(id string) bool
 	if cfg.MQTT.URL != "" {
 		so.BrokerURL, so.Username, so.Password = cfg.MQTT.URL, cfg.MQTT.Username, cfg.MQTT.Password
+		so.SharedGroup = cfg.MQTT.SharedGroup
 		so.Edge.MQTTURL = cfg.MQTT.URL
 		if u, _ := url.Parse(cfg.MQTT.URL); u != nil && (u.Scheme == "tls" || u.Scheme == "ssl" || u.Scheme == "mqtts") {
 			so.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -218,6 +231,15 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	if err := CheckEdgeMQTTURL(so.Edge.MQTTURL, cfg.MQTT.AllowPlaintextEdges); err != nil {
 		return err
+	}
+	var elect *leader.Postgres
+	if d, ok := st.(interface{ DB() *sql.DB }); ok && cfg.Database.URL != "" {
+		key, err := leader.Key(ctx, d.DB())
+		if err != nil {
+			return err
+		}
+		elect = leader.NewPostgres(d.DB(), key, cfg.Database.LeaderInterval, log)
+		so.Leader, so.PollInterval = elect, cfg.Database.LeaderInterval
 	}
 	svc, err := fleet.New(so)
 	if err != nil {
@@ -252,7 +274,10 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler: Handler(svc.Handler(), a, w), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		Handler: withHealth(Handler(svc.Handler(), a, w), web.Health{
+			Store:  func(ctx context.Context) error { _, err := st.AllowlistVersion(ctx); return err },
+			Broker: svc.Connected, Log: log,
+		}), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, TLSConfig: tlsCfg,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -277,6 +302,9 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			errc <- fmt.Errorf("sync: %w", err)
 		}
 	})
+	if elect != nil {
+		wg.Go(func() { elect.Run(ctx) })
+	}
 	wg.Go(func() { housekeeping(ctx, st, reg, note, log) })
 	wg.Go(func() { pruneEvents(ctx, st, cfg.Events, log) })
 

@@ -114,6 +114,26 @@ func TestServeWithCLI(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The load balancer's probes: alive, and ready once the store answers
+	// and the broker link is up.
+	for _, path := range []string{"/healthz", "/readyz"} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := http.Get(base + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	// The sync endpoints are mounted next to the API.
 	resp, err = http.Get(base + "/api/v1/sync/allowlist")
 	if err != nil {

@@ -117,6 +117,11 @@ type HTTP struct {
 type Database struct {
 	// URL empty means SQLite in data_dir; postgres://… means PostgreSQL.
 	URL string `toml:"url"`
+	// LeaderInterval (PostgreSQL only): how often an instance that does
+	// not publish the allowlist tries to take over, the publisher checks
+	// it still holds the lock, and every instance reads the store's
+	// version to notice changes made through another instance.
+	LeaderInterval time.Duration `toml:"leader_interval"`
 }
 
 // MQTT configures the broker link.
@@ -131,6 +136,11 @@ type MQTT struct {
 	TopicPrefix string `toml:"topic_prefix"`
 	// ClientID is the persistent session name of this central instance.
 	ClientID string `toml:"client_id"`
+	// SharedGroup (external broker only): subscribe to the edges' events
+	// and status as the MQTT shared subscription $share/<group>/…, so
+	// the instances in one group split the events instead of each
+	// receiving all of them. "" subscribes plainly.
+	SharedGroup string `toml:"shared_group"`
 	// TLSCert/TLSKey make the embedded broker listen with TLS
 	// (independent of http.tls_cert).
 	TLSCert string `toml:"tls_cert"`
@@ -187,7 +197,9 @@ func Default(dev bool) Config {
 			Listen:      "0.0.0.0:8883",
 			TopicPrefix: "postern/v1",
 			ClientID:    "postern-central",
+			SharedGroup: "postern-central",
 		},
+		Database:  Database{LeaderInterval: time.Second},
 		Mail:      Mail{From: "postern@localhost"},
 		DNS:       DNS{Timeout: 5 * time.Second},
 		Allowlist: Allowlist{ValidFor: 7 * 24 * time.Hour, RepublishInterval: time.Hour},
@@ -305,6 +317,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTT.ClientID == "" {
 		return e("mqtt.client_id", "must not be empty")
+	}
+	if strings.ContainsAny(c.MQTT.SharedGroup, "/+#") {
+		return e("mqtt.shared_group", "%q must not contain /, + or #", c.MQTT.SharedGroup)
+	}
+	if c.Database.LeaderInterval < 100*time.Millisecond || c.Database.LeaderInterval > 30*time.Second {
+		return e("database.leader_interval", "%v must be between 100ms and 30s", c.Database.LeaderInterval)
 	}
 	if c.Mail.Smarthost != "" {
 		if _, _, err := net.SplitHostPort(c.Mail.Smarthost); err != nil {

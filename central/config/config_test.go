@@ -34,6 +34,8 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{"[http]\nbase_url = \"ftp://x\"", "http.base_url"},
 		{"[http]\nidentity_header = \"X-User\"", "http.trusted_proxies"},
 		{"[database]\nurl = \"mysql://x\"", "database.url"},
+		{"[database]\nleader_interval = \"10ms\"", "database.leader_interval"},
+		{"[mqtt]\nshared_group = \"a/b\"", "mqtt.shared_group"},
 		{"[mqtt]\nlisten = \"\"\nurl = \"\"", "mqtt.listen"},
 		{"[mqtt]\nurl = \"http://x:1\"", "mqtt.url"},
 		{"[allowlist]\nvalid_for = \"1m\"", "allowlist.valid_for"},

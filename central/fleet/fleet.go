@@ -48,6 +48,19 @@ type Source interface {
 	Allowlist(ctx context.Context) (version int64, devices []allowlist.Device, err error)
 }
 
+// VersionSource is the cheap read of the store's allowlist version, polled
+// when several instances share the store (see Options.Leader). A Source
+// without it is read in full on every poll.
+type VersionSource interface {
+	AllowlistVersion(ctx context.Context) (int64, error)
+}
+
+// Leader says whether this instance may publish the allowlist now (see
+// central/leader). It is asked right before every publish.
+type Leader interface {
+	IsLeader(ctx context.Context) bool
+}
+
 // EventStore records events.
 type EventStore interface {
 	// AddEvent stores e unless an event with its id exists; inserted
@@ -81,13 +94,26 @@ type Options struct {
 	TLS       *tls.Config
 	// ClientID names central's persistent session (mqtt.client_id).
 	ClientID string
-	Topics   topic.Topics
+	// SharedGroup, when set, subscribes to events and status as the
+	// shared subscription $share/<SharedGroup>/<filter> (mqtt.shared_group),
+	// so the broker hands each message to one instance of the group.
+	SharedGroup string
+	Topics      topic.Topics
 
 	Key               ed25519.PrivateKey
 	ValidFor          time.Duration // allowlist.valid_for
 	RepublishInterval time.Duration // allowlist.republish_interval
 
-	Source    Source
+	Source Source
+	// Leader, when set, limits publishing to the instance it elects; the
+	// others only keep their HTTPS copy current. Every PollInterval each
+	// instance reads the store's version, so a change made through any
+	// instance is published by the leader, and an instance that has just
+	// become leader publishes at once. nil: this instance always
+	// publishes, and only on Changed and the republish interval.
+	Leader       Leader
+	PollInterval time.Duration // database.leader_interval (default 1s)
+
 	Events    EventStore
 	Suspender Suspender
 	Status    StatusStore
@@ -124,6 +150,8 @@ type Service struct {
 	publishedVer atomic.Int64
 	// linked: connected and subscribed (see onConnect).
 	linked atomic.Bool
+	// leading: Leader said yes at the last poll or publish.
+	leading atomic.Bool
 
 	mu   sync.RWMutex
 	wire []byte // last encoded snapshot
@@ -136,8 +164,11 @@ type Service struct {
 	refused      atomic.Int64
 	published    atomic.Int64
 	skipped      atomic.Int64
-	events       atomic.Int64
-	dups         atomic.Int64
+	// followerBuilds counts snapshots built for HTTPS only, while another
+	// instance leads.
+	followerBuilds atomic.Int64
+	events         atomic.Int64
+	dups           atomic.Int64
 }
 
 // New checks opts. Nothing runs until Run.
@@ -168,6 +199,9 @@ func New(o Options) (*Service, error) {
 	}
 	if o.Clock == nil {
 		o.Clock = clock.Real
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = time.Second
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -238,7 +272,18 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) onConnect(cl paho.Client) {
 	s.log.Info("mqtt connected", "broker", s.o.BrokerURL, "client_id", s.o.ClientID)
 	go func() {
-		filters := map[string]byte{s.o.Topics.AllEvents(): 1, s.o.Topics.AllStatus(): 1}
+		plain := []string{s.o.Topics.AllEvents(), s.o.Topics.AllStatus()}
+		filters := map[string]byte{}
+		for _, f := range plain {
+			filters[s.subscription(f)] = 1
+		}
+		if s.o.SharedGroup != "" {
+			// A session that subscribed plainly before would go on
+			// receiving every message besides its share.
+			if tok := cl.Unsubscribe(plain...); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+				s.log.Warn("mqtt unsubscribe of unshared filters failed", "err", tok.Error())
+			}
+		}
 		tok := cl.SubscribeMultiple(filters, s.onMessage)
 		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			s.log.Error("mqtt subscribe failed", "err", tok.Error())
@@ -253,12 +298,26 @@ func (s *Service) onConnect(cl paho.Client) {
 	}()
 }
 
+// subscription is the filter central subscribes with for topic filter f.
+func (s *Service) subscription(f string) string {
+	if s.o.SharedGroup == "" {
+		return f
+	}
+	return "$share/" + s.o.SharedGroup + "/" + f
+}
+
 // publishLoop builds and publishes a snapshot at start, on Changed (only
 // if the version moved since the last publish) and every
 // RepublishInterval (always: valid_until moves on).
 func (s *Service) publishLoop(ctx context.Context) {
 	tick, stopTick := s.clock.Ticker(s.o.RepublishInterval)
 	defer stopTick()
+	var poll <-chan time.Time
+	if s.o.Leader != nil {
+		p, stopPoll := s.clock.Ticker(s.o.PollInterval)
+		defer stopPoll()
+		poll = p
+	}
 	retry := time.Duration(0)
 	s.Changed()
 	for {
@@ -276,6 +335,16 @@ func (s *Service) publishLoop(ctx context.Context) {
 			force = true
 		case <-after:
 			force = true
+		case <-poll:
+			was := s.leading.Load()
+			now := s.isLeader(ctx)
+			if now && !was {
+				// Whatever the previous leader left retained may be
+				// older than the store.
+				force = true
+			} else if !s.moved(ctx, now) {
+				continue
+			}
 		}
 		if err := s.publish(ctx, force); err != nil {
 			s.log.Error("allowlist publish failed", "err", err)
@@ -296,22 +365,33 @@ func (s *Service) publish(ctx context.Context, force bool) error {
 	if err != nil {
 		return fmt.Errorf("read allowlist: %w", err)
 	}
+	if s.o.Leader != nil && !s.isLeader(ctx) {
+		// A follower keeps its HTTPS copy current and leaves the broker
+		// to the leader.
+		if _, _, have := s.Current(); !force && have == ver {
+			return nil
+		}
+		if err := s.encode(ver, devs); err != nil {
+			return err
+		}
+		s.followerBuilds.Add(1)
+		return nil
+	}
 	if !force && ver == s.publishedVer.Load() {
 		s.skipped.Add(1)
 		return nil
 	}
-	now := s.clock.Now()
-	snap := allowlist.Snapshot{Version: ver, Issued: now, ValidUntil: now.Add(s.o.ValidFor), Devices: devs}
-	wire, err := allowlist.Encode(snap, s.o.Key)
-	if err != nil {
-		return fmt.Errorf("encode allowlist version %d: %w", ver, err)
+	if err := s.encode(ver, devs); err != nil {
+		return err
 	}
-	s.mu.Lock()
-	s.wire, s.ver = wire, ver
-	s.etag = fmt.Sprintf(`"v%d-%d"`, ver, snap.Issued.UnixMilli())
-	s.mu.Unlock()
+	wire, _, _ := s.Current()
 	if s.mqtt == nil || !s.mqtt.IsConnectionOpen() || !s.linked.Load() {
 		return errors.New("not connected to the broker (edges can fetch over HTTPS meanwhile)")
+	}
+	// Leadership is confirmed after the store was read, so an instance
+	// that lost it meanwhile never publishes what it read.
+	if s.o.Leader != nil && !s.isLeader(ctx) {
+		return nil
 	}
 	tok := s.mqtt.Publish(s.o.Topics.Allowlist(), 1, true, wire)
 	select {
@@ -327,8 +407,63 @@ func (s *Service) publish(ctx context.Context, force bool) error {
 	s.published.Add(1)
 	s.publishedVer.Store(ver)
 	s.log.Info("allowlist published", "version", ver, "devices", len(devs), "bytes", len(wire),
-		"valid_until", snap.ValidUntil, "took", s.clock.Now().Sub(start).Round(time.Millisecond))
+		"took", s.clock.Now().Sub(start).Round(time.Millisecond))
 	return nil
+}
+
+// encode signs a snapshot of ver and makes it the one served over HTTPS.
+func (s *Service) encode(ver int64, devs []allowlist.Device) error {
+	now := s.clock.Now()
+	snap := allowlist.Snapshot{Version: ver, Issued: now, ValidUntil: now.Add(s.o.ValidFor), Devices: devs}
+	wire, err := allowlist.Encode(snap, s.o.Key)
+	if err != nil {
+		return fmt.Errorf("encode allowlist version %d: %w", ver, err)
+	}
+	s.mu.Lock()
+	s.wire, s.ver = wire, ver
+	s.etag = fmt.Sprintf(`"v%d-%d"`, ver, snap.Issued.UnixMilli())
+	s.mu.Unlock()
+	return nil
+}
+
+// isLeader asks the Leader (nil: always) and remembers the answer.
+func (s *Service) isLeader(ctx context.Context) bool {
+	if s.o.Leader == nil {
+		return true
+	}
+	now := s.o.Leader.IsLeader(ctx)
+	if was := s.leading.Swap(now); was != now {
+		s.log.Info("allowlist publisher role changed", "leader", now)
+	}
+	return now
+}
+
+// Connected reports whether the MQTT link is up: connected and subscribed.
+func (s *Service) Connected() bool { return s.linked.Load() }
+
+// Leading reports whether this instance publishes the allowlist (always
+// true without a Leader).
+func (s *Service) Leading() bool { return s.o.Leader == nil || s.leading.Load() }
+
+// moved reports whether the store's version differs from the one this
+// instance last published (leading) or holds for HTTPS (following).
+func (s *Service) moved(ctx context.Context, leading bool) bool {
+	var ver int64
+	if vs, ok := s.o.Source.(VersionSource); ok {
+		v, err := vs.AllowlistVersion(ctx)
+		if err != nil {
+			s.log.Warn("allowlist version poll failed", "err", err)
+			return false
+		}
+		ver = v
+	} else {
+		return true
+	}
+	if leading {
+		return ver != s.publishedVer.Load()
+	}
+	_, _, have := s.Current()
+	return ver != have
 }
 
 // onMessage handles events and status from edges. Messages are
@@ -460,9 +595,12 @@ type Stats struct {
 	// published already; Refused messages from revoked edges or beyond
 	// the per-edge caps; Receipted event ids sent back in receipts.
 	Published, Skipped, Refused, Events, Duplicates, Receipted int64
+	// FollowerBuilds counts snapshots built only for HTTPS while another
+	// instance led.
+	FollowerBuilds int64
 }
 
 // Stats returns the service's counters.
 func (s *Service) Stats() Stats {
-	return Stats{Published: s.published.Load(), Skipped: s.skipped.Load(), Refused: s.refused.Load(), Receipted: s.receiptsSent.Load(), Events: s.events.Load(), Duplicates: s.dups.Load()}
+	return Stats{Published: s.published.Load(), Skipped: s.skipped.Load(), Refused: s.refused.Load(), Receipted: s.receiptsSent.Load(), Events: s.events.Load(), Duplicates: s.dups.Load(), FollowerBuilds: s.followerBuilds.Load()}
 }

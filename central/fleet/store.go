@@ -15,6 +15,7 @@ import (
 // StoreBacked is the part of central's store the sync service uses.
 type StoreBacked interface {
 	AllowlistSnapshot(ctx context.Context) (int64, []store.AllowlistDevice, error)
+	AllowlistVersion(ctx context.Context) (int64, error)
 	AddEvent(ctx context.Context, e event.Event) (bool, error)
 	RedeemEnrolment(ctx context.Context, tokenHash string) (store.Edge, error)
 	SetEdgeCredentials(ctx context.Context, id, username, passwordHash string) error
@@ -47,6 +48,11 @@ func (a Store) Allowlist(ctx context.Context) (int64, []allowlist.Device, error)
 			MessagesPerHour: d.MessagesPerHour, RecipientsPerHour: d.RecipientsPerHour, Reason: d.Reason, Reinstated: d.Reinstated}
 	}
 	return v, out, nil
+}
+
+// AllowlistVersion implements VersionSource.
+func (a Store) AllowlistVersion(ctx context.Context) (int64, error) {
+	return a.S.AllowlistVersion(ctx)
 }
 
 // AddEvent implements EventStore.

@@ -39,6 +39,10 @@ var (
 	// ErrTransition: the action is not allowed from the device's status
 	// (e.g. approving a revoked device).
 	ErrTransition = errors.New("not allowed in the device's current status")
+	// ErrSchemaNewer: opening the store found migrations applied that this
+	// build does not know (a newer release migrated the database); running
+	// older code against that schema could corrupt it, so it refuses.
+	ErrSchemaNewer = errors.New("database schema is newer than this postern-central")
 )
 
 // Status is a device's registration state.

@@ -35,7 +35,7 @@ func TestHAProxyConfig(t *testing.T) {
 	if !strings.Contains(string(b), shipped) {
 		t.Fatalf("haproxy.cfg no longer uses %s", shipped)
 	}
-	for _, want := range []string{"server central-1", "server central-2", "option httpchk"} {
+	for _, want := range []string{"server central-1", "server central-2", "option httpchk GET /readyz"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("haproxy.cfg lacks %q", want)
 		}

@@ -5,7 +5,8 @@
 // (UPDATE … RETURNING), so versions stay distinct and increasing across
 // instances; the allowlist is read in one REPEATABLE READ transaction.
 // Migrations take a transaction-scoped advisory lock, so instances starting
-// together migrate once.
+// together migrate once; a database migrated by a newer release is refused
+// (store.ErrSchemaNewer) rather than run against.
 package postgres
 
 import (

@@ -5,8 +5,11 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"testing"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
@@ -67,28 +70,76 @@ func TestStore(t *testing.T) {
 	})
 }
 
-// TestConcurrentOpen starts two instances on an empty schema at once:
-// migrations must run once and both must work.
+// TestConcurrentOpen starts several instances on an empty schema at once:
+// the advisory lock serialises their migrations, so each migration is
+// applied exactly once and every instance works.
 func TestConcurrentOpen(t *testing.T) {
+	const n = 8
 	u := freshSchema(t)
 	ctx := context.Background()
-	errs := make(chan error, 2)
-	stores := make(chan store.Store, 2)
-	for range 2 {
+	type res struct {
+		s   *postgres.Store
+		err error
+	}
+	out := make(chan res, n)
+	start := make(chan struct{})
+	for range n {
 		go func() {
+			<-start
 			s, err := postgres.Open(ctx, u, nil)
-			errs <- err
-			stores <- s
+			out <- res{s, err}
 		}()
 	}
-	for range 2 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+	close(start)
+	var stores []*postgres.Store
+	for range n {
+		r := <-out
+		if r.err != nil {
+			t.Error(r.err)
+			continue
 		}
-		s := <-stores
+		stores = append(stores, r.s)
+	}
+	for _, s := range stores {
 		defer s.Close()
-		if _, err := s.AllowlistVersion(ctx); err != nil {
-			t.Fatal(err)
+	}
+	if t.Failed() {
+		return
+	}
+	var applied, distinct int
+	if err := stores[0].DB().QueryRowContext(ctx, `SELECT COUNT(*), COUNT(DISTINCT name) FROM schema_migrations`).Scan(&applied, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if applied != distinct || applied == 0 {
+		t.Errorf("schema_migrations: %d rows, %d distinct", applied, distinct)
+	}
+	for i, s := range stores {
+		if err := s.CreateUser(ctx, store.User{Name: fmt.Sprintf("u%d", i)}); err != nil {
+			t.Errorf("instance %d: %v", i, err)
+		}
+	}
+}
+
+// A database migrated by a newer release is refused with an error naming
+// both versions.
+func TestRefusesNewerSchema(t *testing.T) {
+	u := freshSchema(t)
+	ctx := context.Background()
+	s, err := postgres.Open(ctx, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DB().ExecContext(ctx, `INSERT INTO schema_migrations (name, applied_at) VALUES ('9999_future.sql', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	_, err = postgres.Open(ctx, u, nil)
+	if !errors.Is(err, store.ErrSchemaNewer) {
+		t.Fatalf("open newer schema: %v, want ErrSchemaNewer", err)
+	}
+	for _, want := range []string{"9999_future.sql", "knows up to 0"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
 		}
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/postern/postern/central/store"
@@ -80,6 +82,9 @@ func (s *Store) migrate(ctx context.Context) error {
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
 			return fmt.Errorf("create schema_migrations: %w", err)
 		}
+		if err := checkNotNewer(ctx, tx, entries); err != nil {
+			return err
+		}
 		for _, e := range entries {
 			var n int
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE name = $1`, e.Name()).Scan(&n); err != nil {
@@ -101,6 +106,41 @@ func (s *Store) migrate(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// checkNotNewer refuses a database with applied migrations unknown to this
+// build, naming the newest applied and the newest known migration.
+func checkNotNewer(ctx context.Context, tx *sql.Tx, known []fs.DirEntry) error {
+	names := make(map[string]bool, len(known))
+	newestKnown := ""
+	for _, e := range known {
+		names[e.Name()] = true
+		newestKnown = max(newestKnown, e.Name())
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT name FROM schema_migrations`)
+	if err != nil {
+		return fmt.Errorf("read schema_migrations: %w", err)
+	}
+	defer rows.Close()
+	var unknown []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return fmt.Errorf("read schema_migrations: %w", err)
+		}
+		if !names[n] {
+			unknown = append(unknown, n)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read schema_migrations: %w", err)
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return fmt.Errorf("store: %w: database has migration %s applied, this build knows up to %s (upgrade postern-central on this host)",
+			store.ErrSchemaNewer, strings.Join(unknown, ", "), newestKnown)
+	}
+	return nil
 }
 
 // tx runs f in a transaction, committing if it returns nil.
