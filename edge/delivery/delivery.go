@@ -217,6 +217,12 @@ type Outcome struct {
 	TLSNote string
 	// Summary is a one-line description for history and logs.
 	Summary string
+	// Unreachable marks an attempt that never reached a transaction: the
+	// route could not be resolved for now, or every server was refused
+	// at connection level (no answer, timeout, 4xx greeting or EHLO,
+	// TLS required and not had). It is about the destination, not the
+	// message.
+	Unreachable bool
 }
 
 // Deliver runs one delivery attempt for job. It never returns an error:
@@ -244,7 +250,9 @@ func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 	hosts, rerr := c.route(ctx, job.Domain)
 	if rerr != nil {
 		log.Info("delivery routing failed", "status", rerr.status.String(), "err", rerr.text)
-		return fail(rerr.status, rerr.code, rerr.enhanced, rerr.text, "")
+		o := fail(rerr.status, rerr.code, rerr.enhanced, rerr.text, "")
+		o.Unreachable = rerr.status == Temporary
+		return o
 	}
 	var last *attemptError
 	tried := 0
@@ -296,7 +304,9 @@ func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 	if last.code == 0 {
 		last.code, last.enhanced = 451, smtpstatus.NoAnswer
 	}
-	return fail(Temporary, last.code, last.enhanced, last.text, last.host)
+	o := fail(Temporary, last.code, last.enhanced, last.text, last.host)
+	o.Unreachable = ctx.Err() == nil
+	return o
 }
 
 func summarize(rs []Result) string {

@@ -56,6 +56,15 @@ func (r *Runner) deliver(ctx context.Context, env *spool.Envelope, domains []str
 		}()
 	}
 	wg.Wait()
+	if ctx.Err() == nil {
+		now := r.clock.Now()
+		for i, d := range order {
+			if r.adapt(d, outcomes[i].Unreachable, now) {
+				log.Info("domain unreachable; its other messages wait and fewer connections are opened to it",
+					"domain", d, "limit", r.domainLimit(d), "retry_in", r.domainBackoff().String())
+			}
+		}
+	}
 	r.freeSlots(domains)
 	signal(r.done)
 	o := r.record(env, data, outcomes, ctx.Err() != nil)
