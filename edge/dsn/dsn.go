@@ -99,6 +99,9 @@ type Report struct {
 	// ReceivedFrom names the client that handed the message to the edge
 	// (Received-From-MTA), e.g. "scanner1.example.edu" or an IP; optional.
 	ReceivedFrom string
+	// NextAttempt is when delivery is tried next (delay warnings only;
+	// stated in the text part, as RFC 3464 has no field for it).
+	NextAttempt time.Time
 	// Recipients the report is about; all must have the same Action.
 	Recipients []Recipient
 	// Original is the original message (header section and body).
@@ -207,6 +210,9 @@ func (r *Report) writeText(b *bytes.Buffer, action Action, host string) {
 		b.WriteString("This is a warning only; you do not need to send the message again.\r\n\r\n" +
 			"Your message could not be delivered yet to the recipients below.\r\n" +
 			"Delivery will be retried" + until + ".\r\n")
+		if !r.NextAttempt.IsZero() {
+			b.WriteString("The next attempt is at " + r.NextAttempt.Format(time.RFC1123Z) + ".\r\n")
+		}
 	}
 	if r.QueueID != "" {
 		fmt.Fprintf(b, "\r\nQueue ID: %s\r\n", r.QueueID)

@@ -170,11 +170,11 @@ func (r *Runner) record(env *spool.Envelope, data []byte, outcomes []delivery.Ou
 		}
 	}
 	if !env.Done() {
-		r.delayReport(o, data)
 		env.NextAttempt = r.nextAttempt(env, now)
 		if shutdown {
 			env.NextAttempt = now
 		}
+		r.delayReport(o, data)
 	}
 	return o
 }
@@ -306,9 +306,12 @@ func (r *Runner) failureReport(o *outcome, data []byte, failed, expired []int) e
 	return nil
 }
 
-// delayReport adds to o one delay notice per recipient once a message
-// has waited delivery.delay_warning (when set), if NOTIFY and the bounce
-// rules allow.
+// delayReport adds to o one delay notice (RFC 3464 Action: delayed,
+// with the next attempt, env.NextAttempt, and Will-Retry-Until, the
+// expiry) for the recipients still pending once a message has waited
+// delivery.delay_warning (when set): once per recipient, if its NOTIFY
+// asks for delays (or is absent) and the bounce rules send reports to
+// the sender.
 func (r *Runner) delayReport(o *outcome, data []byte) {
 	env, now := o.env, o.now
 	dw := r.o.Delivery.DelayWarning
