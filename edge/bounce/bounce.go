@@ -1,5 +1,5 @@
 // Package bounce holds the edge's rules for the reports it generates from
-// a transaction (non-delivery reports, delay notices) and for the
+// a transaction (non-delivery reports, delay and relayed notices) and for the
 // suspensions a failed report causes. They are the two places where a
 // stranger could otherwise turn the edge against someone: a report is
 // mail the edge sends on its own, to an address someone else typed.

@@ -197,6 +197,10 @@ type Result struct {
 	// RemoteMTA is the host name of the server that answered, "" when
 	// none did.
 	RemoteMTA string
+	// NoDSN marks a recipient Delivered to a next hop that does not
+	// advertise DSN: its NOTIFY was not passed on, so a success notice it
+	// asked for is the edge's to send (RFC 3461 §5.2.2, "relayed").
+	NoDSN bool
 }
 
 // Outcome is the result of one Deliver call.
@@ -694,7 +698,13 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) (_ []Result, _ *
 	if resp != nil && resp.StatusText != "" {
 		text = resp.StatusText
 	}
-	return some(Delivered, 250, smtpstatus.OK, text), nil, true
+	res = some(Delivered, 250, smtpstatus.OK, text)
+	if ok, _ := sc.Extension("DSN"); !ok {
+		for _, i := range accepted {
+			res[i].NoDSN = true
+		}
+	}
+	return res, nil, true
 }
 
 func rcptOptions(r Rcpt) *smtp.RcptOptions {

@@ -181,8 +181,13 @@ func TestDomainBackoffOn421(t *testing.T) {
 	e.start()
 	first := e.attempted(ids)
 	testkit.WaitFor(t, 30*time.Second, "the first round to the refusing domain", func() bool {
+		// idle first: a round's messages are all in flight before any
+		// of them records its attempt.
+		if !e.idle() {
+			return false
+		}
 		first = e.attempted(ids)
-		return first > 0 && e.idle()
+		return first > 0
 	})
 	if first > e.cfg.PerDomainConcurrency {
 		t.Fatalf("%d messages tried in the first round, want at most %d", first, e.cfg.PerDomainConcurrency)
@@ -202,7 +207,7 @@ func TestDomainBackoffOn421(t *testing.T) {
 	// The backoff ends (but no message's own retry is due yet): the
 	// limit has dropped to one, so exactly one message probes.
 	e.clock.Advance(e.runner.domainBackoff())
-	testkit.WaitFor(t, 30*time.Second, "one probe", func() bool { return e.attempted(ids) > first && e.idle() })
+	testkit.WaitFor(t, 30*time.Second, "one probe", func() bool { return e.idle() && e.attempted(ids) > first })
 	if n := e.attempted(ids); n != first+1 {
 		t.Errorf("%d messages probed after the backoff, want 1", n-first)
 	}

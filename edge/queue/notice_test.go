@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strings"
 	"testing"
@@ -118,5 +119,63 @@ func TestDelayWarningNotify(t *testing.T) {
 	sort.Strings(got)
 	if want := "both@example.com default@example.com delay@example.com"; strings.Join(got, " ") != want {
 		t.Errorf("delay warning for %v, want %s", got, want)
+	}
+}
+
+// TestRelayedNotice: a next hop without DSN cannot pass NOTIFY=SUCCESS
+// on, so the edge sends the sender a "relayed" notice (RFC 3461 §5.2.2)
+// for the recipient that asked for it, and none for the others. A next
+// hop that supports DSN gets the NOTIFY and the edge sends nothing.
+func TestRelayedNotice(t *testing.T) {
+	e := newEnv(t)
+	mx := deliverytest.Start(t, deliverytest.Options{Addr: fmt.Sprintf("127.0.0.2:%d", e.port), Name: "mx-nodsn", NoDSN: true})
+	senderMX := e.sink("127.0.0.3", deliverytest.Behaviour{})
+	m := &spool.Envelope{From: "scanner@example.edu", Device: device, ClientIP: "127.0.0.10", ClientName: device,
+		ReceivedAt: e.clock.Now(), NextAttempt: e.clock.Now(), Recipients: []spool.Recipient{
+			{Addr: "success@example.com", Notify: []string{"SUCCESS", "FAILURE"}},
+			{Addr: "default@example.com"},
+			{Addr: "failure@example.com", Notify: []string{"FAILURE"}},
+		}}
+	if err := e.sp.Put(context.Background(), m, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	mx.Wait(t, 1, 10*time.Second)
+	reports := senderMX.Wait(t, 1, 10*time.Second)
+	n := parseNDR(t, reports[0].Data)
+	if len(n.perRcpt) != 1 {
+		t.Fatalf("relayed notice for %d recipients, want 1: %v", len(n.perRcpt), n.perRcpt)
+	}
+	r := n.perRcpt[0]
+	if r.Get("Action") != "relayed" || r.Get("Status") != "2.0.0" || r.Get("Final-Recipient") != "rfc822; success@example.com" {
+		t.Errorf("relayed notice fields %v", r)
+	}
+	if got := n.header.Get("Subject"); got != "Delivery Status Notification (relayed)" {
+		t.Errorf("subject %q", got)
+	}
+	e.eventually("queue empty", func() bool { return len(e.all()) == 0 })
+
+	// A next hop with DSN: NOTIFY is passed on, no notice from the edge.
+	mx.Close()
+	dsnMX := e.sink("127.0.0.2", deliverytest.Behaviour{})
+	e.put("success@example.com") // no NOTIFY: no success notice asked
+	m3 := &spool.Envelope{From: "scanner@example.edu", Device: device, ReceivedAt: e.clock.Now(), NextAttempt: e.clock.Now(),
+		Recipients: []spool.Recipient{{Addr: "success@example.com", Notify: []string{"SUCCESS"}}}}
+	if err := e.sp.Put(context.Background(), m3, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	got := dsnMX.Wait(t, 2, 10*time.Second)
+	e.eventually("queue empty", func() bool { return len(e.all()) == 0 })
+	if n := len(senderMX.Messages()); n != 1 {
+		t.Errorf("%d notices to the sender, want only the first relayed one", n)
+	}
+	passed := false
+	for _, msg := range got {
+		if v := msg.Notify["success@example.com"]; len(v) == 1 && v[0] == "SUCCESS" {
+			passed = true
+		}
+	}
+	if !passed {
+		t.Error("NOTIFY=SUCCESS not passed on to a next hop with DSN")
 	}
 }
