@@ -1,5 +1,5 @@
 // Package bounce holds the edge's rules for the reports it generates from
-// a transaction (non-delivery reports, delay notices) and for the
+// a transaction (non-delivery reports, delay and relayed notices) and for the
 // suspensions a failed report causes. They are the two places where a
 // stranger could otherwise turn the edge against someone: a report is
 // mail the edge sends on its own, to an address someone else typed.
@@ -259,7 +259,7 @@ func Recipient(rc *spool.Recipient, action dsn.Action, expired bool, now time.Ti
 // Compose builds the report about env for rcpts (all of one action) and
 // the envelope that carries it from the null sender to env.From. device
 // is Decision.Device. retryUntil is when delivery is given up (delay
-// notices). The caller spools the result (spool.Record, with the
+// notices, which also state env.NextAttempt as the next try). The caller spools the result (spool.Record, with the
 // outcome it reports).
 func Compose(reportingMTA string, env *spool.Envelope, data []byte, rcpts []dsn.Recipient, device string, retryUntil, now time.Time) (spool.NewMessage, error) {
 	rep := &dsn.Report{
@@ -273,6 +273,7 @@ func Compose(reportingMTA string, env *spool.Envelope, data []byte, rcpts []dsn.
 		rep.ReceivedFrom = "[" + env.ClientIP + "]"
 	}
 	if rcpts[0].Action == dsn.Delayed {
+		rep.NextAttempt = env.NextAttempt
 		for i := range rep.Recipients {
 			rep.Recipients[i].WillRetryUntil = retryUntil
 		}

@@ -238,6 +238,7 @@ func Default(dev bool) Config {
 			RetryMin:             5 * time.Minute,
 			RetryMax:             time.Hour,
 			MaxQueueLifetime:     5 * 24 * time.Hour,
+			DelayWarning:         4 * time.Hour,
 			MTASTS:               true,
 		},
 		Spool: Spool{ValueLogFileSize: 64 << 20, GCInterval: 5 * time.Minute},
@@ -495,7 +496,7 @@ func (c *Config) Validate() error {
 		return e("delivery.max_queue_lifetime", "must not be below delivery.retry_min")
 	}
 	if c.Delivery.DelayWarning < 0 || (c.Delivery.DelayWarning > 0 && c.Delivery.DelayWarning >= c.Delivery.MaxQueueLifetime) {
-		return e("delivery.delay_warning", "must be 0 (off) or below delivery.max_queue_lifetime")
+		return e("delivery.delay_warning", "must be 0 (off) or below delivery.max_queue_lifetime (its default is 4h: with a max_queue_lifetime of 4h or less, set delay_warning lower or to \"0s\")")
 	}
 	if err := c.validateTLSPolicy(); err != nil {
 		return err

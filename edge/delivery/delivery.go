@@ -197,6 +197,10 @@ type Result struct {
 	// RemoteMTA is the host name of the server that answered, "" when
 	// none did.
 	RemoteMTA string
+	// NoDSN marks a recipient Delivered to a next hop that does not
+	// advertise DSN: its NOTIFY was not passed on, so a success notice it
+	// asked for is the edge's to send (RFC 3461 §5.2.2, "relayed").
+	NoDSN bool
 }
 
 // Outcome is the result of one Deliver call.
@@ -217,6 +221,12 @@ type Outcome struct {
 	TLSNote string
 	// Summary is a one-line description for history and logs.
 	Summary string
+	// Unreachable marks an attempt that never reached a transaction: the
+	// route could not be resolved for now, or every server was refused
+	// at connection level (no answer, timeout, 4xx greeting or EHLO,
+	// TLS required and not had). It is about the destination, not the
+	// message.
+	Unreachable bool
 }
 
 // Deliver runs one delivery attempt for job. It never returns an error:
@@ -244,7 +254,9 @@ func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 	hosts, rerr := c.route(ctx, job.Domain)
 	if rerr != nil {
 		log.Info("delivery routing failed", "status", rerr.status.String(), "err", rerr.text)
-		return fail(rerr.status, rerr.code, rerr.enhanced, rerr.text, "")
+		o := fail(rerr.status, rerr.code, rerr.enhanced, rerr.text, "")
+		o.Unreachable = rerr.status == Temporary
+		return o
 	}
 	var last *attemptError
 	tried := 0
@@ -296,7 +308,9 @@ func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 	if last.code == 0 {
 		last.code, last.enhanced = 451, smtpstatus.NoAnswer
 	}
-	return fail(Temporary, last.code, last.enhanced, last.text, last.host)
+	o := fail(Temporary, last.code, last.enhanced, last.text, last.host)
+	o.Unreachable = ctx.Err() == nil
+	return o
 }
 
 func summarize(rs []Result) string {
@@ -684,7 +698,13 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) (_ []Result, _ *
 	if resp != nil && resp.StatusText != "" {
 		text = resp.StatusText
 	}
-	return some(Delivered, 250, smtpstatus.OK, text), nil, true
+	res = some(Delivered, 250, smtpstatus.OK, text)
+	if ok, _ := sc.Extension("DSN"); !ok {
+		for _, i := range accepted {
+			res[i].NoDSN = true
+		}
+	}
+	return res, nil, true
 }
 
 func rcptOptions(r Rcpt) *smtp.RcptOptions {

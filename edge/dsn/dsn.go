@@ -36,6 +36,9 @@ type Action string
 const (
 	Failed  Action = "failed"
 	Delayed Action = "delayed"
+	// Relayed: delivered to a next hop that does not pass notifications
+	// on (RFC 3461 §5.2.2); sent to recipients that asked NOTIFY=SUCCESS.
+	Relayed Action = "relayed"
 )
 
 // MaxFullReturn is the largest original message returned whole for
@@ -99,6 +102,9 @@ type Report struct {
 	// ReceivedFrom names the client that handed the message to the edge
 	// (Received-From-MTA), e.g. "scanner1.example.edu" or an IP; optional.
 	ReceivedFrom string
+	// NextAttempt is when delivery is tried next (delay warnings only;
+	// stated in the text part, as RFC 3464 has no field for it).
+	NextAttempt time.Time
 	// Recipients the report is about; all must have the same Action.
 	Recipients []Recipient
 	// Original is the original message (header section and body).
@@ -117,7 +123,7 @@ func Build(r *Report) ([]byte, error) {
 			return nil, fmt.Errorf("dsn: report for %s mixes actions %q and %q", r.QueueID, action, rc.Action)
 		}
 	}
-	if action != Failed && action != Delayed {
+	if action != Failed && action != Delayed && action != Relayed {
 		return nil, fmt.Errorf("dsn: unsupported action %q", action)
 	}
 	host := r.ReportingMTA
@@ -136,10 +142,13 @@ func Build(r *Report) ([]byte, error) {
 	h := func(k, v string) { b.WriteString(k + ": " + v + "\r\n") }
 	h("From", fmt.Sprintf("Mail Delivery System <MAILER-DAEMON@%s>", host))
 	h("To", "<"+r.To+">")
-	if action == Failed {
+	switch action {
+	case Failed:
 		h("Subject", "Undelivered Mail Returned to Sender")
-	} else {
+	case Delayed:
 		h("Subject", "Delayed Mail (still being retried)")
+	default:
+		h("Subject", "Delivery Status Notification (relayed)")
 	}
 	h("Date", r.Date.Format(time.RFC1123Z))
 	h("Message-ID", "<"+msgID+"@"+host+">")
@@ -194,12 +203,17 @@ func (r *Report) tokens() (boundary, msgID string) {
 
 func (r *Report) writeText(b *bytes.Buffer, action Action, host string) {
 	fmt.Fprintf(b, "This is the mail system at host %s.\r\n\r\n", host)
-	if action == Failed {
+	switch action {
+	case Relayed:
+		b.WriteString("Your message was relayed to the recipients below. The next mail\r\n" +
+			"system does not support delivery notifications, so this is the last\r\n" +
+			"one you will receive for them.\r\n")
+	case Failed:
 		b.WriteString("I'm sorry to have to inform you that your message could not\r\n" +
 			"be delivered to one or more recipients. The details are below.\r\n\r\n" +
 			"Nothing more will be attempted for these recipients. If the problem\r\n" +
 			"is a wrong address, correct it and send the message again.\r\n")
-	} else {
+	default:
 		until := ""
 		if len(r.Recipients) > 0 && !r.Recipients[0].WillRetryUntil.IsZero() {
 			until = " until " + r.Recipients[0].WillRetryUntil.Format(time.RFC1123Z)
@@ -207,6 +221,9 @@ func (r *Report) writeText(b *bytes.Buffer, action Action, host string) {
 		b.WriteString("This is a warning only; you do not need to send the message again.\r\n\r\n" +
 			"Your message could not be delivered yet to the recipients below.\r\n" +
 			"Delivery will be retried" + until + ".\r\n")
+		if !r.NextAttempt.IsZero() {
+			b.WriteString("The next attempt is at " + r.NextAttempt.Format(time.RFC1123Z) + ".\r\n")
+		}
 	}
 	if r.QueueID != "" {
 		fmt.Fprintf(b, "\r\nQueue ID: %s\r\n", r.QueueID)

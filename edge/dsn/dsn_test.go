@@ -255,7 +255,8 @@ func TestDelayReport(t *testing.T) {
 		ArrivalDate: arrival, Date: now,
 		Recipients: []Recipient{{Addr: "a@example.com", Action: Delayed, Status: "4.4.1",
 			Reply: "connection refused", WillRetryUntil: until}},
-		Original: []byte(original),
+		NextAttempt: now.Add(time.Hour),
+		Original:    []byte(original),
 	}
 	msg, err := Build(r)
 	if err != nil {
@@ -270,6 +271,9 @@ func TestDelayReport(t *testing.T) {
 	}
 	if got := p.perRcpt[0].Get("Will-Retry-Until"); got != until.Format(time.RFC1123Z) {
 		t.Errorf("Will-Retry-Until %q", got)
+	}
+	if want := "The next attempt is at " + now.Add(time.Hour).Format(time.RFC1123Z) + "."; !strings.Contains(p.text, want) {
+		t.Errorf("text %q does not say %q", p.text, want)
 	}
 }
 

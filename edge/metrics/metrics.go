@@ -37,11 +37,11 @@ type Metrics struct {
 	Delivered prometheus.Counter
 	Deferred  prometheus.Counter
 	Bounced   prometheus.Counter
-	// NDRs counts reports generated, by kind ("failure", "delay").
+	// NDRs counts reports generated, by kind ("failure", "delay", "relayed").
 	NDRs *prometheus.CounterVec
 	// ReportsDropped counts reports not sent because their sender is
 	// outside the affiliated domains and not a registered device's
-	// sender, by kind ("failure", "delay").
+	// sender, by kind ("failure", "delay", "relayed").
 	ReportsDropped *prometheus.CounterVec
 	// Attempts counts delivery attempts (one per message and domain) by
 	// TLS use ("tls", "plaintext", "none" when no server answered).
@@ -71,7 +71,7 @@ func New() *Metrics {
 		Bounced: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "recipients_bounced_total",
 			Help: "Recipients that failed permanently or expired."}),
 		NDRs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dsn_generated_total",
-			Help: "Delivery status notifications generated, by kind (failure, delay)."}, []string{"kind"}),
+			Help: "Delivery status notifications generated, by kind (failure, delay, relayed)."}, []string{"kind"}),
 		ReportsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dsn_dropped_total",
 			Help: "Delivery status notifications not sent: sender outside the affiliated domains and not a registered device's sender, by kind."}, []string{"kind"}),
 		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "delivery_attempts_total",
@@ -224,7 +224,7 @@ func (m *Metrics) IncBounced(n int) {
 	}
 }
 
-// IncNDR counts one generated report of kind ("failure" or "delay").
+// IncNDR counts one generated report of kind ("failure", "delay" or "relayed").
 func (m *Metrics) IncNDR(kind string) {
 	if m != nil {
 		m.NDRs.WithLabelValues(kind).Inc()

@@ -11,6 +11,15 @@
 //     the next message falls due (a timer set to Spool.NextDue).
 //   - Bounded concurrency: at most delivery.concurrency connections in
 //     total and delivery.per_domain_concurrency per destination domain.
+//   - Fair across domains: a domain at its connection limit does not hold
+//     up the others. The due scan passes over its messages by id, so mail
+//     for other domains due behind a backlog of any size (a dead MX) starts
+//     in the same dispatch round as it would without the backlog.
+//   - A domain that cannot be reached (no answer, 4xx at connection level,
+//     DNS failure) is backed off as a whole, not message by message: its
+//     connection limit halves (to one at least) and its other messages are
+//     passed over, untouched, for min(retry_min, 1m); each attempt that
+//     reaches a transaction raises the limit again by one.
 //   - No loss across crashes: a message stays due in the spool while it is
 //     being delivered (only the runner's memory marks it in flight), and
 //     its outcome is written durably after the attempt, so a message being
@@ -140,6 +149,13 @@ type Runner struct {
 	blocked map[string][]string
 	waiting bool // the last scan left due messages waiting for a slot
 
+	// limits: per-domain connection limits lowered below
+	// delivery.per_domain_concurrency because the domain refused
+	// connections; domainUntil: domains passed over until a time for the
+	// same reason (see adapt).
+	limits      map[string]int
+	domainUntil map[string]time.Time
+
 	// backoff: messages passed over until a time because reading them
 	// failed (see backOff).
 	backoff map[string]backoffState
@@ -154,12 +170,22 @@ type Runner struct {
 	wg   sync.WaitGroup
 }
 
-// dueBatch bounds the index entries one due-scan walks, and loadBatch the
-// envelopes it decodes; messages waiting behind them are seen on a later
-// scan (every finished delivery starts one).
+// dueBatch bounds the index entries one due-scan walks that it may have
+// to decode, and loadBatch the envelopes it decodes to start them;
+// messages waiting behind them are seen on a later scan (every finished
+// delivery starts one). Entries the scan passes over by id alone (in
+// flight, backing off, or waiting for a domain still at its limit) cost
+// a key comparison and count against maxSkip only, and envelopes decoded
+// only to find their domain at its limit count against blockedLoads: so
+// a backlog for one domain (a dead MX) does not hide the messages due
+// behind it for other domains. The first scans after the backlog forms
+// decode it (blockedLoads per scan); after that a scan reaches every
+// due message.
 const (
-	dueBatch  = 256
-	loadBatch = 64
+	dueBatch     = 256
+	loadBatch    = 64
+	blockedLoads = 4096
+	maxSkip      = 1 << 17
 )
 
 // maxHistory bounds the attempts kept per message (queue show).
@@ -205,12 +231,14 @@ func New(o Options) (*Runner, error) {
 	}
 	return &Runner{
 		o: o, sp: o.Spool, log: o.Log, clock: o.Clock,
-		inflight: map[string]bool{},
-		retry:    map[string]bool{},
-		domains:  map[string]int{},
-		backoff:  map[string]backoffState{},
-		done:     make(chan struct{}, 1),
-		kick:     make(chan struct{}, 1),
+		inflight:    map[string]bool{},
+		retry:       map[string]bool{},
+		domains:     map[string]int{},
+		limits:      map[string]int{},
+		backoff:     map[string]backoffState{},
+		domainUntil: map[string]time.Time{},
+		done:        make(chan struct{}, 1),
+		kick:        make(chan struct{}, 1),
 	}, nil
 }
 
@@ -301,18 +329,20 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 		waiting bool      // due messages wait for a slot
 		soonest time.Time // earliest end of a backoff passed over
 		walked  int
+		skipped int
 		loaded  int
+		parked  int // decoded, but their domains were at their limit
 	)
 	blocked := map[string][]string{}
 	next, ok, err := r.sp.ScanDue(now, func(id string, load func() (*spool.Envelope, error)) bool {
-		if walked++; walked > dueBatch {
+		if skipped > maxSkip {
 			waiting = true
 			return false
 		}
 		r.mu.Lock()
 		busy, full := r.inflight[id], r.slots >= r.o.Delivery.Concurrency
 		prev, was := r.blocked[id]
-		still := was && !r.fitsLocked(prev)
+		still := was && !r.fitsLocked(prev, now)
 		bo, backing := r.backoff[id]
 		r.mu.Unlock()
 		switch {
@@ -320,18 +350,21 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 			waiting = true
 			return false
 		case busy:
+			skipped++
 			return true
 		case backing && now.Before(bo.until):
+			skipped++
 			if soonest.IsZero() || bo.until.Before(soonest) {
 				soonest = bo.until
 			}
 			return true
 		case still:
+			skipped++
 			blocked[id] = prev
 			waiting = true
 			return true
 		}
-		if loaded++; loaded > loadBatch {
+		if walked++; walked-parked > dueBatch || loaded >= loadBatch || parked >= blockedLoads {
 			waiting = true
 			return false
 		}
@@ -350,11 +383,13 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 			stale = append(stale, env)
 			return true
 		}
-		if !r.reserve(id, domains) {
+		if !r.reserve(id, domains, now) {
+			parked++
 			blocked[id] = domains
 			waiting = true
 			return true
 		}
+		loaded++
 		start = append(start, candidate{env, domains})
 		return true
 	})
@@ -395,6 +430,9 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 	r.mu.Lock()
 	r.waiting = waiting
 	r.mu.Unlock()
+	if p := r.domainsPaused(now); !p.IsZero() && (soonest.IsZero() || p.Before(soonest)) {
+		soonest = p
+	}
 	if !soonest.IsZero() && (!ok || soonest.Before(next)) {
 		next, ok = soonest, true
 	}
@@ -459,10 +497,10 @@ func (r *Runner) pause() time.Duration {
 
 // reserve takes a connection slot per pending domain of message id, if all
 // are free.
-func (r *Runner) reserve(id string, domains []string) bool {
+func (r *Runner) reserve(id string, domains []string, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.inflight[id] || !r.fitsLocked(domains) {
+	if r.inflight[id] || !r.fitsLocked(domains, now) {
 		return false
 	}
 	r.inflight[id] = true
@@ -475,16 +513,89 @@ func (r *Runner) reserve(id string, domains []string) bool {
 
 // fitsLocked reports whether a message with these pending domains would
 // get its slots now. r.mu must be held.
-func (r *Runner) fitsLocked(domains []string) bool {
+func (r *Runner) fitsLocked(domains []string, now time.Time) bool {
 	if r.slots > 0 && r.slots+len(domains) > r.o.Delivery.Concurrency {
 		return false
 	}
 	for _, d := range domains {
-		if r.domains[d] >= r.o.Delivery.PerDomainConcurrency {
+		if r.domains[d] >= r.limitLocked(d) {
+			return false
+		}
+		if until, ok := r.domainUntil[d]; ok && now.Before(until) {
 			return false
 		}
 	}
 	return true
+}
+
+// domainLimit is domain d's connection limit now.
+func (r *Runner) domainLimit(d string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.limitLocked(d)
+}
+
+// limitLocked is domain d's connection limit now. r.mu must be held.
+func (r *Runner) limitLocked(d string) int {
+	if l, ok := r.limits[d]; ok {
+		return l
+	}
+	return r.o.Delivery.PerDomainConcurrency
+}
+
+// domainBackoff is how long a domain that refused connections is passed
+// over before one connection tries it again (delivery.retry_min, at most
+// a minute, so that a domain back from an outage is served soon).
+func (r *Runner) domainBackoff() time.Duration {
+	return min(r.o.Delivery.RetryMin, time.Minute)
+}
+
+// adapt adjusts domain d's connection limit after an attempt: a domain
+// that could not be reached (no answer, 421 or another 4xx at connection
+// level, DNS failure) gets half its limit, at least one, and is passed
+// over for domainBackoff, so its backlog costs one probing connection at
+// a time rather than a connection per message; each attempt that reaches
+// a transaction raises the limit by one, back to
+// delivery.per_domain_concurrency. It reports whether d was backed off.
+func (r *Runner) adapt(d string, unreachable bool, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	max := r.o.Delivery.PerDomainConcurrency
+	l := r.limitLocked(d)
+	if unreachable {
+		l = l / 2
+		if l < 1 {
+			l = 1
+		}
+		r.limits[d] = l
+		r.domainUntil[d] = now.Add(r.domainBackoff())
+		return true
+	}
+	delete(r.domainUntil, d)
+	if l+1 >= max {
+		delete(r.limits, d)
+	} else {
+		r.limits[d] = l + 1
+	}
+	return false
+}
+
+// domainsPaused returns the earliest end of a domain backoff still
+// running at now (zero when none).
+func (r *Runner) domainsPaused(now time.Time) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var soonest time.Time
+	for d, until := range r.domainUntil {
+		if !now.Before(until) {
+			delete(r.domainUntil, d)
+			continue
+		}
+		if soonest.IsZero() || until.Before(soonest) {
+			soonest = until
+		}
+	}
+	return soonest
 }
 
 // freeSlots frees the connection slots of a message's domains.

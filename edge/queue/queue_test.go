@@ -311,8 +311,15 @@ func TestExpiryNDR(t *testing.T) {
 	if !e.clock.Now().Equal(expiry) {
 		t.Errorf("final attempt at %v, want the expiry time %v", e.clock.Now(), expiry)
 	}
-	ndr := senderMX.Wait(t, 1, 5*time.Second)[0]
-	n := parseNDR(t, ndr.Data)
+	// The delay warning (on by default, after 4 hours), then the NDR.
+	reports := senderMX.Wait(t, 2, 5*time.Second)
+	if len(reports) != 2 {
+		t.Fatalf("%d reports to the sender, want a delay warning and an NDR", len(reports))
+	}
+	if w := parseNDR(t, reports[0].Data); w.perRcpt[0].Get("Action") != "delayed" {
+		t.Errorf("first report %v, want the delay warning", w.perRcpt[0])
+	}
+	n := parseNDR(t, reports[1].Data)
 	r := n.perRcpt[0]
 	if r.Get("Action") != "failed" || r.Get("Status") != "4.3.0" || r.Get("Diagnostic-Code") != "smtp; 451 4.3.0 try later" {
 		t.Errorf("expiry NDR fields %v", r)

@@ -14,6 +14,7 @@ import (
 	"github.com/postern/postern/edge/dsn"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/event"
+	"github.com/postern/postern/shared/smtpstatus"
 	"github.com/postern/postern/shared/tlsinfo"
 )
 
@@ -56,6 +57,15 @@ func (r *Runner) deliver(ctx context.Context, env *spool.Envelope, domains []str
 		}()
 	}
 	wg.Wait()
+	if ctx.Err() == nil {
+		now := r.clock.Now()
+		for i, d := range order {
+			if r.adapt(d, outcomes[i].Unreachable, now) {
+				log.Info("domain unreachable; its other messages wait and fewer connections are opened to it",
+					"domain", d, "limit", r.domainLimit(d), "retry_in", r.domainBackoff().String())
+			}
+		}
+	}
 	r.freeSlots(domains)
 	signal(r.done)
 	o := r.record(env, data, outcomes, ctx.Err() != nil)
@@ -90,7 +100,7 @@ func (r *Runner) record(env *spool.Envelope, data []byte, outcomes []delivery.Ou
 		}
 	}
 	expired := now.Sub(env.ReceivedAt) >= r.o.Delivery.MaxQueueLifetime && !shutdown
-	var failed, expiredIdx []int
+	var failed, expiredIdx, relayed []int
 	var delivered, deferred int
 	lastErr := ""
 	for _, out := range outcomes {
@@ -119,6 +129,9 @@ func (r *Runner) record(env *spool.Envelope, data []byte, outcomes []delivery.Ou
 				delivered++
 				r.o.Metrics.ObserveLatency(now.Sub(env.ReceivedAt))
 				log.Info("delivered", "rcpt", rc.Addr, "host", out.Host, "tls", tlsinfo.OrNone(out.TLS), "reply", text)
+				if res.NoDSN && asksSuccess(rc) {
+					relayed = append(relayed, i)
+				}
 			case delivery.Permanent:
 				rc.State = spool.Failed
 				failed = append(failed, i)
@@ -160,12 +173,15 @@ func (r *Runner) record(env *spool.Envelope, data []byte, outcomes []delivery.Ou
 			}
 		}
 	}
+	if len(relayed) > 0 && !env.Bounce {
+		r.relayedReport(o, data, relayed)
+	}
 	if !env.Done() {
-		r.delayReport(o, data)
 		env.NextAttempt = r.nextAttempt(env, now)
 		if shutdown {
 			env.NextAttempt = now
 		}
+		r.delayReport(o, data)
 	}
 	return o
 }
@@ -297,9 +313,12 @@ func (r *Runner) failureReport(o *outcome, data []byte, failed, expired []int) e
 	return nil
 }
 
-// delayReport adds to o one delay notice per recipient once a message
-// has waited delivery.delay_warning (when set), if NOTIFY and the bounce
-// rules allow.
+// delayReport adds to o one delay notice (RFC 3464 Action: delayed,
+// with the next attempt, env.NextAttempt, and Will-Retry-Until, the
+// expiry) for the recipients still pending once a message has waited
+// delivery.delay_warning (when set): once per recipient, if its NOTIFY
+// asks for delays (or is absent) and the bounce rules send reports to
+// the sender.
 func (r *Runner) delayReport(o *outcome, data []byte) {
 	env, now := o.env, o.now
 	dw := r.o.Delivery.DelayWarning
@@ -396,4 +415,40 @@ func (r *Runner) emit(e event.Event) {
 	e.ID = event.NewID()
 	e.Edge = r.o.EdgeID
 	r.o.Events.Emit(e)
+}
+
+// asksSuccess reports whether rc asked for a success notice: NOTIFY given
+// and naming SUCCESS (never implied by an absent NOTIFY).
+func asksSuccess(rc *spool.Recipient) bool {
+	return len(rc.Notify) > 0 && bounce.Notifies(rc, "SUCCESS")
+}
+
+// relayedReport adds to o a "relayed" notice (RFC 3461 §5.2.2, RFC 3464
+// Action: relayed) for recipients that asked NOTIFY=SUCCESS and were
+// delivered to a next hop that does not support DSN, so will send none.
+// The bounce rules decide as for any report. A notice that finds no room
+// in the spool is dropped (the recipients are delivered; commit logs it).
+func (r *Runner) relayedReport(o *outcome, data []byte, which []int) {
+	env, now := o.env, o.now
+	var rcpts []dsn.Recipient
+	for _, i := range which {
+		rc := bounce.Recipient(&env.Recipients[i], dsn.Relayed, false, now)
+		rc.Status = smtpstatus.OK
+		rcpts = append(rcpts, rc)
+	}
+	dec := r.o.Rules.Report(env)
+	if !dec.Send {
+		r.dropReport(env, "relayed", dec.Why, rcpts, now)
+		return
+	}
+	msg, err := bounce.Compose(r.o.Hostname, env, data, rcpts, dec.Device, time.Time{}, now)
+	if err != nil {
+		r.log.Error("queue: building relayed notice failed", "queue_id", env.ID, "err", err)
+		return
+	}
+	o.news = append(o.news, msg)
+	o.afterReports = append(o.afterReports, func() {
+		r.o.Metrics.IncNDR("relayed")
+		r.log.Info("relayed notice queued", "queue_id", env.ID, "ndr_id", msg.Env.ID, "to", env.From, "rcpts", len(rcpts))
+	})
 }

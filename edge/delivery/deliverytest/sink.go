@@ -89,6 +89,8 @@ type Options struct {
 	// TLS, when set, makes the sink offer STARTTLS.
 	TLS       *tls.Config
 	Behaviour Behaviour
+	// NoDSN makes the sink not advertise DSN (RFC 3461).
+	NoDSN bool
 }
 
 // Start runs a sink until the test ends.
@@ -113,7 +115,7 @@ func Start(t testing.TB, o Options) *Sink {
 	}))
 	srv.Domain = o.Name
 	srv.TLSConfig = o.TLS
-	srv.EnableDSN = true
+	srv.EnableDSN = !o.NoDSN
 	srv.EnableSMTPUTF8 = true
 	srv.AllowInsecureAuth = true
 	srv.MaxMessageBytes = 64 << 20
