@@ -93,7 +93,7 @@ func (l *gatedListener) Accept() (net.Conn, error) {
 		if r == nil {
 			r = l.srv.gate.acquire(ip)
 		} else {
-			l.srv.report.refusal("", ip.String(), r)
+			l.srv.report.connectRefusal(ip.String(), r)
 		}
 		if r != nil {
 			l.srv.countRefused(r)

@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"crypto/tls"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,38 @@ import (
 	"github.com/postern/postern/shared/event"
 	"github.com/postern/postern/shared/testkit"
 )
+
+// TestConnectRefusalsSummarised: connections refused at connect from many
+// addresses (an edge exposed to a scan) make one event per reason and
+// interval, counting every connection and naming the first few clients, so
+// a flood costs neither an event per connection nor the outbox.
+func TestConnectRefusalsSummarised(t *testing.T) {
+	sink := &eventSink{}
+	r := newReporter(sink, "edge1", testkit.NewClock())
+	for i := 0; i < 500; i++ {
+		ip := fmt.Sprintf("198.51.100.%d", i%250)
+		r.connectRefusal(ip, policy.NotLocal(ip))
+	}
+	r.refusal("", "10.0.0.1", policy.NotRegistered("10.0.0.1", "no PTR record", "https://r/"))
+	r.flush()
+	evs := sink.all()
+	if len(evs) != 2 {
+		t.Fatalf("%d events, want one connect summary and one session refusal: %+v", len(evs), evs)
+	}
+	sum := evs[0]
+	if sum.Count != 500 || sum.ClientIP != "" || sum.Detail["stage"] != "connect" || sum.Reason != "not a local network" {
+		t.Fatalf("connect summary: %+v", sum)
+	}
+	if got := strings.Fields(sum.Detail["clients"]); len(got) != maxSampleClients || got[0] != "198.51.100.0" || got[1] != "198.51.100.1" {
+		t.Fatalf("sample clients %q, want the first %d distinct", sum.Detail["clients"], maxSampleClients)
+	}
+	if err := sum.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if evs[1].ClientIP != "10.0.0.1" {
+		t.Fatalf("session refusal keeps its client: %+v", evs[1])
+	}
+}
 
 func TestReporterAggregates(t *testing.T) {
 	sink := &eventSink{}

@@ -3,6 +3,8 @@ package smtpd
 import (
 	"context"
 	"crypto/tls"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +33,7 @@ type repKey struct {
 	kind                 event.Kind
 	device, ip, reason   string
 	tlsVersion, tlsSuite string
+	stage                string // "connect" for connectRefusal's summaries
 }
 
 // maxPending bounds memory under a flood of distinct keys; beyond it
@@ -73,6 +76,36 @@ func (r *reporter) refusal(device, ip string, rep *policy.Reply) {
 	r.add(repKey{kind: event.Refusal, device: device, ip: ip, reason: rep.Reason}, func(e *event.Event) {
 		e.Detail = map[string]string{"reply": rep.Error()}
 	})
+}
+
+// maxSampleClients bounds how many client addresses a connect-refusal
+// summary names.
+const maxSampleClients = 10
+
+// connectRefusal notes a connection refused at connect, typically a client
+// outside the local networks: one summary per reason and interval however
+// many clients there are (an exposed edge is scanned from many addresses),
+// with Count connections and the first few client addresses in
+// Detail["clients"].
+func (r *reporter) connectRefusal(ip string, rep *policy.Reply) {
+	k := repKey{kind: event.Refusal, reason: rep.Reason, stage: "connect"}
+	r.add(k, func(e *event.Event) {
+		e.Detail = map[string]string{"reply": rep.Error(), "stage": "connect", "clients": ip}
+	})
+	if r.out == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.pending[k]
+	if !ok || e.Count == 1 {
+		return
+	}
+	clients := strings.Fields(e.Detail["clients"])
+	if len(clients) >= maxSampleClients || slices.Contains(clients, ip) {
+		return
+	}
+	e.Detail["clients"] = strings.Join(append(clients, ip), " ")
 }
 
 // rateLimit notes a limit hit.

@@ -80,7 +80,7 @@ func TestNonLocalClientRefusedAtConnect(t *testing.T) {
 		t.Fatal("something spooled")
 	}
 	waitEvent(t, e, func(ev event.Event) bool {
-		return ev.Kind == event.Refusal && ev.ClientIP == "127.0.0.200" && ev.Reason == "not a local network"
+		return ev.Kind == event.Refusal && ev.Detail["stage"] == "connect" && ev.Detail["clients"] == "127.0.0.200" && ev.Reason == "not a local network"
 	})
 }
 
