@@ -16,22 +16,8 @@ import (
 	"github.com/postern/postern/edge/devices"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/allowlist"
+	"github.com/postern/postern/shared/testkit"
 )
-
-// procKB reads a VmXXX line of /proc/self/status in kB (0 if unknown).
-func procKB(field string) float64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == field+":" {
-			n, _ := strconv.ParseFloat(f[1], 64)
-			return n
-		}
-	}
-	return 0
-}
 
 // settledMB returns the process RSS and the live Go heap, in MB, after a
 // full GC that returns free memory to the OS.
@@ -40,7 +26,7 @@ func settledMB() (rss, heap float64) {
 	debug.FreeOSMemory()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return procKB("VmRSS") / 1024, float64(ms.HeapAlloc) / (1 << 20)
+	return float64(testkit.ProcStatusKiB(0, "VmRSS")) / 1024, float64(ms.HeapAlloc) / (1 << 20)
 }
 
 const (
@@ -153,7 +139,7 @@ func TestAllowlistMemoryChild(t *testing.T) {
 	for v := 2; v <= memSnapshots; v++ {
 		apply(v)
 	}
-	peak := procKB("VmHWM") / 1024
+	peak := float64(testkit.ProcStatusKiB(0, "VmHWM")) / 1024
 	rss, heap := settledMB()
 	if _, ok := reg.Lookup(fmt.Sprintf("dev%06d.dept%d.example.edu", n-1, (n-1)%40)); !ok {
 		t.Fatal("last device not applied")

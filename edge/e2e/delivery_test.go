@@ -21,6 +21,7 @@ import (
 
 	"github.com/postern/postern/edge/delivery/deliverytest"
 	"github.com/postern/postern/shared/dnstest"
+	"github.com/postern/postern/shared/testkit"
 )
 
 // deliveryWorld is a loopback DNS zone and two MX sinks on one port:
@@ -390,17 +391,5 @@ func cpuTime(pid int) time.Duration {
 	return time.Duration(u+s) * 10 * time.Millisecond
 }
 
-// peakRSS is the peak resident set (VmHWM) of pid in bytes.
-func peakRSS(pid int) int64 {
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(st), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
+// peakRSS is the peak resident set (VmHWM) of pid in bytes (0 if unknown).
+func peakRSS(pid int) int64 { return max(testkit.ProcStatusKiB(pid, "VmHWM"), 0) << 10 }

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/shared/testkit"
 )
 
 func readyz(t *testing.T, admin string) (int, string) {
@@ -29,14 +31,7 @@ func readyz(t *testing.T, admin string) (int, string) {
 // 4.3.1 at MAIL (before any upload) and /readyz fails; once space is freed
 // both recover.
 func TestDiskReserveThroughBinary(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "small")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64m"); err != nil {
-		t.Skipf("cannot mount a 64 MiB tmpfs (needs root/CAP_SYS_ADMIN): %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	dir := testkit.Tmpfs(t, "64m")
 	d := zone(t)
 	e := newEdge(t, d.Addr, devices)
 	cfg, err := os.ReadFile(e.cfgPath)

@@ -7,12 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/postern/postern/edge/delivery/deliverytest"
 	"github.com/postern/postern/edge/spool"
+	"github.com/postern/postern/shared/testkit"
 )
 
 // faultySpool injects failures into a real spool.
@@ -131,25 +131,6 @@ func TestReadFailureBacksOff(t *testing.T) {
 	}
 }
 
-// mountTmpfs mounts a tmpfs of size bytes for the test, or skips it when
-// that is not allowed (not root, no CAP_SYS_ADMIN).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "small")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("cannot mount a %s tmpfs (needs root/CAP_SYS_ADMIN): %v", size, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
 // TestDiskFullNoDuplicates reproduces the full-disk storm: the spool on a
 // small real file system, five messages each with one good and one 451
 // recipient, the disk filled far below the reserve (new mail refused),
@@ -157,7 +138,7 @@ func mountTmpfs(t *testing.T, size string) string {
 // and each message exactly one attempt until its retry is due: recording
 // an outcome does not wait for the reserve.
 func TestDiskFullNoDuplicates(t *testing.T) {
-	small := mountTmpfs(t, "48m")
+	small := testkit.Tmpfs(t, "48m")
 	e := newEnv(t)
 	e.sp.Close()
 	e.dir = filepath.Join(small, "spool")

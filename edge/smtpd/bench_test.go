@@ -8,13 +8,13 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/postern/postern/edge/config"
+	"github.com/postern/postern/shared/testkit"
 )
 
 // BenchmarkIntakeMemory sends 20 maximum-size (25 MiB) messages at once,
@@ -93,7 +93,7 @@ func benchIntake(b *testing.B, budget int64) {
 				}
 				var ms runtime.MemStats
 				runtime.ReadMemStats(&ms)
-				maxAnon, maxFile = max(maxAnon, procKiB("RssAnon")<<10), max(maxFile, procKiB("RssFile")<<10)
+				maxAnon, maxFile = max(maxAnon, testkit.ProcStatusKiB(0, "RssAnon")<<10), max(maxFile, testkit.ProcStatusKiB(0, "RssFile")<<10)
 				maxHeap = max(maxHeap, int64(ms.HeapInuse))
 			}
 		}()
@@ -203,25 +203,8 @@ func (p *benchPayload) write(w io.Writer) error {
 	return err
 }
 
-// peakRSS returns VmHWM of this process in bytes (-1 if unknown).
-func peakRSS() int64 { return procKiB("VmHWM") << 10 }
-
-// procKiB returns a field of /proc/self/status in KiB (-1 if unknown).
-func procKiB(field string) int64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return n
-		}
-	}
-	return -1
-}
+// peakRSS returns VmHWM of this process in bytes (negative if unknown).
+func peakRSS() int64 { return testkit.ProcStatusKiB(0, "VmHWM") << 10 }
 
 // resetPeakRSS resets VmHWM to the current resident set (Linux: writing
 // 5 to clear_refs).

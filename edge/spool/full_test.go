@@ -4,36 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
-)
 
-// mountTmpfs mounts a tmpfs of size bytes under the test's temp dir, or
-// skips the test when that is not allowed (not root, no CAP_SYS_ADMIN).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "small")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("cannot mount a %s tmpfs to fill (needs root/CAP_SYS_ADMIN): %v", size, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
+	"github.com/postern/postern/shared/testkit"
+)
 
 // TestDiskFull fills a real 16 MiB file system: Put must start failing
 // with ErrFull (the intake's 452 4.3.1) while the process and the mail
 // already spooled stay intact, and deleting mail makes room again.
 func TestDiskFull(t *testing.T) {
-	dir := mountTmpfs(t, "16m")
+	dir := testkit.Tmpfs(t, "16m")
 	opts := testOptions(filepath.Join(dir, "spool"))
 	opts.MinFree = 3 << 20
 	s, err := Open(opts)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/shared/testkit"
 )
 
 // TestRecordUpdateWithReport: Record rewrites the original and spools the
@@ -87,7 +89,7 @@ func TestRecordAllOrNothing(t *testing.T) {
 // recording outcomes (update, removal) still works; a report that does
 // not fit is refused with ErrFull and nothing is written.
 func TestRecordOnFullDisk(t *testing.T) {
-	dir := mountTmpfs(t, "16m")
+	dir := testkit.Tmpfs(t, "16m")
 	opts := testOptions(filepath.Join(dir, "spool"))
 	opts.MinFree = 4 << 20
 	s, err := Open(opts)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/shared/testkit"
 )
 
 func TestAutoMinFree(t *testing.T) {
@@ -31,7 +33,7 @@ func TestAutoMinFree(t *testing.T) {
 // (the reserve is scaled to the volume) and start-up warns that the volume
 // is small for the reserve.
 func TestSmallVolumeDefaultReserve(t *testing.T) {
-	dir := mountTmpfs(t, "32m")
+	dir := testkit.Tmpfs(t, "32m")
 	var logs bytes.Buffer
 	s, err := Open(Options{Dir: filepath.Join(dir, "spool"), GCInterval: -1,
 		Log: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -60,7 +62,7 @@ func TestSmallVolumeDefaultReserve(t *testing.T) {
 // on its own — long before the hour-long GC interval — and Puts succeed
 // again, without anyone calling GC.
 func TestReclaimOnDemand(t *testing.T) {
-	dir := mountTmpfs(t, "24m")
+	dir := testkit.Tmpfs(t, "24m")
 	opts := testOptions(filepath.Join(dir, "spool"))
 	opts.GCInterval = time.Hour
 	opts.MinFree = 4 << 20

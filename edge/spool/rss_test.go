@@ -12,26 +12,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/shared/testkit"
 )
 
 const rssEnv = "POSTERN_SPOOL_RSS_DIR"
-
-// procStatus returns a field of /proc/self/status in KiB.
-func procStatus(field string) int64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return n
-		}
-	}
-	return -1
-}
 
 // TestHelperIdleRSS is the child of TestIdleRSS: it opens a spool that
 // already holds the queued mail (as an edge does after a restart), stays
@@ -56,7 +41,7 @@ func TestHelperIdleRSS(t *testing.T) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	fmt.Printf("rss_kib %d anon_kib %d file_kib %d hwm_kib %d heap_inuse_kib %d sys_kib %d due %d\n",
-		procStatus("VmRSS"), procStatus("RssAnon"), procStatus("RssFile"), procStatus("VmHWM"),
+		testkit.ProcStatusKiB(0, "VmRSS"), testkit.ProcStatusKiB(0, "RssAnon"), testkit.ProcStatusKiB(0, "RssFile"), testkit.ProcStatusKiB(0, "VmHWM"),
 		ms.HeapInuse>>10, ms.Sys>>10, len(due))
 }
 

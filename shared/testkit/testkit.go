@@ -1,7 +1,8 @@
 // Package testkit is support for tests shared by several packages: loopback
-// ports, polling for a condition, and a fake clock. It is imported only by
-// tests and test-support packages, never by production code (a test in
-// this package checks the commands' dependency graphs).
+// ports, polling for a condition, a fake clock, memory figures from /proc
+// and small tmpfs mounts. It is imported only by tests and test-support
+// packages, never by production code (a test in this package checks the
+// commands' dependency graphs).
 package testkit
 
 import (

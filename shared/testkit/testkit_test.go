@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -67,5 +68,21 @@ func TestNotInProduction(t *testing.T) {
 		if p == "github.com/postern/postern/shared/testkit" || strings.HasSuffix(p, "test") && strings.HasPrefix(p, "github.com/postern/postern/") {
 			t.Errorf("a command depends on %s", p)
 		}
+	}
+}
+
+func TestProcStatusKiB(t *testing.T) {
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("no /proc:", err)
+	}
+	rss := ProcStatusKiB(0, "VmRSS")
+	if rss <= 0 {
+		t.Fatalf("VmRSS of this process: %d KiB", rss)
+	}
+	if own := ProcStatusKiB(os.Getpid(), "VmRSS"); own <= 0 {
+		t.Fatalf("VmRSS by pid: %d KiB", own)
+	}
+	if v := ProcStatusKiB(0, "NoSuchField"); v != -1 {
+		t.Fatalf("unknown field: %d, want -1", v)
 	}
 }
