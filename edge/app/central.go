@@ -123,7 +123,7 @@ func (d summarisingDeliverer) Deliver(ctx context.Context, job *delivery.Job) de
 	}
 	if n > 0 && job.From != "" {
 		if env, err := d.e.Spool.Get(job.QueueID); err == nil && env.Device != "" {
-			d.e.Deliveries.Add(env.Device, n)
+			d.e.Deliveries.Add(env.Device, n, out.Verification)
 		}
 	}
 	return out
