@@ -221,6 +221,10 @@ type Outcome struct {
 	TLSNote string
 	// Summary is a one-line description for history and logs.
 	Summary string
+	// TLSResults has, for TLSRPT, one entry per connection made under a
+	// published policy (DANE, MTA-STS, none found): whether its TLS
+	// satisfied the policy, and the failure type when not.
+	TLSResults []TLSResult
 	// Unreachable marks an attempt that never reached a transaction: the
 	// route could not be resolved for now, or every server was refused
 	// at connection level (no answer, timeout, 4xx greeting or EHLO,
@@ -282,6 +286,9 @@ func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 			hp := net.JoinHostPort(a.String(), strconv.Itoa(h.port))
 			out.Host = fmt.Sprintf("%s [%s]:%d", h.name, a, h.port)
 			results, ts, aerr := c.try(ctx, job, h, hp)
+			if ts.report != nil {
+				out.TLSResults = append(out.TLSResults, *ts.report)
+			}
 			if aerr == nil {
 				out.Results, out.TLS, out.Verification, out.TLSNote = results, ts.desc, ts.verif, ts.note
 				out.Summary = summarize(results)
@@ -433,6 +440,8 @@ type attemptError struct {
 	host     string // remote MTA name when a server answered
 	// tlsPolicy marks a failure to get the TLS the policy requires.
 	tlsPolicy bool
+	// tlsType is the TLSRPT result type of a TLS failure.
+	tlsType string
 }
 
 // tlsState is how one connection was protected.
@@ -440,6 +449,10 @@ type tlsState struct {
 	desc  string // tlsinfo.Describe, "" for plaintext
 	verif string // Verification
 	note  string // a report-only verification failure
+	// noteType is the TLSRPT result type of note.
+	noteType string
+	// report is the connection's TLSRPT result (set by try).
+	report *TLSResult
 }
 
 // errTLSFailed marks a STARTTLS failure that opportunistic mode may retry
@@ -452,9 +465,11 @@ func (c *Client) try(ctx context.Context, job *Job, h host, addr string) ([]Resu
 	if err != nil {
 		// The policy refuses this host (not in the MTA-STS policy, a
 		// failed TLSA lookup): the next host is tried, then a retry.
-		return nil, tlsState{}, &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, tlsPolicy: true, text: fmt.Sprintf("TLS policy for %s: %v", h.name, err)}
+		aerr := &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, tlsPolicy: true, text: fmt.Sprintf("TLS policy for %s: %v", h.name, err)}
+		return nil, tlsState{report: refusedResult(err, h.name, addr, aerr.text)}, aerr
 	}
 	res, ts, aerr, tlsErr := c.session(ctx, job, h, addr, req, req.Mode != NoTLS)
+	rep := tlsResult(req, h.name, addr, ts, aerr)
 	if tlsErr && req.Mode == Opportunistic {
 		// A broken STARTTLS must not stop mail that opportunistic TLS
 		// would have sent in plaintext anyway: reconnect without it.
@@ -465,6 +480,7 @@ func (c *Client) try(ctx context.Context, job *Job, h host, addr string) ([]Resu
 			ts.note = why
 		}
 	}
+	ts.report = rep
 	return res, ts, aerr
 }
 
@@ -507,15 +523,19 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 	var state *tls.ConnectionState
 	switch {
 	case offered && useTLS:
-		tc, note, err := c.startTLS(ctx, conn, req, h.name)
+		tc, noteErr, err := c.startTLS(ctx, conn, req, h.name)
 		if err != nil {
 			return nil, tlsState{}, &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, host: h.name, tlsPolicy: req.Mode != Opportunistic,
-				text: fmt.Sprintf("STARTTLS with %s: %v", h.name, err)}, true
+				text: fmt.Sprintf("STARTTLS with %s: %v", h.name, err), tlsType: FailureType(err)}, true
 		}
 		cur = tc
 		st := tc.ConnectionState()
 		state = &st
-		ts = tlsState{desc: tlsinfo.Describe(state), verif: verification(req, note), note: note}
+		var note string
+		if noteErr != nil {
+			note = noteErr.Error()
+		}
+		ts = tlsState{desc: tlsinfo.Describe(state), verif: verification(req, note), note: note, noteType: FailureType(noteErr)}
 		btc := bounded(tc)
 		sc = c.newSMTP(&greetedConn{Conn: btc, r: io.MultiReader(strings.NewReader("220 after STARTTLS\r\n"), btc)})
 		if err := sc.Hello(c.o.Hostname); err != nil {
@@ -528,9 +548,9 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 			why = "STARTTLS failed earlier"
 		}
 		return nil, tlsState{}, &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, host: h.name, tlsPolicy: true,
-			text: fmt.Sprintf("%s %s, and the TLS policy (%s, %s) requires it", h.name, why, policyName(req), req.Mode)}, false
+			text: fmt.Sprintf("%s %s, and the TLS policy (%s, %s) requires it", h.name, why, policyName(req), req.Mode), tlsType: ResultSTARTTLSNotSupported}, false
 	case req.ReportOnly && useTLS:
-		ts.note = fmt.Sprintf("%s does not offer STARTTLS", h.name)
+		ts.note, ts.noteType = fmt.Sprintf("%s does not offer STARTTLS", h.name), ResultSTARTTLSNotSupported
 	}
 	if h.smart && c.o.SmarthostUsername != "" {
 		if state == nil && !loopback.HostPort(addr) {
@@ -572,26 +592,26 @@ func (c *Client) newSMTP(conn net.Conn) *smtp.Client {
 // bytes a man in the middle injected before the handshake (the STARTTLS
 // command injection class, CVE-2011-0411) are never read as replies.
 // note is a report-only verification failure (TLSRequirement.ReportOnly).
-func (c *Client) startTLS(ctx context.Context, conn net.Conn, req TLSRequirement, hostName string) (_ *tls.Conn, note string, _ error) {
+func (c *Client) startTLS(ctx context.Context, conn net.Conn, req TLSRequirement, hostName string) (_ *tls.Conn, note error, _ error) {
 	conn.SetDeadline(time.Now().Add(c.o.CommandTimeout))
 	bc := bounded(conn)
 	if _, err := io.WriteString(bc, "STARTTLS\r\n"); err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	br := bufio.NewReaderSize(bc, 512)
 	code, msg, err := textproto.NewReader(br).ReadResponse(220)
 	if err != nil {
 		if errors.Is(err, errReplyTooLong) {
-			return nil, "", fmt.Errorf("%w: %v", errTLSFailed, err)
+			return nil, nil, &ReportError{Type: ResultSTARTTLSNotSupported, Err: fmt.Errorf("%w: %v", errTLSFailed, err)}
 		}
-		return nil, "", fmt.Errorf("%w: %d %s", errTLSFailed, code, ReplyText(msg))
+		return nil, nil, &ReportError{Type: ResultSTARTTLSNotSupported, Err: fmt.Errorf("%w: %d %s", errTLSFailed, code, ReplyText(msg))}
 	}
 	if br.Buffered() > 0 {
-		return nil, "", fmt.Errorf("%w: data after the STARTTLS reply (injection attempt?)", errTLSFailed)
+		return nil, nil, fmt.Errorf("%w: data after the STARTTLS reply (injection attempt?)", errTLSFailed)
 	}
 	tc := tls.Client(conn, clientConfig(req, hostName, &note))
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, "", fmt.Errorf("%w: handshake: %v", errTLSFailed, err)
+		return nil, nil, fmt.Errorf("%w: handshake: %w", errTLSFailed, err)
 	}
 	conn.SetDeadline(time.Time{})
 	return tc, note, nil

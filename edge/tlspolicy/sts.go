@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/go-retryablehttp"
 
+	"github.com/postern/postern/edge/delivery"
 	"github.com/postern/postern/shared/resolver"
 )
 
@@ -70,6 +71,17 @@ type STSPolicy struct {
 
 // Match reports whether host is one of the policy's MX patterns.
 func (p *STSPolicy) Match(host string) bool { return matchAny(p.MX, host) }
+
+// report is the policy in TLSRPT terms: its lines as RFC 8461 §3.2 writes
+// them.
+func (p *STSPolicy) report() *delivery.ReportPolicy {
+	lines := []string{"version: STSv1", "mode: " + p.Mode}
+	for _, m := range p.MX {
+		lines = append(lines, "mx: "+m)
+	}
+	lines = append(lines, fmt.Sprintf("max_age: %d", int64(p.MaxAge/time.Second)))
+	return &delivery.ReportPolicy{Type: delivery.PolicySTS, Domain: p.Domain, String: lines, MX: append([]string(nil), p.MX...)}
+}
 
 // Expires is when the policy stops applying.
 func (p *STSPolicy) Expires() time.Time { return p.Fetched.Add(p.MaxAge) }
