@@ -323,3 +323,19 @@ func (r *Recorder) finish(name string) error {
 	}
 	return r.kv.Delete(dayPrefix + name)
 }
+
+// Totals returns the sessions counted for domain on the UTC day of at,
+// over all its policies.
+func (r *Recorder) Totals(at time.Time, domain string) (success, failure int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.days[at.UTC().Format(dayLayout)]
+	if d == nil || d.Domains[domain] == nil {
+		return 0, 0
+	}
+	for _, p := range d.Domains[domain].Policies {
+		success += p.Summary.Success
+		failure += p.Summary.Failure
+	}
+	return success, failure
+}
