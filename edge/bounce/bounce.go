@@ -238,6 +238,9 @@ func ReplyText(s string) string { return delivery.ReplyText(s) }
 func Recipient(rc *spool.Recipient, action dsn.Action, expired bool, now time.Time) dsn.Recipient {
 	status := rc.EnhancedCode
 	switch {
+	case action == dsn.Failed && expired && status == smtpstatus.TempRequireTLS:
+		// No next hop met REQUIRETLS until the end (RFC 8689 §4.2.1).
+		status = smtpstatus.RequireTLS
 	case action == dsn.Failed && expired:
 		if status.Class() != 4 {
 			status = smtpstatus.DeliveryTimeUp

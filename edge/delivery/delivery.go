@@ -159,6 +159,9 @@ type Job struct {
 	Data    []byte
 	// DSN parameters from MAIL, passed on when the next hop supports DSN.
 	Ret, EnvID string
+	// RequireTLS: the message came with REQUIRETLS (RFC 8689, see
+	// requiretls.go).
+	RequireTLS bool
 }
 
 // Status classifies a recipient's result.
@@ -462,11 +465,22 @@ var errTLSFailed = errors.New("STARTTLS failed")
 // try runs one connection to addr (ip:port) for host h.
 func (c *Client) try(ctx context.Context, job *Job, h host, addr string) ([]Result, tlsState, *attemptError) {
 	req, err := c.o.TLS.Requirement(ctx, job.Domain, h.name)
+	if !job.RequireTLS && tlsRequiredNo(job.Data) {
+		var aside bool
+		if req, err, aside = setAside(req, err, h.name); aside {
+			c.log.Info("TLS-Required: No: the published TLS policy is set aside", "queue_id", job.QueueID, "host", h.name)
+		}
+	}
 	if err != nil {
 		// The policy refuses this host (not in the MTA-STS policy, a
 		// failed TLSA lookup): the next host is tried, then a retry.
 		aerr := &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, tlsPolicy: true, text: fmt.Sprintf("TLS policy for %s: %v", h.name, err)}
 		return nil, tlsState{report: refusedResult(err, h.name, addr, aerr.text)}, aerr
+	}
+	if job.RequireTLS {
+		if aerr := requireTLSAuthenticated(req, h.name); aerr != nil {
+			return nil, tlsState{}, aerr
+		}
 	}
 	res, ts, aerr, tlsErr := c.session(ctx, job, h, addr, req, req.Mode != NoTLS)
 	rep := tlsResult(req, h.name, addr, ts, aerr)
@@ -654,7 +668,10 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) (_ []Result, _ *
 		sc.Quit()
 		return all(Permanent, 552, smtpstatus.MessageTooBig, fmt.Sprintf("message size %d exceeds the limit %d of %s", len(job.Data), max, h.name)), nil, false
 	}
-	mo := &smtp.MailOptions{Size: int64(len(job.Data)), UTF8: utf8, EnvelopeID: job.EnvID}
+	if aerr := requireTLSNextHop(sc, job, h); aerr != nil {
+		return nil, aerr, false // a reused connection to a next hop without REQUIRETLS
+	}
+	mo := &smtp.MailOptions{Size: int64(len(job.Data)), UTF8: utf8, EnvelopeID: job.EnvID, RequireTLS: job.RequireTLS}
 	switch strings.ToUpper(job.Ret) {
 	case "FULL":
 		mo.Return = smtp.DSNReturnFull

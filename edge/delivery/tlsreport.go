@@ -126,3 +126,5 @@ func refusedResult(err error, hostName, addr, text string) *TLSResult {
 	ip, _, _ := net.SplitHostPort(addr)
 	return &TLSResult{Policy: *re.Policy, MXHost: hostName, IP: ip, Failure: FailureType(err), Detail: text}
 }
+
+func asReportError(err error, re **ReportError) bool { return errors.As(err, re) }

@@ -177,14 +177,17 @@ func (p *Policy) fromRule(ctx context.Context, r Rule, domain, host string) (del
 	case "verify":
 		return p.static(delivery.Verify, host, "tls_policy"), nil
 	}
+	// The override is the operator's, not a published policy: it is not
+	// reported (TLSRPT) and not set aside by "TLS-Required: No".
 	d, err := p.dane(ctx, domain, host)
 	switch {
 	case err != nil:
-		return delivery.TLSRequirement{}, err
+		return delivery.TLSRequirement{}, errors.New(err.Error())
 	case !d.present || d.req.Verify == nil:
 		return delivery.TLSRequirement{}, fmt.Errorf("%s has no usable DNSSEC-signed TLSA records, and delivery.tls_policy requires DANE for %s (%s)", host, domain, d.why)
 	}
 	d.req.Policy = "tls_policy dane"
+	d.req.Report = nil
 	return d.req, nil
 }
 
