@@ -97,6 +97,10 @@ type TLSRequirement struct {
 	// Report is the published policy behind the requirement for TLSRPT
 	// (Outcome.TLSResults); nil: connections under it are not reported.
 	Report *ReportPolicy
+	// ReportFailure, when set, is the TLSRPT result of every connection
+	// under the requirement: the published policy could not be had (an
+	// MTA-STS policy fetch failed), so none could satisfy it.
+	ReportFailure string
 }
 
 // TLSPolicy decides, per destination domain and host, how a connection

@@ -149,13 +149,19 @@ func (p *Policy) Requirement(ctx context.Context, domain, host string) (delivery
 			return d.req, nil
 		}
 	}
+	req := p.static(p.o.Default, host, "delivery.tls")
+	req.Report = &delivery.ReportPolicy{Type: delivery.PolicyNotFound, Domain: domain}
 	if p.o.STS != nil {
 		if pol := p.o.STS.Policy(ctx, domain); pol != nil {
 			return p.fromSTS(pol, domain, host)
 		}
+		if f := p.o.STS.FetchFailure(domain); f != "" {
+			// The domain announces a policy the edge could not get:
+			// delivered as without one, reported as an STS failure.
+			req.Report = &delivery.ReportPolicy{Type: delivery.PolicySTS, Domain: domain}
+			req.ReportFailure = f
+		}
 	}
-	req := p.static(p.o.Default, host, "delivery.tls")
-	req.Report = &delivery.ReportPolicy{Type: delivery.PolicyNotFound, Domain: domain}
 	return req, nil
 }
 

@@ -355,7 +355,7 @@ func (s *STS) fetch(ctx context.Context, domain, id string) (*STSPolicy, error) 
 	}
 	p, err := ParsePolicy(body)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", PolicyURL(domain), err)
+		return nil, &delivery.ReportError{Type: delivery.ResultSTSPolicyInvalid, Err: fmt.Errorf("%s: %w", PolicyURL(domain), err)}
 	}
 	p.Domain, p.ID, p.Fetched = domain, id, s.o.Clock()
 	return p, nil
@@ -409,4 +409,28 @@ func ParsePolicy(b []byte) (*STSPolicy, error) {
 	}
 	p.MaxAge = min(time.Duration(n)*time.Second, maxSTSAge)
 	return p, nil
+}
+
+// FetchFailure returns the TLSRPT result type of the last failed policy
+// fetch for domain while it is not retried (FailBackoff):
+// sts-policy-invalid for a body that is not a policy, sts-webpki-invalid
+// for a certificate the policy host failed with, sts-policy-fetch-error
+// for the rest; "" when no fetch failed.
+func (s *STS) FetchFailure(domain string) string {
+	domain = normHost(domain)
+	s.mu.Lock()
+	f, ok := s.failed[domain]
+	s.mu.Unlock()
+	if !ok || !s.o.Clock().Before(f.until) {
+		return ""
+	}
+	var re *delivery.ReportError
+	var cv *tls.CertificateVerificationError
+	switch {
+	case errors.As(f.err, &re):
+		return re.Type
+	case errors.As(f.err, &cv):
+		return delivery.ResultSTSWebPKIInvalid
+	}
+	return delivery.ResultSTSPolicyFetchError
 }

@@ -3,6 +3,7 @@ package tlspolicy_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -121,4 +122,45 @@ func TestFailureType(t *testing.T) {
 	w2.dns.AddTXT("_mta-sts.example.com", "v=STSv1; id=1;")
 	sts2 := w2.sts(w2.stsServer(strings.Replace(enforceMX2, "mx2", "mx1", 1)), nil, nil)
 	wantResult(t, w2.deliver(w2.policy(func(o *tlspolicy.Options) { o.STS = sts2 })), delivery.PolicySTS, delivery.ResultCertNotTrusted, "mx1.example.com")
+}
+
+// A domain that announces an MTA-STS policy the edge cannot get is
+// delivered to as without one, and each connection is reported as an
+// STS failure of the kind the fetch had.
+func TestTLSResultsPolicyFetchFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name, want string
+		setup      func(w *world) *tlspolicy.STS
+	}{
+		{"not found", delivery.ResultSTSPolicyFetchError, func(w *world) *tlspolicy.STS {
+			s := w.stsServer("")
+			s.set(404, "no")
+			return w.sts(s, nil, nil)
+		}},
+		{"not a policy", delivery.ResultSTSPolicyInvalid, func(w *world) *tlspolicy.STS {
+			return w.sts(w.stsServer("version: STSv1\r\nmode: sometimes\r\n"), nil, nil)
+		}},
+		{"untrusted policy host", delivery.ResultSTSWebPKIInvalid, func(w *world) *tlspolicy.STS {
+			s := w.stsServer(enforceMX2)
+			sts, err := tlspolicy.NewSTS(tlspolicy.STSOptions{TXT: w.res.LookupTXT, HTTPClient: s.client(deliverytest.NewCA(t, "other").Pool),
+				FetchTimeout: 2 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return sts
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			s := w.mx(10, "mx1.example.com", "127.0.0.2", w.leaf("mx1.example.com"))
+			w.dns.AddTXT("_mta-sts.example.com", "v=STSv1; id=1;")
+			sts := tc.setup(w)
+			out := w.deliver(w.policy(func(o *tlspolicy.Options) { o.STS = sts }))
+			wantDelivered(t, out, delivery.VerifUnverified)
+			wantResult(t, out, delivery.PolicySTS, tc.want, "mx1.example.com")
+			if len(s.Messages()) != 1 {
+				t.Error("not delivered")
+			}
+		})
+	}
 }
