@@ -456,6 +456,8 @@ type tlsState struct {
 	noteType string
 	// report is the connection's TLSRPT result (set by try).
 	report *TLSResult
+	// reused: the connection was an idle one from an earlier message.
+	reused bool
 }
 
 // errTLSFailed marks a STARTTLS failure that opportunistic mode may retry
@@ -510,7 +512,9 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 	}
 	if cc := c.cache.get(key); cc != nil {
 		if res, aerr, ok := c.reuse(ctx, key, cc, job, h); ok {
-			return res, cc.tls, aerr, false
+			ts := cc.tls
+			ts.reused = true
+			return res, ts, aerr, false
 		}
 	}
 	opened := time.Now()

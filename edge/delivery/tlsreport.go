@@ -93,8 +93,8 @@ func FailureType(err error) string {
 // (nil when the transaction ran). nil: nothing to report (no published
 // policy, or no server reached so no TLS was tried).
 func tlsResult(req TLSRequirement, hostName, addr string, ts tlsState, aerr *attemptError) *TLSResult {
-	if req.Report == nil {
-		return nil
+	if req.Report == nil || ts.reused {
+		return nil // a reused connection is not a new TLS session
 	}
 	ip, _, _ := net.SplitHostPort(addr)
 	r := &TLSResult{Policy: *req.Report, MXHost: hostName, IP: ip}

@@ -164,3 +164,15 @@ func TestTLSResultsPolicyFetchFailures(t *testing.T) {
 		})
 	}
 }
+
+// A connection reused for the next message is not another TLS session.
+func TestTLSResultsCountSessions(t *testing.T) {
+	w := newWorld(t)
+	w.mx(10, "mx1.example.com", "127.0.0.2", w.leaf("mx1.example.com"))
+	c := w.client(w.policy(nil), time.Minute)
+	defer c.Close()
+	wantResult(t, w.deliverWith(c), delivery.PolicyNotFound, "", "mx1.example.com")
+	if out := w.deliverWith(c); out.Results[0].Status != delivery.Delivered || len(out.TLSResults) != 0 {
+		t.Errorf("second message over the same connection: %s, results %+v", out.Summary, out.TLSResults)
+	}
+}
