@@ -201,6 +201,7 @@ func (r *Reporter) Tick(ctx context.Context) {
 			rec.done(name, dom)
 		}
 		if !left {
+			delete(r.sent, name)
 			if err := rec.finish(name); err != nil {
 				r.o.Log.Error("tlsrpt: forgetting a reported day failed", "day", name, "err", err)
 			}
