@@ -269,6 +269,11 @@ func Compose(reportingMTA string, env *spool.Envelope, data []byte, rcpts []dsn.
 		ReportingMTA: reportingMTA, QueueID: env.ID, To: env.From, EnvelopeID: env.DSNEnvID,
 		Return: env.DSNRet, ArrivalDate: env.ReceivedAt, Date: now, Recipients: rcpts, Original: data,
 	}
+	if env.RequireTLS {
+		// The body was to travel only over authenticated TLS; the report
+		// goes back as any mail does, so it carries the header only.
+		rep.Return = "HDRS"
+	}
 	switch {
 	case env.ClientName != "":
 		rep.ReceivedFrom = env.ClientName
