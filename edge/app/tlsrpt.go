@@ -9,6 +9,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/postern/postern/edge/delivery"
 	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/edge/tlsrpt"
@@ -23,6 +25,11 @@ func (e *Edge) addTLSRPT() error {
 		return nil
 	}
 	log := e.Log.With("stage", "tlsrpt")
+	reports := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "postern_edge_tlsrpt_reports_total",
+		Help: "TLS reports (RFC 8460) by transport (mailto, https) and result (sent, failed)."}, []string{"via", "result"})
+	if err := e.Metrics.Registry.Register(reports); err != nil {
+		return err
+	}
 	rec, err := tlsrpt.NewRecorder(e.Spool.KV("tlsrpt/"), 0, log)
 	if err != nil {
 		return err
@@ -35,6 +42,7 @@ func (e *Edge) addTLSRPT() error {
 		Mail:       e.queueReport,
 		MaxReports: cfg.Delivery.TLSRPT.MaxReportsPerDay,
 		MaxRUA:     cfg.Delivery.TLSRPT.MaxRUAPerDomain,
+		Sent:       func(via, result string) { reports.WithLabelValues(via, result).Inc() },
 		Log:        log,
 	})
 	if err != nil {

@@ -70,8 +70,11 @@ type Options struct {
 	SendDelay time.Duration
 	// Interval is how often counts are saved and due reports sent.
 	Interval time.Duration
-	Clock    func() time.Time
-	Log      *slog.Logger
+	// Sent, when set, is told of each report: via "mailto" or "https",
+	// result "sent" (queued, or accepted by the server) or "failed".
+	Sent  func(via, result string)
+	Clock func() time.Time
+	Log   *slog.Logger
 }
 
 // Reporter saves the counts and sends the reports of days that ended.
@@ -252,14 +255,18 @@ func (r *Reporter) report(ctx context.Context, name string, start time.Time, dom
 			msg := composeMail(r.o.From, to, r.o.Submitter, dom, rep, gz, r.o.Clock())
 			if err := r.o.Mail(ctx, r.o.From, to, msg); err != nil {
 				log.Warn("tlsrpt: queueing report mail failed, will retry", "to", to, "err", err)
+				r.count("mailto", "failed")
 				ok = false
 				continue
 			}
+			r.count("mailto", "sent")
 			log.Info("tlsrpt: report queued", "to", to, "report_id", rep.ReportID)
 		case "https":
 			if err := r.post(ctx, rua.String(), gz); err != nil {
+				r.count("https", "failed")
 				log.Warn("tlsrpt: posting report failed", "url", rua.String(), "err", err)
 			} else {
+				r.count("https", "sent")
 				log.Info("tlsrpt: report posted", "url", rua.String(), "report_id", rep.ReportID)
 			}
 		}
@@ -373,4 +380,10 @@ func ParseRecord(rec string) ([]*url.URL, error) {
 		return nil, errors.New("no usable rua")
 	}
 	return out, nil
+}
+
+func (r *Reporter) count(via, result string) {
+	if r.o.Sent != nil {
+		r.o.Sent(via, result)
+	}
 }

@@ -272,7 +272,11 @@ func TestReportLimits(t *testing.T) {
 	for _, d := range []string{"a.example", "b.example", "c.example", "d.example", "e.example"} {
 		record(rec, d, day)
 	}
-	r := w.reporter(rec, func(o *tlsrpt.Options) { o.Mail = smtpMailer(t, sink); o.MaxReports = 3; o.MaxRUA = 2 })
+	var counted []string
+	r := w.reporter(rec, func(o *tlsrpt.Options) {
+		o.Mail, o.MaxReports, o.MaxRUA = smtpMailer(t, sink), 3, 2
+		o.Sent = func(via, result string) { counted = append(counted, via+" "+result) }
+	})
 	w.clk.Set(day.Add(24 * time.Hour))
 	r.Tick(t.Context())
 	var to []string
@@ -281,6 +285,9 @@ func TestReportLimits(t *testing.T) {
 	}
 	if strings.Join(to, " ") != "r1@a.example r2@a.example r@b.example" {
 		t.Errorf("reports went to %v, want r1@a, r2@a (MaxRUA 2), r@b (MaxReports 3)", to)
+	}
+	if len(counted) != 3 || counted[0] != "mailto sent" {
+		t.Errorf("counted %v", counted)
 	}
 }
 
