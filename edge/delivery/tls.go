@@ -98,9 +98,10 @@ type TLSRequirement struct {
 	// (Outcome.TLSResults); nil: connections under it are not reported.
 	Report *ReportPolicy
 	// ReportFailure, when set, is the TLSRPT result of every connection
-	// under the requirement: the published policy could not be had (an
-	// MTA-STS policy fetch failed), so none could satisfy it.
-	ReportFailure string
+	// under the requirement: the published policy could not be had or
+	// used (an MTA-STS policy fetch failed, TLSA records none of which is
+	// usable), so none could satisfy it. ReportDetail says why.
+	ReportFailure, ReportDetail string
 }
 
 // TLSPolicy decides, per destination domain and host, how a connection

@@ -100,7 +100,7 @@ func tlsResult(req TLSRequirement, hostName, addr string, ts tlsState, aerr *att
 	r := &TLSResult{Policy: *req.Report, MXHost: hostName, IP: ip}
 	switch {
 	case req.ReportFailure != "" && (aerr == nil || aerr.tlsType != "" || ts.desc != ""):
-		r.Failure, r.Detail = req.ReportFailure, "the domain's MTA-STS policy could not be fetched"
+		r.Failure, r.Detail = req.ReportFailure, req.ReportDetail
 	case aerr != nil && aerr.tlsType != "":
 		r.Failure, r.Detail = aerr.tlsType, aerr.text
 	case ts.noteType != "":

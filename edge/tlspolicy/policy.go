@@ -159,7 +159,7 @@ func (p *Policy) Requirement(ctx context.Context, domain, host string) (delivery
 			// The domain announces a policy the edge could not get:
 			// delivered as without one, reported as an STS failure.
 			req.Report = &delivery.ReportPolicy{Type: delivery.PolicySTS, Domain: domain}
-			req.ReportFailure = f
+			req.ReportFailure, req.ReportDetail = f, "the MTA-STS policy of "+domain+" could not be fetched"
 		}
 	}
 	return req, nil
@@ -255,7 +255,8 @@ func (p *Policy) dane(ctx context.Context, domain, host string) (daneResult, err
 		// RFC 7672 §2.2: records present but none usable: mandatory
 		// TLS, without authentication.
 		return daneResult{present: true, why: "no usable TLSA records (only PKIX or unknown parameters)",
-			req: delivery.TLSRequirement{Mode: delivery.Required, ServerName: host, Policy: "dane (no usable TLSA)", Report: report}}, nil
+			req: delivery.TLSRequirement{Mode: delivery.Required, ServerName: host, Policy: "dane (no usable TLSA)", Report: report,
+				ReportFailure: delivery.ResultTLSAInvalid, ReportDetail: "no usable TLSA records for " + host + " (only PKIX usages or unknown parameters)"}}, nil
 	}
 	return daneResult{present: true, req: delivery.TLSRequirement{
 		Report:     report,

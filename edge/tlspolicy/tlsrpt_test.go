@@ -60,6 +60,15 @@ func TestTLSResults(t *testing.T) {
 		w.tlsa("mx1.example.com", 3, 1, 1, strings.Repeat("00", 32))
 		wantResult(t, w.deliver(w.policy(nil)), delivery.PolicyTLSA, delivery.ResultSTARTTLSNotSupported, "mx1.example.com")
 	})
+	t.Run("only unusable tlsa", func(t *testing.T) {
+		w := newWorld(t)
+		w.dns.Sign("example.com")
+		w.mx(10, "mx1.example.com", "127.0.0.2", w.leaf("mx1.example.com"))
+		w.tlsa("mx1.example.com", 1, 1, 1, strings.Repeat("00", 32))
+		out := w.deliver(w.policy(nil))
+		wantDelivered(t, out, delivery.VerifUnverified)
+		wantResult(t, out, delivery.PolicyTLSA, delivery.ResultTLSAInvalid, "mx1.example.com")
+	})
 	t.Run("sts enforce", func(t *testing.T) {
 		w := newWorld(t)
 		w.mx(10, "mx1.example.com", "127.0.0.2", w.leaf("mx1.example.com"))
