@@ -218,7 +218,7 @@ timeout = "1s"
 
 	testkit.WaitFor(t, 20*time.Second, "both ready", func() bool { return ready(a) && ready(b) })
 	cli(a, "user", "add", "admin")
-	token = strings.TrimSpace(cli(a, "user", "token", "admin"))
+	token = strings.TrimSpace(cli(a, "user", "token", "admin", "-scope", "read-write"))
 	testkit.WaitFor(t, 20*time.Second, "one leader", func() bool { return a.leading() || b.leading() })
 	time.Sleep(time.Second)
 	if a.leading() && b.leading() {
