@@ -2,7 +2,8 @@
 //
 // It publishes the signed allowlist snapshot (retained, QoS 1) at start,
 // on every change that affects enforcement (Changed) and every republish
-// interval; consumes the edges' events and status through a persistent
+// interval, each followed by a signed delta from the previous one
+// (retained on its own topic); consumes the edges' events and status through a persistent
 // MQTT session (clean session off, fixed client id), so events published
 // while central is away are delivered when it returns; and serves the
 // HTTPS enrolment and snapshot-fetch endpoints.
@@ -157,6 +158,16 @@ type Service struct {
 	wire []byte // last encoded snapshot
 	etag string
 	ver  int64
+	// snap is the last encoded snapshot, normalized (its devices are the
+	// base of the next delta once published).
+	snap allowlist.Snapshot
+
+	// base is the snapshot the last published delta produced (Version 0:
+	// none since this instance started publishing); only publish touches it.
+	base        allowlist.Snapshot
+	deltas      atomic.Int64
+	deltaBytes  atomic.Int64
+	deltaChange atomic.Int64
 
 	gate         gate
 	rcpt         receipts
@@ -408,6 +419,48 @@ func (s *Service) publish(ctx context.Context, force bool) error {
 	s.publishedVer.Store(ver)
 	s.log.Info("allowlist published", "version", ver, "devices", len(devs), "bytes", len(wire),
 		"took", s.clock.Now().Sub(start).Round(time.Millisecond))
+	return s.publishDelta(ctx)
+}
+
+// publishDelta publishes, retained, the delta from the snapshot the last
+// delta produced to the snapshot just published (a republish without
+// changes when there is none: the retained delta then still names the
+// current version). It follows the full snapshot, so an edge that finds
+// the delta does not fit its version and turns to the full snapshot finds
+// one at least as new.
+func (s *Service) publishDelta(ctx context.Context) error {
+	s.mu.RLock()
+	next := s.snap
+	s.mu.RUnlock()
+	base := s.base
+	if base.Version == 0 || base.Version > next.Version {
+		base = next
+	}
+	d, err := allowlist.NewDelta(base.Version, base.Devices, next)
+	if err != nil {
+		return fmt.Errorf("delta from version %d to %d: %w", base.Version, next.Version, err)
+	}
+	wire, err := allowlist.EncodeDelta(d, s.o.Key)
+	if err != nil {
+		return fmt.Errorf("encode delta from version %d to %d: %w", base.Version, next.Version, err)
+	}
+	tok := s.mqtt.Publish(s.o.Topics.AllowlistDelta(), 1, true, wire)
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return errors.New("no PUBACK for the delta within 30s")
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("publish allowlist delta: %w", err)
+	}
+	s.base = next
+	s.deltas.Add(1)
+	s.deltaBytes.Store(int64(len(wire)))
+	s.deltaChange.Store(int64(len(d.Upsert) + len(d.Remove)))
+	s.log.Info("allowlist delta published", "base", d.Base, "version", d.Version,
+		"changed", len(d.Upsert), "removed", len(d.Remove), "bytes", len(wire))
 	return nil
 }
 
@@ -415,12 +468,15 @@ func (s *Service) publish(ctx context.Context, force bool) error {
 func (s *Service) encode(ver int64, devs []allowlist.Device) error {
 	now := s.clock.Now()
 	snap := allowlist.Snapshot{Version: ver, Issued: now, ValidUntil: now.Add(s.o.ValidFor), Devices: devs}
+	if err := snap.Normalize(); err != nil {
+		return fmt.Errorf("allowlist version %d: %w", ver, err)
+	}
 	wire, err := allowlist.Encode(snap, s.o.Key)
 	if err != nil {
 		return fmt.Errorf("encode allowlist version %d: %w", ver, err)
 	}
 	s.mu.Lock()
-	s.wire, s.ver = wire, ver
+	s.wire, s.ver, s.snap = wire, ver, snap
 	s.etag = fmt.Sprintf(`"v%d-%d"`, ver, snap.Issued.UnixMilli())
 	s.mu.Unlock()
 	return nil
@@ -598,9 +654,13 @@ type Stats struct {
 	// FollowerBuilds counts snapshots built only for HTTPS while another
 	// instance led.
 	FollowerBuilds int64
+	// Deltas counts deltas published; DeltaBytes and DeltaChanges are the
+	// wire size and the number of devices changed or removed of the last.
+	Deltas, DeltaBytes, DeltaChanges int64
 }
 
 // Stats returns the service's counters.
 func (s *Service) Stats() Stats {
-	return Stats{Published: s.published.Load(), Skipped: s.skipped.Load(), Refused: s.refused.Load(), Receipted: s.receiptsSent.Load(), Events: s.events.Load(), Duplicates: s.dups.Load(), FollowerBuilds: s.followerBuilds.Load()}
+	return Stats{Published: s.published.Load(), Skipped: s.skipped.Load(), Refused: s.refused.Load(), Receipted: s.receiptsSent.Load(), Events: s.events.Load(), Duplicates: s.dups.Load(), FollowerBuilds: s.followerBuilds.Load(),
+		Deltas: s.deltas.Load(), DeltaBytes: s.deltaBytes.Load(), DeltaChanges: s.deltaChange.Load()}
 }
