@@ -123,8 +123,14 @@ func (c *Client) applyDeltaLocked(wire []byte, persist bool) error {
 	c.current.Store(&hdr)
 	c.hash, c.devices = d.Hash, d.Count
 	if persist {
+		active := 0
+		for i := range devs {
+			if devs[i].Status == devices.StatusActive {
+				active++
+			}
+		}
 		c.log.Info("allowlist delta applied", "base", d.Base, "version", d.Version, "changed", len(d.Upsert),
-			"removed", len(d.Remove), "devices", d.Count, "valid_until", d.ValidUntil, "bytes", len(wire))
+			"removed", len(d.Remove), "active", active, "suspended", len(devs)-active, "valid_until", d.ValidUntil, "bytes", len(wire))
 	}
 	return nil
 }
