@@ -144,9 +144,12 @@ type Service struct {
 	mqtt  paho.Client
 
 	trigger chan struct{}
-	// force makes the next triggered build publish even if its version
-	// was published already (a reconnect: the broker may have lost it).
-	force atomic.Bool
+	// conn counts connections to the broker (set before linked). A
+	// version is published again on a new connection (the broker may have
+	// lost it), but once per connection: publishedConn is the connection
+	// publishedVer went out on.
+	conn          atomic.Int64
+	publishedConn atomic.Int64
 	// publishedVer is the version last published with a PUBACK.
 	publishedVer atomic.Int64
 	// linked: connected and subscribed (see onConnect).
@@ -302,9 +305,11 @@ func (s *Service) onConnect(cl paho.Client) {
 		// Publishing only from here on keeps clear of paho's resume of
 		// its session store, which runs right after the connection is up
 		// and must not share a packet with a new publish.
+		s.conn.Add(1)
 		s.linked.Store(true)
-		// A broker that lost its retained messages gets the snapshot back.
-		s.force.Store(true)
+		// A broker that lost its retained messages gets the snapshot back
+		// (once: a publish that raced with this one on the new
+		// connection counts).
 		s.Changed()
 	}()
 }
@@ -341,7 +346,6 @@ func (s *Service) publishLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.trigger:
-			force = s.force.Swap(false)
 		case <-tick:
 			force = true
 		case <-after:
@@ -388,7 +392,7 @@ func (s *Service) publish(ctx context.Context, force bool) error {
 		s.followerBuilds.Add(1)
 		return nil
 	}
-	if !force && ver == s.publishedVer.Load() {
+	if !force && ver == s.publishedVer.Load() && s.conn.Load() == s.publishedConn.Load() {
 		s.skipped.Add(1)
 		return nil
 	}
@@ -399,6 +403,9 @@ func (s *Service) publish(ctx context.Context, force bool) error {
 	if s.mqtt == nil || !s.mqtt.IsConnectionOpen() || !s.linked.Load() {
 		return errors.New("not connected to the broker (edges can fetch over HTTPS meanwhile)")
 	}
+	// Read once linked: the connection this publish goes out on, so the
+	// trigger of its onConnect finds the version published already.
+	conn := s.conn.Load()
 	// Leadership is confirmed after the store was read, so an instance
 	// that lost it meanwhile never publishes what it read.
 	if s.o.Leader != nil && !s.isLeader(ctx) {
@@ -417,6 +424,7 @@ func (s *Service) publish(ctx context.Context, force bool) error {
 	}
 	s.published.Add(1)
 	s.publishedVer.Store(ver)
+	s.publishedConn.Store(conn)
 	s.log.Info("allowlist published", "version", ver, "devices", len(devs), "bytes", len(wire),
 		"took", s.clock.Now().Sub(start).Round(time.Millisecond))
 	return s.publishDelta(ctx)
