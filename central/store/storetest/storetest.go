@@ -40,6 +40,7 @@ func Run(t *testing.T, open Opener) {
 		{"SenderConfirmation", testConfirm},
 		{"Audit", testAudit},
 		{"Events", testEvents},
+		{"EventBatch", testEventBatch},
 		{"Edges", testEdges},
 		{"UsersSessionsTokens", testUsers},
 		{"TokenScopesAndRevocation", testTokens},
@@ -465,6 +466,28 @@ func testAudit(t *testing.T, s store.Store, _ func() store.Store) {
 	must(t, err)
 	if len(edge) != 1 || edge[0].Action != "create-edge" {
 		t.Errorf("edge audit: %+v", edge)
+	}
+}
+
+func testEventBatch(t *testing.T, s store.Store, _ func() store.Store) {
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond).UTC()
+	e2 := event.Event{ID: "e2", Edge: "bldg-2", Time: base, Kind: event.Refusal, Reason: "sender not registered", Count: 3}
+	if _, err := s.AddEvent(ctx, e2); err != nil {
+		t.Fatal(err)
+	}
+	// New, stored before, repeated within the batch.
+	b1 := event.Event{ID: "b1", Edge: "bldg-3", Time: base, Kind: event.Refusal, ClientIP: "10.0.0.3", Count: 1}
+	got, err := s.AddEvents(ctx, []event.Event{b1, e2, b1})
+	must(t, err)
+	if len(got) != 3 || !got[0] || got[1] || got[2] {
+		t.Errorf("batch inserted %v, want [true false false]", got)
+	}
+	// A batch with an invalid event stores nothing.
+	if _, err := s.AddEvents(ctx, []event.Event{{ID: "b2", Edge: "bldg-3", Time: base, Kind: event.Refusal}, {ID: "", Edge: "x", Kind: event.NDR, Time: base}}); err == nil {
+		t.Error("batch with an invalid event accepted")
+	}
+	if es, err := s.ListEvents(ctx, store.EventFilter{Edge: "bldg-3"}); err != nil || len(es) != 1 {
+		t.Errorf("events of bldg-3 after the batches: %d %v, want only b1", len(es), err)
 	}
 }
 

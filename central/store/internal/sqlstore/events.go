@@ -12,8 +12,37 @@ import (
 	"github.com/postern/postern/shared/event"
 )
 
+const insertEvent = `INSERT INTO events (id, edge, at, kind, device, client_ip, sender, recipient, queue_id, reason, count, detail, received)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING`
+
 // AddEvent implements store.Store.
 func (s *Store) AddEvent(ctx context.Context, e event.Event) (bool, error) {
+	return s.addEvent(ctx, s.db, e)
+}
+
+// AddEvents implements store.Store: one transaction, so one commit (one
+// WAL flush) for the whole batch.
+func (s *Store) AddEvents(ctx context.Context, es []event.Event) ([]bool, error) {
+	inserted := make([]bool, len(es))
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		for i, e := range es {
+			ok, err := s.addEvent(ctx, tx, e)
+			if err != nil {
+				return err
+			}
+			inserted[i] = ok
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return inserted, nil
+}
+
+func (s *Store) addEvent(ctx context.Context, db interface {
+	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+}, e event.Event) (bool, error) {
 	if err := e.Validate(); err != nil {
 		return false, fmt.Errorf("add event: %w", err)
 	}
@@ -25,8 +54,7 @@ func (s *Store) AddEvent(ctx context.Context, e event.Event) (bool, error) {
 		}
 		detail = string(b)
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO events (id, edge, at, kind, device, client_ip, sender, recipient, queue_id, reason, count, detail, received)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING`,
+	res, err := db.ExecContext(ctx, insertEvent,
 		e.ID, e.Edge, ms(e.Time), string(e.Kind), strings.ToLower(e.Device), e.ClientIP, e.Sender, e.Recipient, e.QueueID, e.Reason, e.Count, detail, ms(s.now()))
 	if err != nil {
 		return false, fmt.Errorf("add event %s: %w", e.ID, err)
