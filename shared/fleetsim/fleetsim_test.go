@@ -101,7 +101,7 @@ func TestFleetSimulation(t *testing.T) {
 
 	// The edges: one Badger spool (namespaced per edge) on tmpfs, paho's
 	// memory store (no file descriptor per in-flight message).
-	sp, err := spool.Open(spool.Options{Dir: filepath.Join(t.TempDir(), "spool"), GCInterval: -1})
+	sp, err := spool.Open(spool.Options{Dir: filepath.Join(testkit.Tmpfs(t, "2g"), "spool"), GCInterval: -1})
 	must(t, err)
 	defer sp.Close()
 	edges := make([]*simEdge, nEdges)
