@@ -703,28 +703,43 @@ func (s *Service) storeBatch(batch []pendingEvent) {
 		return
 	}
 	s.batches.Add(1)
+	// What follows the insert (suspension decisions, receipts) takes
+	// store reads of its own: up to postWorkers events at a time, as
+	// when every message had its own handler.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, postWorkers)
 	for i, e := range evs {
-		var err error
-		for attempt := 0; attempt < 3; attempt++ {
-			if attempt > 0 {
-				time.Sleep(time.Duration(attempt) * 500 * time.Millisecond)
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var err error
+			for attempt := 0; attempt < 3; attempt++ {
+				if attempt > 0 {
+					time.Sleep(time.Duration(attempt) * 500 * time.Millisecond)
+				}
+				if err = s.stored(ctx, keep[i].edge, e, inserted[i]); err == nil {
+					break
+				}
 			}
-			if err = s.stored(ctx, keep[i].edge, e, inserted[i]); err == nil {
-				break
+			if err != nil {
+				s.log.Error("edge event not handled; the broker will redeliver it", "edge", keep[i].edge, "event_id", e.ID, "err", err)
+				return
 			}
-		}
-		if err != nil {
-			s.log.Error("edge event not handled; the broker will redeliver it", "edge", keep[i].edge, "event_id", e.ID, "err", err)
-			continue
-		}
-		keep[i].m.Ack()
+			keep[i].m.Ack()
+		}()
 	}
+	wg.Wait()
 }
 
 var (
 	errMalformed = errors.New("malformed")
 	errNoPuback  = errors.New("no PUBACK within 10s")
 )
+
+// postWorkers bounds the events of a batch handled at once after their
+// insert.
+const postWorkers = 8
 
 func (s *Service) handleEvent(ctx context.Context, edge string, payload []byte) error {
 	e, err := s.parseEvent(edge, payload)

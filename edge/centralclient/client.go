@@ -114,15 +114,15 @@ type Client struct {
 	etag    string
 	// hash and devices are the content hash and length of the list in
 	// force (with a DeltaRegistry); chain the deltas applied on top of the
-	// persisted snapshot; head the newest version a verified delta named;
-	// deltaMode whether central was seen to publish deltas; fullSub
+	// persisted snapshot; deltaMode whether central was seen to publish deltas; fullSub
 	// whether the full snapshot is subscribed to (see delta.go).
 	hash      string
 	devices   int
 	chain     [][]byte
-	head      int64
 	deltaMode bool
 	fullSub   bool
+	// fullWanted: a delta did not fit and no full snapshot came since.
+	fullWanted bool
 
 	connected    atomic.Bool
 	disconnected atomic.Int64 // unix nanos of the last connection loss (0: never connected)
@@ -273,7 +273,7 @@ func (c *Client) HandleSnapshot(wire []byte, source string) error {
 		if !errors.Is(err, allowlist.ErrSame) {
 			c.reject(err, source, s.Version)
 		}
-		c.dropFullLocked()
+		c.dropFullLocked(true)
 		return err
 	}
 	if err := c.o.Allow.Set(persistKey, wire); err != nil {
@@ -288,7 +288,7 @@ func (c *Client) HandleSnapshot(wire []byte, source string) error {
 	}
 	active, suspended := s.Counts()
 	c.apply(&s)
-	c.dropFullLocked()
+	c.dropFullLocked(true)
 	c.count("snapshots_applied")
 	c.log.Info("allowlist applied", "source", source, "version", s.Version, "issued", s.Issued,
 		"valid_until", s.ValidUntil, "active", active, "suspended", suspended, "bytes", len(wire))

@@ -23,8 +23,8 @@ import (
 //   - A delta for another base (changes were missed), one whose result
 //     does not match, or a chain of deltas grown too long makes the edge
 //     subscribe to the full snapshot (retained: the broker sends it at
-//     once) until it holds one at least as new as the newest delta seen,
-//     then unsubscribe again. A late or replayed delta changes nothing.
+//     once) until the next one arrives, then unsubscribe again. A late or
+//     replayed delta changes nothing.
 //   - Until the edge has seen one verified delta it keeps the full
 //     subscription, so a central that publishes no deltas still reaches it.
 //   - The persisted state is the last full snapshot plus the deltas applied
@@ -57,14 +57,14 @@ func (c *Client) HandleDelta(wire []byte, source string) error {
 	switch {
 	case err == nil:
 		c.count("deltas_applied")
-		c.dropFullLocked()
+		c.dropFullLocked(false)
 		if len(c.chain) >= maxChain {
 			c.wantFullLocked("chain")
 		}
 		c.requestStatus()
 	case errors.Is(err, allowlist.ErrSame), errors.Is(err, allowlist.ErrOlder):
 		c.count("deltas_ignored")
-		c.dropFullLocked()
+		c.dropFullLocked(false)
 	case errors.Is(err, allowlist.ErrUnsigned), errors.Is(err, allowlist.ErrBadSignature), errors.Is(err, allowlist.ErrFormat):
 		c.rejectAs("deltas", err, source, 0)
 	case errors.Is(err, allowlist.ErrDeltaBase):
@@ -90,7 +90,6 @@ func (c *Client) applyDeltaLocked(wire []byte, persist bool) error {
 	if err != nil {
 		return err
 	}
-	c.head = max(c.head, d.Version)
 	if !c.deltaMode {
 		c.deltaMode = true
 		if persist {
@@ -227,10 +226,11 @@ func (c *Client) loadChainLocked(b []byte) {
 	}
 }
 
-// wantFullLocked subscribes to the full snapshot until one at least as
-// new as the newest delta seen is held (see dropFullLocked).
+// wantFullLocked subscribes to the full snapshot until the next one
+// arrives (see dropFullLocked).
 func (c *Client) wantFullLocked(reason string) {
 	c.count("full_requests_" + reason)
+	c.fullWanted = true
 	if c.fullSub {
 		return
 	}
@@ -248,12 +248,19 @@ func (c *Client) wantFullLocked(reason string) {
 }
 
 // dropFullLocked is called after a snapshot or delta was handled: once
-// central is known to publish deltas and the snapshot held is as new as
-// every delta seen, the full subscription is dropped (deltas carry the
-// changes from here).
-func (c *Client) dropFullLocked() {
-	cur := c.current.Load()
-	if !c.deltaMode || !c.fullSub || cur == nil || cur.Version < c.head {
+// central is known to publish deltas and a snapshot is held, the full
+// subscription is dropped (deltas carry the changes from here). Central
+// publishes the full snapshot before its delta, so the retained snapshot
+// that came on subscribing is at least as new as any delta that made the
+// edge ask for it; a delta naming a later version than it (one signed
+// for a base never published) cannot keep the edge on full snapshots.
+// After a delta (full false) the subscription stays while a full snapshot
+// was asked for and has not come.
+func (c *Client) dropFullLocked(full bool) {
+	if full {
+		c.fullWanted = false
+	}
+	if !c.deltaMode || !c.fullSub || c.fullWanted || c.current.Load() == nil {
 		return
 	}
 	c.fullSub = false

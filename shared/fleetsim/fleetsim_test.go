@@ -228,6 +228,9 @@ func TestFleetSimulation(t *testing.T) {
 	t.Logf("broker bytes written per change (median, all edges together, includes each edge's status reply): %d = %d per edge",
 		bytesPerChange[len(bytesPerChange)/2], bytesPerChange[len(bytesPerChange)/2]/int64(nEdges))
 	t.Logf("edges applied %d deltas and %d full snapshots in all", deltas, fulls)
+	if os.Getenv("SIMDEBUG") != "" {
+		t.Logf("central log:\n%s", tail([]byte(cen.log.String()), 20000))
+	}
 	t.Logf("central: CPU %v during ingestion, %v for %d changes; RSS %d KiB, peak %d KiB",
 		cpuIngest.Round(time.Millisecond), cpuChanges.Round(time.Millisecond), changes, rss, hwm)
 }
@@ -386,6 +389,7 @@ func startMosquitto(t *testing.T, accounts map[string]string) mosquitto {
 type centralProc struct {
 	pid int
 	key []byte
+	log *syncBuf
 }
 
 // startCentral builds and starts `postern-central serve` on the database
@@ -421,8 +425,8 @@ level = "warn"
 `, data, addr, addr, dbURL, brokerURL, brokertest.CentralID, password, brokertest.CentralID)
 	must(t, os.WriteFile(cfg, []byte(body), 0o600))
 	cmd := exec.Command(bin, "serve", "-config", cfg)
-	var logBuf syncBuf
-	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
+	logBuf := &syncBuf{}
+	cmd.Stdout, cmd.Stderr = logBuf, logBuf
 	must(t, cmd.Start())
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -439,7 +443,7 @@ level = "warn"
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return centralProc{pid: cmd.Process.Pid, key: key.Public().(ed25519.PublicKey)}
+	return centralProc{pid: cmd.Process.Pid, key: key.Public().(ed25519.PublicKey), log: logBuf}
 }
 
 func tail(b []byte, n int) []byte {

@@ -489,6 +489,24 @@ func testEventBatch(t *testing.T, s store.Store, _ func() store.Store) {
 	if es, err := s.ListEvents(ctx, store.EventFilter{Edge: "bldg-3"}); err != nil || len(es) != 1 {
 		t.Errorf("events of bldg-3 after the batches: %d %v, want only b1", len(es), err)
 	}
+	// A batch larger than one statement, half of it stored before.
+	var big []event.Event
+	for i := range 700 {
+		big = append(big, event.Event{ID: fmt.Sprintf("big-%d", i), Edge: "bldg-4", Time: base, Kind: event.Refusal, Count: i})
+	}
+	if _, err := s.AddEvents(ctx, big[:350]); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.AddEvents(ctx, big)
+	must(t, err)
+	for i, ins := range got {
+		if ins != (i >= 350) {
+			t.Fatalf("event %d of the large batch: inserted %v", i, ins)
+		}
+	}
+	if es, err := s.ListEvents(ctx, store.EventFilter{Edge: "bldg-4", Limit: 1000}); err != nil || len(es) != 700 {
+		t.Errorf("events of bldg-4: %d %v, want 700", len(es), err)
+	}
 }
 
 func testEvents(t *testing.T, s store.Store, _ func() store.Store) {
