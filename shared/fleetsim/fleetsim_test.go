@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -143,18 +144,24 @@ func TestFleetSimulation(t *testing.T) {
 	t.Logf("%d edges connected and enforcing version %d in %v", nEdges, ver0, time.Since(connectStart).Round(time.Millisecond))
 
 	// Ingestion: how fast central stores the burst.
+	// The steady rate: from the first count taken with the whole fleet
+	// connected to the last event stored.
 	var first, last time.Time
+	nFirst := -1
+	cpuFirst := time.Duration(0)
 	testkit.WaitFor(t, 5*time.Minute, "every event stored", func() bool {
 		var n int
 		if err := st.DB().QueryRowContext(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil {
 			return false
 		}
-		if n > 0 && first.IsZero() {
-			first = time.Now()
+		if nFirst < 0 {
+			first, nFirst, cpuFirst = time.Now(), n, procCPU(cen.pid)
 		}
 		last = time.Now()
 		return n >= total
 	})
+	steady := float64(total-nFirst) / max(last.Sub(first).Seconds(), 1e-3)
+	cpuSteady := procCPU(cen.pid) - cpuFirst
 	var n, distinct int
 	must(t, st.DB().QueryRowContext(ctx, `SELECT count(*), count(DISTINCT id) FROM events`).Scan(&n, &distinct))
 	var minRecv, maxRecv int64
@@ -162,8 +169,9 @@ func TestFleetSimulation(t *testing.T) {
 	span := time.Duration(maxRecv-minRecv) * time.Millisecond
 	rate := float64(total) / max(span.Seconds(), 1e-3)
 	cpuIngest := procCPU(cen.pid) - cpu0
-	t.Logf("ingestion: %d events from %d edges stored (%d rows, %d distinct ids) over %v of central's receive times: %.0f events/s (goal >= 1000); polled span %v; central CPU %v",
-		total, nEdges, n, distinct, span.Round(time.Millisecond), rate, last.Sub(first).Round(time.Millisecond), cpuIngest.Round(time.Millisecond))
+	t.Logf("ingestion: %d events from %d edges stored (%d rows, %d distinct ids); all of it over %v of central's receive times (%.0f events/s, fleet still connecting); steady with the fleet connected: %d events in %v = %.0f events/s (goal >= 1000); central CPU %v in all = %v per event (%v per event in the steady part)",
+		total, nEdges, n, distinct, span.Round(time.Millisecond), rate, total-nFirst, last.Sub(first).Round(time.Millisecond), steady,
+		cpuIngest.Round(time.Millisecond), cpuIngest/time.Duration(total), cpuSteady/time.Duration(max(total-nFirst, 1)))
 	if n != total || distinct != total {
 		t.Errorf("stored %d events (%d distinct), want each of %d exactly once", n, distinct, total)
 	}
@@ -179,12 +187,12 @@ func TestFleetSimulation(t *testing.T) {
 	// Approve-to-enforced across the fleet, one change at a time.
 	var all []time.Duration
 	var bytesPerChange []int64
-	cpuChanges := time.Duration(0)
+	cpuChanges, selfChanges := time.Duration(0), time.Duration(0)
 	time.Sleep(time.Second) // let status and receipt traffic settle
 	for c := range changes {
 		name := deviceName(seedDevices + c)
 		w0 := procWchar(mq.pid)
-		cpuA := procCPU(cen.pid)
+		cpuA, selfA := procCPU(cen.pid), procCPU(os.Getpid())
 		start := time.Now()
 		must(t, st.ApproveDevice(ctx, name, "staff", "ok", time.Now().Add(24*time.Hour)))
 		v, err := st.AllowlistVersion(ctx)
@@ -209,6 +217,7 @@ func TestFleetSimulation(t *testing.T) {
 		time.Sleep(500 * time.Millisecond) // the edges' status messages after the change
 		bytesPerChange = append(bytesPerChange, procWchar(mq.pid)-w0)
 		cpuChanges += procCPU(cen.pid) - cpuA
+		selfChanges += procCPU(os.Getpid()) - selfA
 		slices.Sort(lat)
 		t.Logf("change %d (version %d): enforced on %d edges p50 %v p99 %v max %v; broker wrote %d bytes",
 			c+1, v, nEdges, pct(lat, 50), pct(lat, 99), lat[len(lat)-1].Round(time.Millisecond), bytesPerChange[c])
@@ -231,8 +240,14 @@ func TestFleetSimulation(t *testing.T) {
 	if os.Getenv("SIMDEBUG") != "" {
 		t.Logf("central log:\n%s", tail([]byte(cen.log.String()), 20000))
 	}
-	t.Logf("central: CPU %v during ingestion, %v for %d changes; RSS %d KiB, peak %d KiB",
-		cpuIngest.Round(time.Millisecond), cpuChanges.Round(time.Millisecond), changes, rss, hwm)
+	t.Logf("central: CPU %v during ingestion, %v per change; RSS %d KiB, peak %d KiB; the %d simulated edges together: CPU %v per change (%v per edge: verify, apply, persist, status)",
+		cpuIngest.Round(time.Millisecond), (cpuChanges / changes).Round(time.Millisecond), rss, hwm, nEdges,
+		(selfChanges / changes).Round(time.Millisecond), (selfChanges / changes / time.Duration(nEdges)).Round(time.Microsecond))
+	var la string
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		la = strings.TrimSpace(string(b))
+	}
+	t.Logf("machine load while measuring (/proc/loadavg): %s on %d CPUs", la, runtime.NumCPU())
 }
 
 func pct(s []time.Duration, p int) time.Duration {
