@@ -509,4 +509,3 @@ func procWchar(pid int) int64 {
 	}
 	return 0
 }
-
