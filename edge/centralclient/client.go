@@ -22,6 +22,11 @@
 //     backoff, and leaves a retained last will (status offline).
 //   - When MQTT cannot deliver a snapshot, the client fetches it from
 //     central over HTTPS (go-retryablehttp) and verifies it the same way.
+//   - With a device table that can list central's devices (DeltaRegistry)
+//     the client follows central's signed deltas instead of full
+//     snapshots, applying one only on its exact base and only if the
+//     result matches the delta's content hash; anything else makes it
+//     take the full snapshot (see delta.go).
 package centralclient
 
 import (
