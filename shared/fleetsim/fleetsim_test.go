@@ -361,6 +361,12 @@ func startMosquitto(t *testing.T, accounts map[string]string) mosquitto {
 	if err != nil {
 		bin = "/usr/sbin/mosquitto"
 	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Skip("mosquitto not installed (apt install mosquitto)")
+	}
+	if _, err := exec.LookPath("mosquitto_passwd"); err != nil {
+		t.Skip("mosquitto_passwd not installed (apt install mosquitto)")
+	}
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "passwd")
 	var b strings.Builder
