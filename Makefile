@@ -48,12 +48,16 @@ cross:
 run: build
 	@deploy/dev/run.sh
 
-# Benchmarks: spool group commit, snapshot sizes, delivery throughput, edge
-# memory with 10k/50k/100k allowlisted devices (BenchmarkAllowlistMemory);
-# then the fleet simulation (a change enforced on 50 edge sync clients).
+# Benchmarks: spool group commit, snapshot and delta sizes, delivery
+# throughput, edge memory with 10k/50k/100k allowlisted devices
+# (BenchmarkAllowlistMemory); then a change enforced on 50 edge sync
+# clients, and the fleet simulation: postern-central serve on PostgreSQL
+# (POSTERN_TEST_POSTGRES), a private Mosquitto, 500 edge sync clients
+# (shared/fleetsim, a few minutes).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
 	set -o pipefail; POSTERN_TEST_FLEET=50 $(GO) test -count=1 -v -run 'TestApproveSuspendAcrossFleet' ./shared/contract | grep -E 'enforced on|^(ok|FAIL|---)'
+	set -o pipefail; POSTERN_FLEET_SIM=500 $(GO) test -count=1 -v -timeout 15m -run 'TestFleetSimulation' ./shared/fleetsim | grep -E 'fleetsim_test|^(ok|FAIL|---)'
 
 # Side by side with Postfix 3.7 on this machine (installs postfix, runs it
 # from a private config on loopback ports). See deploy/bench/README.md.

@@ -310,7 +310,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, name string, write bool) bool {
 	if write {
 		ok = name == h.topics.Events(edge) || name == h.topics.Status(edge)
 	} else {
-		ok = name == h.topics.Allowlist() || name == h.topics.Receipt(edge)
+		ok = name == h.topics.Allowlist() || name == h.topics.AllowlistDelta() || name == h.topics.Receipt(edge)
 	}
 	if !ok {
 		h.log.Warn("mqtt: denied", "edge", edge, "topic", name, "write", write)

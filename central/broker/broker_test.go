@@ -77,6 +77,9 @@ func testACL(t *testing.T, e *brokertest.Env) {
 	if tok := central.Publish(tp.Allowlist(), 1, true, "genuine"); !tok.WaitTimeout(3*time.Second) || tok.Error() != nil {
 		t.Fatalf("central publish allowlist: %v", tok.Error())
 	}
+	if tok := central.Publish(tp.AllowlistDelta(), 1, true, "genuine-delta"); !tok.WaitTimeout(3*time.Second) || tok.Error() != nil {
+		t.Fatalf("central publish allowlist delta: %v", tok.Error())
+	}
 
 	t.Run("refused logins", func(t *testing.T) {
 		cases := []struct{ name, id, user, pw string }{
@@ -124,6 +127,18 @@ func testACL(t *testing.T, e *brokertest.Env) {
 		case <-time.After(3 * time.Second):
 			t.Fatal("retained allowlist not delivered to edge")
 		}
+		tok = a.Subscribe(tp.AllowlistDelta(), 1, func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) })
+		if !tok.WaitTimeout(3*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+		select {
+		case p := <-got:
+			if p != "genuine-delta" {
+				t.Fatalf("retained allowlist delta = %q", p)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("retained allowlist delta not delivered to edge")
+		}
 		for _, name := range []string{tp.Events("edge-a"), tp.Status("edge-a")} {
 			if tok := a.Publish(name, 1, false, "ok-"+name); !tok.WaitTimeout(3*time.Second) || tok.Error() != nil {
 				t.Fatalf("publish %s: %v", name, tok.Error())
@@ -140,7 +155,7 @@ func testACL(t *testing.T, e *brokertest.Env) {
 		leaked := make(chan string, 10)
 		for _, f := range []string{tp.AllEvents(), tp.Events("edge-b"), "#"} {
 			tok := a.Subscribe(f, 1, func(_ paho.Client, m paho.Message) {
-				if m.Topic() != tp.Allowlist() {
+				if m.Topic() != tp.Allowlist() && m.Topic() != tp.AllowlistDelta() {
 					leaked <- m.Topic()
 				}
 			})
@@ -167,7 +182,7 @@ func testACL(t *testing.T, e *brokertest.Env) {
 	})
 
 	t.Run("edge cannot publish snapshot or another edge's events", func(t *testing.T) {
-		forbidden := []string{tp.Allowlist(), tp.Events("edge-b"), tp.Status("edge-b"), tp.Prefix() + "/other"}
+		forbidden := []string{tp.Allowlist(), tp.AllowlistDelta(), tp.Events("edge-b"), tp.Status("edge-b"), tp.Prefix() + "/other"}
 		for _, name := range forbidden {
 			a, err := connect(t, edgeOpts(e, "edge-a", "edge-a", pwA))
 			if err != nil {

@@ -2,14 +2,18 @@
 //
 // It publishes the signed allowlist snapshot (retained, QoS 1) at start,
 // on every change that affects enforcement (Changed) and every republish
-// interval; consumes the edges' events and status through a persistent
+// interval, each followed by a signed delta from the previous one
+// (retained on its own topic); consumes the edges' events and status through a persistent
 // MQTT session (clean session off, fixed client id), so events published
 // while central is away are delivered when it returns; and serves the
 // HTTPS enrolment and snapshot-fetch endpoints.
 //
 // Guarantees:
 //   - An event is acknowledged to the broker only after it is stored; the
-//     store de-duplicates by event id, so redeliveries are harmless.
+//     store de-duplicates by event id, so redeliveries are harmless. With
+//     a store that writes batches (BatchEventStore) the events that
+//     arrived meanwhile are stored in one transaction, and each is
+//     acknowledged after its commit.
 //   - A newly stored ndr-undeliverable event goes to the Suspender, which
 //     suspends the device centrally ("suspended by edge X: NDR to S
 //     undeliverable") only within the limits on one edge's word, and
@@ -66,6 +70,14 @@ type EventStore interface {
 	// AddEvent stores e unless an event with its id exists; inserted
 	// reports which.
 	AddEvent(ctx context.Context, e event.Event) (inserted bool, err error)
+}
+
+// BatchEventStore is an EventStore that also stores many events in one
+// transaction (all or none), saying for each whether it was new. With
+// it, the Service writes events in batches (see eventLoop).
+type BatchEventStore interface {
+	EventStore
+	AddEvents(ctx context.Context, es []event.Event) (inserted []bool, err error)
 }
 
 // Suspender decides what an edge's ndr-undeliverable report does
@@ -143,9 +155,12 @@ type Service struct {
 	mqtt  paho.Client
 
 	trigger chan struct{}
-	// force makes the next triggered build publish even if its version
-	// was published already (a reconnect: the broker may have lost it).
-	force atomic.Bool
+	// conn counts connections to the broker (set before linked). A
+	// version is published again on a new connection (the broker may have
+	// lost it), but once per connection: publishedConn is the connection
+	// publishedVer went out on.
+	conn          atomic.Int64
+	publishedConn atomic.Int64
 	// publishedVer is the version last published with a PUBACK.
 	publishedVer atomic.Int64
 	// linked: connected and subscribed (see onConnect).
@@ -157,6 +172,23 @@ type Service struct {
 	wire []byte // last encoded snapshot
 	etag string
 	ver  int64
+	// snap is the last encoded snapshot, normalized (its devices are the
+	// base of the next delta once published).
+	snap allowlist.Snapshot
+
+	// base is the snapshot the last published delta produced (Version 0:
+	// none since this instance started publishing); only publish touches it.
+	base        allowlist.Snapshot
+	deltas      atomic.Int64
+	deltaBytes  atomic.Int64
+	deltaChange atomic.Int64
+
+	// evq feeds eventLoop (nil: events are stored one by one); batch is
+	// the store it writes to.
+	evq     chan pendingEvent
+	evStop  chan struct{} // closed when eventLoop returns
+	batch   BatchEventStore
+	batches atomic.Int64
 
 	gate         gate
 	rcpt         receipts
@@ -206,7 +238,11 @@ func New(o Options) (*Service, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{o: o, log: o.Log.With("component", "sync"), clock: o.Clock, trigger: make(chan struct{}, 1)}, nil
+	s := &Service{o: o, log: o.Log.With("component", "sync"), clock: o.Clock, trigger: make(chan struct{}, 1)}
+	if b, ok := o.Events.(BatchEventStore); ok {
+		s.batch, s.evq, s.evStop = b, make(chan pendingEvent, maxEventBatch), make(chan struct{})
+	}
+	return s, nil
 }
 
 // PublicKey is the key edges verify snapshots with.
@@ -263,8 +299,16 @@ func (s *Service) Run(ctx context.Context) error {
 	s.mqtt.Connect()
 	done := make(chan struct{})
 	go func() { defer close(done); s.receiptLoop(ctx) }()
+	evDone := make(chan struct{})
+	go func() {
+		defer close(evDone)
+		if s.evq != nil {
+			s.eventLoop(ctx)
+		}
+	}()
 	s.publishLoop(ctx)
 	<-done
+	<-evDone
 	s.mqtt.Disconnect(500)
 	return ctx.Err()
 }
@@ -291,9 +335,11 @@ func (s *Service) onConnect(cl paho.Client) {
 		// Publishing only from here on keeps clear of paho's resume of
 		// its session store, which runs right after the connection is up
 		// and must not share a packet with a new publish.
+		s.conn.Add(1)
 		s.linked.Store(true)
-		// A broker that lost its retained messages gets the snapshot back.
-		s.force.Store(true)
+		// A broker that lost its retained messages gets the snapshot back
+		// (once: a publish that raced with this one on the new
+		// connection counts).
 		s.Changed()
 	}()
 }
@@ -330,7 +376,6 @@ func (s *Service) publishLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.trigger:
-			force = s.force.Swap(false)
 		case <-tick:
 			force = true
 		case <-after:
@@ -377,7 +422,7 @@ func (s *Service) publish(ctx context.Context, force bool) error {
 		s.followerBuilds.Add(1)
 		return nil
 	}
-	if !force && ver == s.publishedVer.Load() {
+	if !force && ver == s.publishedVer.Load() && s.conn.Load() == s.publishedConn.Load() {
 		s.skipped.Add(1)
 		return nil
 	}
@@ -388,6 +433,9 @@ func (s *Service) publish(ctx context.Context, force bool) error {
 	if s.mqtt == nil || !s.mqtt.IsConnectionOpen() || !s.linked.Load() {
 		return errors.New("not connected to the broker (edges can fetch over HTTPS meanwhile)")
 	}
+	// Read once linked: the connection this publish goes out on, so the
+	// trigger of its onConnect finds the version published already.
+	conn := s.conn.Load()
 	// Leadership is confirmed after the store was read, so an instance
 	// that lost it meanwhile never publishes what it read.
 	if s.o.Leader != nil && !s.isLeader(ctx) {
@@ -406,8 +454,51 @@ func (s *Service) publish(ctx context.Context, force bool) error {
 	}
 	s.published.Add(1)
 	s.publishedVer.Store(ver)
+	s.publishedConn.Store(conn)
 	s.log.Info("allowlist published", "version", ver, "devices", len(devs), "bytes", len(wire),
 		"took", s.clock.Now().Sub(start).Round(time.Millisecond))
+	return s.publishDelta(ctx)
+}
+
+// publishDelta publishes, retained, the delta from the snapshot the last
+// delta produced to the snapshot just published (a republish without
+// changes when there is none: the retained delta then still names the
+// current version). It follows the full snapshot, so an edge that finds
+// the delta does not fit its version and turns to the full snapshot finds
+// one at least as new.
+func (s *Service) publishDelta(ctx context.Context) error {
+	s.mu.RLock()
+	next := s.snap
+	s.mu.RUnlock()
+	base := s.base
+	if base.Version == 0 || base.Version > next.Version {
+		base = next
+	}
+	d, err := allowlist.NewDelta(base.Version, base.Devices, next)
+	if err != nil {
+		return fmt.Errorf("delta from version %d to %d: %w", base.Version, next.Version, err)
+	}
+	wire, err := allowlist.EncodeDelta(d, s.o.Key)
+	if err != nil {
+		return fmt.Errorf("encode delta from version %d to %d: %w", base.Version, next.Version, err)
+	}
+	tok := s.mqtt.Publish(s.o.Topics.AllowlistDelta(), 1, true, wire)
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return errors.New("no PUBACK for the delta within 30s")
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("publish allowlist delta: %w", err)
+	}
+	s.base = next
+	s.deltas.Add(1)
+	s.deltaBytes.Store(int64(len(wire)))
+	s.deltaChange.Store(int64(len(d.Upsert) + len(d.Remove)))
+	s.log.Info("allowlist delta published", "base", d.Base, "version", d.Version,
+		"changed", len(d.Upsert), "removed", len(d.Remove), "bytes", len(wire))
 	return nil
 }
 
@@ -415,12 +506,15 @@ func (s *Service) publish(ctx context.Context, force bool) error {
 func (s *Service) encode(ver int64, devs []allowlist.Device) error {
 	now := s.clock.Now()
 	snap := allowlist.Snapshot{Version: ver, Issued: now, ValidUntil: now.Add(s.o.ValidFor), Devices: devs}
+	if err := snap.Normalize(); err != nil {
+		return fmt.Errorf("allowlist version %d: %w", ver, err)
+	}
 	wire, err := allowlist.Encode(snap, s.o.Key)
 	if err != nil {
 		return fmt.Errorf("encode allowlist version %d: %w", ver, err)
 	}
 	s.mu.Lock()
-	s.wire, s.ver = wire, ver
+	s.wire, s.ver, s.snap = wire, ver, snap
 	s.etag = fmt.Sprintf(`"v%d-%d"`, ver, snap.Issued.UnixMilli())
 	s.mu.Unlock()
 	return nil
@@ -468,7 +562,8 @@ func (s *Service) moved(ctx context.Context, leading bool) bool {
 
 // onMessage handles events and status from edges. Messages are
 // acknowledged only once handled, so a store failure makes the broker
-// deliver them again after reconnecting.
+// deliver them again after reconnecting. Events go to the batch writer
+// when the store has one (see eventLoop).
 func (s *Service) onMessage(_ paho.Client, m paho.Message) {
 	edge, kind, ok := s.o.Topics.ParseEdge(m.Topic())
 	if !ok {
@@ -492,6 +587,19 @@ func (s *Service) onMessage(_ paho.Client, m paho.Message) {
 		// Else the store could not say: the broker delivers it again.
 		return
 	}
+	if kind == topic.KindEvents && s.evq != nil {
+		select {
+		case s.evq <- pendingEvent{edge: edge, m: m}:
+		case <-s.evStop:
+			// Shutting down: unacknowledged, the broker delivers it again.
+		}
+		return
+	}
+	s.consume(ctx, edge, kind, m)
+}
+
+// consume stores one admitted message and acknowledges it once stored.
+func (s *Service) consume(ctx context.Context, edge, kind string, m paho.Message) {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		if attempt > 0 {
@@ -516,19 +624,127 @@ func (s *Service) onMessage(_ paho.Client, m paho.Message) {
 	m.Ack()
 }
 
+// pendingEvent is an admitted event message waiting for the batch writer.
+type pendingEvent struct {
+	edge string
+	m    paho.Message
+}
+
+// maxEventBatch bounds one transaction of events (the broker hands
+// central at most max_inflight_messages unacknowledged ones anyway).
+const maxEventBatch = 256
+
+// eventLoop stores events in batches: it takes whatever has arrived since
+// the last commit (without waiting for more, so a lone event is not
+// delayed), stores it in one transaction, then handles and acknowledges
+// each event. Under load the batches grow by themselves while a commit
+// is under way; each acknowledgement still follows its commit.
+func (s *Service) eventLoop(ctx context.Context) {
+	defer close(s.evStop)
+	batch := make([]pendingEvent, 0, maxEventBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			// Unacknowledged: the broker delivers them again.
+			return
+		case p := <-s.evq:
+			batch = append(batch, p)
+		}
+	more:
+		for len(batch) < maxEventBatch {
+			select {
+			case p := <-s.evq:
+				batch = append(batch, p)
+			default:
+				break more
+			}
+		}
+		s.storeBatch(batch)
+	}
+}
+
+// storeBatch stores one batch of event messages and acknowledges each one
+// handled. If the batch cannot be stored it falls back to storing its
+// events one by one, so one bad event cannot hold up the others.
+func (s *Service) storeBatch(batch []pendingEvent) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	evs := make([]event.Event, 0, len(batch))
+	keep := batch[:0:0]
+	for _, p := range batch {
+		e, err := s.parseEvent(p.edge, p.m.Payload())
+		if err != nil {
+			s.log.Warn("malformed message from edge dropped", "edge", p.edge, "topic", p.m.Topic(), "err", err)
+			p.m.Ack()
+			continue
+		}
+		evs = append(evs, e)
+		keep = append(keep, p)
+	}
+	if len(evs) == 0 {
+		return
+	}
+	var inserted []bool
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 500 * time.Millisecond)
+		}
+		if inserted, err = s.batch.AddEvents(ctx, evs); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		s.log.Warn("event batch not stored; storing its events one by one", "events", len(evs), "err", err)
+		for _, p := range keep {
+			s.consume(ctx, p.edge, topic.KindEvents, p.m)
+		}
+		return
+	}
+	s.batches.Add(1)
+	// What follows the insert (suspension decisions, receipts) takes
+	// store reads of its own: up to postWorkers events at a time, as
+	// when every message had its own handler.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, postWorkers)
+	for i, e := range evs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var err error
+			for attempt := 0; attempt < 3; attempt++ {
+				if attempt > 0 {
+					time.Sleep(time.Duration(attempt) * 500 * time.Millisecond)
+				}
+				if err = s.stored(ctx, keep[i].edge, e, inserted[i]); err == nil {
+					break
+				}
+			}
+			if err != nil {
+				s.log.Error("edge event not handled; the broker will redeliver it", "edge", keep[i].edge, "event_id", e.ID, "err", err)
+				return
+			}
+			keep[i].m.Ack()
+		}()
+	}
+	wg.Wait()
+}
+
 var (
 	errMalformed = errors.New("malformed")
 	errNoPuback  = errors.New("no PUBACK within 10s")
 )
 
+// postWorkers bounds the events of a batch handled at once after their
+// insert.
+const postWorkers = 8
+
 func (s *Service) handleEvent(ctx context.Context, edge string, payload []byte) error {
-	e, err := event.Unmarshal(payload)
+	e, err := s.parseEvent(edge, payload)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errMalformed, err)
-	}
-	if e.Edge != edge {
-		s.log.Warn("event names another edge; using the topic's", "edge", edge, "claimed", e.Edge, "event_id", e.ID)
-		e.Edge = edge
+		return err
 	}
 	if e.Kind == event.Delivery {
 		normaliseDelivery(&e)
@@ -537,6 +753,26 @@ func (s *Service) handleEvent(ctx context.Context, edge string, payload []byte) 
 	if err != nil {
 		return fmt.Errorf("store event %s: %w", e.ID, err)
 	}
+	return s.stored(ctx, edge, e, inserted)
+}
+
+// parseEvent decodes an event from edge's topic; the topic's edge id wins
+// over the payload's.
+func (s *Service) parseEvent(edge string, payload []byte) (event.Event, error) {
+	e, err := event.Unmarshal(payload)
+	if err != nil {
+		return e, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	if e.Edge != edge {
+		s.log.Warn("event names another edge; using the topic's", "edge", edge, "claimed", e.Edge, "event_id", e.ID)
+		e.Edge = edge
+	}
+	return e, nil
+}
+
+// stored does what follows storing event e (inserted: it was new):
+// suspension decisions and the receipt to the edge.
+func (s *Service) stored(ctx context.Context, edge string, e event.Event, inserted bool) error {
 	s.events.Add(1)
 	if !inserted {
 		s.dups.Add(1)
@@ -556,8 +792,8 @@ func (s *Service) handleEvent(ctx context.Context, edge string, payload []byte) 
 	}
 	if e.Kind == event.NDRUndeliverable && e.Device != "" {
 		// The event is stored, so a redelivery would not retry this: the
-		// error makes onMessage retry here, then it is left to staff (the
-		// event is visible).
+		// error makes the caller retry here, then it is left to staff
+		// (the event is visible).
 		if _, err := s.o.Suspender.SuspendByEdge(ctx, registration.EdgeReport{Edge: edge, Device: e.Device, Sender: ndrTarget(e),
 			QueueID: e.QueueID, EventID: e.ID}); err != nil {
 			return fmt.Errorf("suspension report for %s: %w", e.Device, err)
@@ -601,9 +837,15 @@ type Stats struct {
 	// FollowerBuilds counts snapshots built only for HTTPS while another
 	// instance led.
 	FollowerBuilds int64
+	// EventBatches counts transactions of the batch writer.
+	EventBatches int64
+	// Deltas counts deltas published; DeltaBytes and DeltaChanges are the
+	// wire size and the number of devices changed or removed of the last.
+	Deltas, DeltaBytes, DeltaChanges int64
 }
 
 // Stats returns the service's counters.
 func (s *Service) Stats() Stats {
-	return Stats{Published: s.published.Load(), Skipped: s.skipped.Load(), Refused: s.refused.Load(), Receipted: s.receiptsSent.Load(), Events: s.events.Load(), Duplicates: s.dups.Load(), FollowerBuilds: s.followerBuilds.Load()}
+	return Stats{Published: s.published.Load(), Skipped: s.skipped.Load(), Refused: s.refused.Load(), Receipted: s.receiptsSent.Load(), Events: s.events.Load(), Duplicates: s.dups.Load(), FollowerBuilds: s.followerBuilds.Load(),
+		EventBatches: s.batches.Load(), Deltas: s.deltas.Load(), DeltaBytes: s.deltaBytes.Load(), DeltaChanges: s.deltaChange.Load()}
 }

@@ -17,6 +17,7 @@ type StoreBacked interface {
 	AllowlistSnapshot(ctx context.Context) (int64, []store.AllowlistDevice, error)
 	AllowlistVersion(ctx context.Context) (int64, error)
 	AddEvent(ctx context.Context, e event.Event) (bool, error)
+	AddEvents(ctx context.Context, es []event.Event) ([]bool, error)
 	RedeemEnrolment(ctx context.Context, tokenHash string) (store.Edge, error)
 	SetEdgeCredentials(ctx context.Context, id, username, passwordHash string) error
 	EdgeByUsername(ctx context.Context, username string) (store.Edge, error)
@@ -58,6 +59,11 @@ func (a Store) AllowlistVersion(ctx context.Context) (int64, error) {
 // AddEvent implements EventStore.
 func (a Store) AddEvent(ctx context.Context, e event.Event) (bool, error) {
 	return a.S.AddEvent(ctx, e)
+}
+
+// AddEvents implements BatchEventStore.
+func (a Store) AddEvents(ctx context.Context, es []event.Event) ([]bool, error) {
+	return a.S.AddEvents(ctx, es)
 }
 
 // UpdateEdgeStatus implements StatusStore. A last will (no time) keeps the

@@ -319,6 +319,10 @@ type Store interface {
 
 	// AddEvent stores e unless an event with its id exists.
 	AddEvent(ctx context.Context, e event.Event) (inserted bool, err error)
+	// AddEvents stores a batch in one transaction (all or none); inserted
+	// says for each event whether it was new (false for an id stored
+	// before or earlier in the batch).
+	AddEvents(ctx context.Context, es []event.Event) (inserted []bool, err error)
 	ListEvents(ctx context.Context, f EventFilter) ([]event.Event, error)
 	// PruneEvents deletes the events central received before before,
 	// adding them to the per-device counters first, and returns how many

@@ -22,9 +22,15 @@
 //     backoff, and leaves a retained last will (status offline).
 //   - When MQTT cannot deliver a snapshot, the client fetches it from
 //     central over HTTPS (go-retryablehttp) and verifies it the same way.
+//   - With a device table that can list central's devices (DeltaRegistry)
+//     the client follows central's signed deltas instead of full
+//     snapshots, applying one only on its exact base and only if the
+//     result matches the delta's content hash; anything else makes it
+//     take the full snapshot (see delta.go).
 package centralclient
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -111,6 +117,17 @@ type Client struct {
 	mu      sync.Mutex // serialises snapshot handling
 	current atomic.Pointer[allowlist.Snapshot]
 	etag    string
+	// hash and devices are the content hash and length of the list in
+	// force (with a DeltaRegistry); chain the deltas applied on top of the
+	// persisted snapshot; deltaMode whether central was seen to publish deltas; fullSub
+	// whether the full snapshot is subscribed to (see delta.go).
+	hash      string
+	devices   int
+	chain     [][]byte
+	deltaMode bool
+	fullSub   bool
+	// fullWanted: a delta did not fit and no full snapshot came since.
+	fullWanted bool
 
 	connected    atomic.Bool
 	disconnected atomic.Int64 // unix nanos of the last connection loss (0: never connected)
@@ -172,10 +189,14 @@ func New(opts Options) (*Client, error) {
 
 // loadPersisted applies the snapshot stored by a previous run.
 func (c *Client) loadPersisted() error {
-	var wire []byte
+	var wire, chain []byte
+	haveChain := false
 	err := c.o.Allow.Iterate(func(k string, v []byte) error {
-		if k == persistKey {
-			wire = v
+		switch k {
+		case persistKey:
+			wire = bytes.Clone(v)
+		case deltasKey:
+			chain, haveChain = bytes.Clone(v), true
 		}
 		return nil
 	})
@@ -195,8 +216,15 @@ func (c *Client) loadPersisted() error {
 		return nil
 	}
 	n := len(s.Devices)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.apply(&s)
-	c.log.Info("persisted allowlist loaded", "version", s.Version, "issued", s.Issued, "valid_until", s.ValidUntil, "devices", n)
+	if haveChain {
+		c.loadChainLocked(chain)
+	}
+	cur := c.current.Load()
+	c.log.Info("persisted allowlist loaded", "version", cur.Version, "snapshot_version", s.Version, "deltas", len(c.chain),
+		"issued", cur.Issued, "valid_until", cur.ValidUntil, "devices", n)
 	return nil
 }
 
@@ -250,6 +278,7 @@ func (c *Client) HandleSnapshot(wire []byte, source string) error {
 		if !errors.Is(err, allowlist.ErrSame) {
 			c.reject(err, source, s.Version)
 		}
+		c.dropFullLocked(true)
 		return err
 	}
 	if err := c.o.Allow.Set(persistKey, wire); err != nil {
@@ -258,8 +287,13 @@ func (c *Client) HandleSnapshot(wire []byte, source string) error {
 		// sends again.
 		c.log.Error("allowlist not persisted", "version", s.Version, "err", err)
 	}
+	if c.chain = nil; c.deltaMode {
+		// The deltas persisted applied to the previous snapshot.
+		c.persistChainLocked()
+	}
 	active, suspended := s.Counts()
 	c.apply(&s)
+	c.dropFullLocked(true)
 	c.count("snapshots_applied")
 	c.log.Info("allowlist applied", "source", source, "version", s.Version, "issued", s.Issued,
 		"valid_until", s.ValidUntil, "active", active, "suspended", suspended, "bytes", len(wire))
@@ -268,6 +302,11 @@ func (c *Client) HandleSnapshot(wire []byte, source string) error {
 }
 
 func (c *Client) reject(err error, source string, version int64) {
+	c.rejectAs("snapshots", err, source, version)
+}
+
+// rejectAs logs and counts a rejected snapshot or delta (what).
+func (c *Client) rejectAs(what string, err error, source string, version int64) {
 	reason := "format"
 	switch {
 	case errors.Is(err, allowlist.ErrUnsigned):
@@ -277,14 +316,21 @@ func (c *Client) reject(err error, source string, version int64) {
 	case errors.Is(err, allowlist.ErrOlder):
 		reason = "older"
 	}
-	c.count("snapshots_rejected")
-	c.count("snapshots_rejected_" + reason)
-	c.log.Warn("allowlist rejected", "source", source, "reason", reason, "version", version, "err", err)
+	c.count(what + "_rejected")
+	c.count(what + "_rejected_" + reason)
+	msg := "allowlist rejected"
+	if what == "deltas" {
+		msg = "allowlist delta rejected"
+	}
+	c.log.Warn(msg, "source", source, "reason", reason, "version", version, "err", err)
 }
 
 // apply hands s to the device table and makes its header current; it
-// empties s.Devices.
+// empties s.Devices. c.mu must be held.
 func (c *Client) apply(s *allowlist.Snapshot) {
+	if _, ok := c.o.Registry.(DeltaRegistry); ok {
+		c.hash, c.devices = contentHash(s.Devices), len(s.Devices)
+	}
 	devs := make([]devices.Device, len(s.Devices))
 	for i, d := range s.Devices {
 		devs[i] = devices.Device{
@@ -385,7 +431,24 @@ func (c *Client) onConnect(cl paho.Client) {
 	c.count("mqtt_connects")
 	c.log.Info("mqtt connected", "broker", c.o.BrokerURL)
 	go func() {
-		tok := cl.SubscribeMultiple(map[string]byte{c.o.Topics.Allowlist(): 1, c.o.Topics.Receipt(c.o.EdgeID): 1}, c.onMessage)
+		filters := map[string]byte{c.o.Topics.Receipt(c.o.EdgeID): 1}
+		full := true
+		if _, ok := c.o.Registry.(DeltaRegistry); ok {
+			filters[c.o.Topics.AllowlistDelta()] = 1
+			c.mu.Lock()
+			// Following deltas, the full snapshot is taken only when a
+			// delta does not fit; the retained delta says at once.
+			full = !c.deltaMode || c.current.Load() == nil || c.fullSub
+			c.fullSub = full
+			c.mu.Unlock()
+		}
+		if full {
+			filters[c.o.Topics.Allowlist()] = 1
+		} else if tok := cl.Unsubscribe(c.o.Topics.Allowlist()); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			// The persistent session may hold the subscription from before.
+			c.log.Warn("mqtt unsubscribe from the full allowlist failed", "err", tok.Error())
+		}
+		tok := cl.SubscribeMultiple(filters, c.onMessage)
 		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			c.log.Error("mqtt subscribe failed", "topic", c.o.Topics.Allowlist(), "err", tok.Error())
 		}
@@ -406,6 +469,12 @@ func (c *Client) onLost(_ paho.Client, err error) {
 func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 	if m.Topic() == c.o.Topics.Receipt(c.o.EdgeID) {
 		c.handleReceipt(m.Payload())
+		return
+	}
+	if m.Topic() == c.o.Topics.AllowlistDelta() {
+		if _, ok := c.o.Registry.(DeltaRegistry); ok {
+			_ = c.HandleDelta(m.Payload(), "mqtt")
+		}
 		return
 	}
 	if m.Topic() != c.o.Topics.Allowlist() {

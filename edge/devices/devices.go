@@ -198,6 +198,18 @@ func (r *Table) Devices() []Device {
 	return out
 }
 
+// CentralDevices returns central's allowlist as last set (SetCentral),
+// sorted by name, without static devices or local suspensions: the list an
+// allowlist delta applies to.
+func (r *Table) CentralDevices() []Device {
+	c := r.snap.Load().central
+	out := make([]Device, c.len())
+	for i := range out {
+		out[i] = c.device(i)
+	}
+	return out
+}
+
 // Version is the version of the central allowlist in force (0 if none).
 func (r *Table) Version() int64 { return r.snap.Load().version }
 

@@ -108,8 +108,14 @@ func (s *Snapshot) Normalize() error {
 	if s.Devices == nil {
 		s.Devices = []Device{}
 	}
-	for i := range s.Devices {
-		d := &s.Devices[i]
+	return normalizeDevices(s.Devices, s.Version)
+}
+
+// normalizeDevices puts a device list into canonical form (see
+// Snapshot.Normalize) for a snapshot of version.
+func normalizeDevices(ds []Device, version int64) error {
+	for i := range ds {
+		d := &ds[i]
 		d.Name = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d.Name)), ".")
 		if d.Name == "" || strings.ContainsAny(d.Name, " \t\r\n") {
 			return fmt.Errorf("%w: device %d: bad name %q", ErrFormat, i, d.Name)
@@ -122,8 +128,8 @@ func (s *Snapshot) Normalize() error {
 		if d.MessagesPerHour < 0 || d.RecipientsPerHour < 0 {
 			return fmt.Errorf("%w: device %s: negative limit", ErrFormat, d.Name)
 		}
-		if d.Reinstated < 0 || d.Reinstated > s.Version {
-			return fmt.Errorf("%w: device %s: reinstatement epoch %d outside 0..version %d", ErrFormat, d.Name, d.Reinstated, s.Version)
+		if d.Reinstated < 0 || d.Reinstated > version {
+			return fmt.Errorf("%w: device %s: reinstatement epoch %d outside 0..version %d", ErrFormat, d.Name, d.Reinstated, version)
 		}
 		if len(d.Senders) == 0 {
 			d.Senders = nil
@@ -135,10 +141,10 @@ func (s *Snapshot) Normalize() error {
 		slices.Sort(d.Senders)
 		d.Senders = slices.Compact(d.Senders)
 	}
-	slices.SortFunc(s.Devices, func(a, b Device) int { return strings.Compare(a.Name, b.Name) })
-	for i := 1; i < len(s.Devices); i++ {
-		if s.Devices[i].Name == s.Devices[i-1].Name {
-			return fmt.Errorf("%w: device %s listed twice", ErrFormat, s.Devices[i].Name)
+	slices.SortFunc(ds, func(a, b Device) int { return strings.Compare(a.Name, b.Name) })
+	for i := 1; i < len(ds); i++ {
+		if ds[i].Name == ds[i-1].Name {
+			return fmt.Errorf("%w: device %s listed twice", ErrFormat, ds[i].Name)
 		}
 	}
 	return nil

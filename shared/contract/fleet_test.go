@@ -133,14 +133,28 @@ type edge struct {
 
 func startEdge(t testing.TB, env *brokertest.Env, sp *spool.Spool, id, dir string) *edge {
 	t.Helper()
+	return startEdgeWith(t, env, sp, id, dir, nil)
+}
+
+// centralRegistry is what the sync client hands snapshots to.
+type centralRegistry = centralclient.Registry
+
+// startEdgeWith is startEdge with the device table seen by the sync
+// client through wrap (nil: the table itself).
+func startEdgeWith(t testing.TB, env *brokertest.Env, sp *spool.Spool, id, dir string, wrap func(*devices.Table) centralRegistry) *edge {
+	t.Helper()
 	reg, err := devices.New(nil, sp.KV(id+"/susp/"), nil)
 	must(t, err)
+	var creg centralRegistry = reg
+	if wrap != nil {
+		creg = wrap(reg)
+	}
 	ob, err := centralclient.NewOutbox(sp.KV(id+"/outbox/"), id, 0, nil, nil)
 	must(t, err)
 	c, err := centralclient.New(centralclient.Options{
 		EdgeID: id, BrokerURL: env.URL, Password: env.Password(id), Topics: env.Topics,
 		PublicKey: signKey.Public().(ed25519.PublicKey), DataDir: filepath.Join(dir, id),
-		Allow: sp.KV(id + "/allow/"), Outbox: ob, Registry: reg,
+		Allow: sp.KV(id + "/allow/"), Outbox: ob, Registry: creg,
 		HeartbeatInterval: time.Second, MaxReconnectInterval: 500 * time.Millisecond,
 	})
 	must(t, err)

@@ -14,7 +14,7 @@ import (
 // confirming its sender and creating and enrolling an edge publish no
 // snapshot; approving publishes exactly one, however often Changed is
 // called for it (the registry's hook and the store poll), and the edge
-// applies exactly one.
+// applies exactly one change: the delta.
 func TestPublishOnlyOnEnforcedChange(t *testing.T) {
 	brokertest.Each(t, func(t *testing.T, env *brokertest.Env) {
 		st := openStore(t)
@@ -25,8 +25,9 @@ func TestPublishOnlyOnEnforcedChange(t *testing.T) {
 		enrolEdge(t, env, st, "edge-a")
 		e := startEdge(t, env, sp, "edge-a", dir)
 		testkit.WaitFor(t, 5*time.Second, "edge has the first snapshot", func() bool { return e.c.Current() != nil })
-		applied := func() int64 { return e.c.Counters()["snapshots_applied"] }
+		applied := func() int64 { n := e.c.Counters(); return n["snapshots_applied"] + n["deltas_applied"] }
 		base, baseApplied := c.svc.Stats().Published, applied()
+		baseDeltas := e.c.Counters()["deltas_applied"]
 
 		d, fe, err := reg.Register(ctx, registration.Request{Name: "scan.example.edu", IPs: "10.1.2.3", Owner: "Ada",
 			ContactEmail: "ada@example.edu", Senders: "scan@example.edu", Purpose: "scan"}, "k", "owner")
@@ -58,7 +59,10 @@ func TestPublishOnlyOnEnforcedChange(t *testing.T) {
 			t.Fatalf("one change published %d times", got-base)
 		}
 		if got := applied() - baseApplied; got != 1 {
-			t.Fatalf("edge applied %d snapshots for one change", got)
+			t.Fatalf("edge applied %d snapshots or deltas for one change", got)
+		}
+		if got := e.c.Counters()["deltas_applied"] - baseDeltas; got != 1 {
+			t.Fatalf("edge applied %d deltas for the change, want it to take the delta", got)
 		}
 	})
 }

@@ -4,6 +4,7 @@
 // Every topic lives under one prefix (default "postern/v1"):
 //
 //	<prefix>/allowlist              signed snapshot, retained, QoS 1, central only
+//	<prefix>/allowlist/delta        signed delta to the snapshot, retained, QoS 1, central only
 //	<prefix>/edges/<id>/events      events of edge <id>, QoS 1, that edge only
 //	<prefix>/edges/<id>/status      status of edge <id>, retained, QoS 1, that edge only
 //	<prefix>/edges/<id>/receipt     events central stored, retained, QoS 1, central only; edge <id> reads
@@ -51,6 +52,12 @@ func (t Topics) Prefix() string { return t.prefix }
 
 // Allowlist is the topic of the retained, signed allowlist snapshot.
 func (t Topics) Allowlist() string { return t.prefix + "/allowlist" }
+
+// AllowlistDelta is the topic of signed deltas between snapshots. The
+// latest is retained, so an edge learns the current version at every
+// subscribe from one small message. A subscription to Allowlist does not
+// match it: edges that know no deltas never receive them.
+func (t Topics) AllowlistDelta() string { return t.prefix + "/allowlist/delta" }
 
 // Events is the topic edge publishes its events on.
 func (t Topics) Events(edge string) string { return t.prefix + "/edges/" + edge + "/" + KindEvents }

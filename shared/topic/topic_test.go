@@ -10,6 +10,9 @@ func TestNames(t *testing.T) {
 	if got := tp.Allowlist(); got != "org/x/allowlist" {
 		t.Errorf("Allowlist = %q", got)
 	}
+	if got := tp.AllowlistDelta(); got != "org/x/allowlist/delta" {
+		t.Errorf("AllowlistDelta = %q", got)
+	}
 	if got := tp.Events("e1"); got != "org/x/edges/e1/events" {
 		t.Errorf("Events = %q", got)
 	}

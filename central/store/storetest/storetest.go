@@ -40,6 +40,7 @@ func Run(t *testing.T, open Opener) {
 		{"SenderConfirmation", testConfirm},
 		{"Audit", testAudit},
 		{"Events", testEvents},
+		{"EventBatch", testEventBatch},
 		{"Edges", testEdges},
 		{"UsersSessionsTokens", testUsers},
 		{"TokenScopesAndRevocation", testTokens},
@@ -465,6 +466,46 @@ func testAudit(t *testing.T, s store.Store, _ func() store.Store) {
 	must(t, err)
 	if len(edge) != 1 || edge[0].Action != "create-edge" {
 		t.Errorf("edge audit: %+v", edge)
+	}
+}
+
+func testEventBatch(t *testing.T, s store.Store, _ func() store.Store) {
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond).UTC()
+	e2 := event.Event{ID: "e2", Edge: "bldg-2", Time: base, Kind: event.Refusal, Reason: "sender not registered", Count: 3}
+	if _, err := s.AddEvent(ctx, e2); err != nil {
+		t.Fatal(err)
+	}
+	// New, stored before, repeated within the batch.
+	b1 := event.Event{ID: "b1", Edge: "bldg-3", Time: base, Kind: event.Refusal, ClientIP: "10.0.0.3", Count: 1}
+	got, err := s.AddEvents(ctx, []event.Event{b1, e2, b1})
+	must(t, err)
+	if len(got) != 3 || !got[0] || got[1] || got[2] {
+		t.Errorf("batch inserted %v, want [true false false]", got)
+	}
+	// A batch with an invalid event stores nothing.
+	if _, err := s.AddEvents(ctx, []event.Event{{ID: "b2", Edge: "bldg-3", Time: base, Kind: event.Refusal}, {ID: "", Edge: "x", Kind: event.NDR, Time: base}}); err == nil {
+		t.Error("batch with an invalid event accepted")
+	}
+	if es, err := s.ListEvents(ctx, store.EventFilter{Edge: "bldg-3"}); err != nil || len(es) != 1 {
+		t.Errorf("events of bldg-3 after the batches: %d %v, want only b1", len(es), err)
+	}
+	// A batch larger than one statement, half of it stored before.
+	var big []event.Event
+	for i := range 700 {
+		big = append(big, event.Event{ID: fmt.Sprintf("big-%d", i), Edge: "bldg-4", Time: base, Kind: event.Refusal, Count: i})
+	}
+	if _, err := s.AddEvents(ctx, big[:350]); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.AddEvents(ctx, big)
+	must(t, err)
+	for i, ins := range got {
+		if ins != (i >= 350) {
+			t.Fatalf("event %d of the large batch: inserted %v", i, ins)
+		}
+	}
+	if es, err := s.ListEvents(ctx, store.EventFilter{Edge: "bldg-4", Limit: 1000}); err != nil || len(es) != 700 {
+		t.Errorf("events of bldg-4: %d %v, want 700", len(es), err)
 	}
 }
 

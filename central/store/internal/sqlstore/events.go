@@ -12,21 +12,114 @@ import (
 	"github.com/postern/postern/shared/event"
 )
 
+const insertEvent = `INSERT INTO events (id, edge, at, kind, device, client_ip, sender, recipient, queue_id, reason, count, detail, received)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING`
+
 // AddEvent implements store.Store.
 func (s *Store) AddEvent(ctx context.Context, e event.Event) (bool, error) {
+	return s.addEvent(ctx, s.db, e)
+}
+
+// AddEvents implements store.Store: one multi-row INSERT per chunk of
+// eventChunk events, in one transaction, so the whole batch costs a few
+// round trips and one commit.
+func (s *Store) AddEvents(ctx context.Context, es []event.Event) ([]bool, error) {
+	inserted := make([]bool, len(es))
+	first := make(map[string]int, len(es)) // id -> index of its first occurrence
+	rows := make([]int, 0, len(es))
+	for i := range es {
+		if err := es[i].Validate(); err != nil {
+			return nil, fmt.Errorf("add events: %w", err)
+		}
+		if _, dup := first[es[i].ID]; !dup {
+			first[es[i].ID] = i
+			rows = append(rows, i)
+		}
+	}
+	now := ms(s.now())
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		for len(rows) > 0 {
+			chunk := rows[:min(len(rows), eventChunk)]
+			rows = rows[len(chunk):]
+			var q strings.Builder
+			q.WriteString(`INSERT INTO events (id, edge, at, kind, device, client_ip, sender, recipient, queue_id, reason, count, detail, received) VALUES `)
+			args := make([]any, 0, len(chunk)*13)
+			for k, i := range chunk {
+				e := &es[i]
+				detail, err := eventDetail(e)
+				if err != nil {
+					return err
+				}
+				if k > 0 {
+					q.WriteString(", ")
+				}
+				q.WriteByte('(')
+				for c := range 13 {
+					if c > 0 {
+						q.WriteString(", ")
+					}
+					fmt.Fprintf(&q, "$%d", len(args)+c+1)
+				}
+				q.WriteByte(')')
+				args = append(args, e.ID, e.Edge, ms(e.Time), string(e.Kind), strings.ToLower(e.Device), e.ClientIP, e.Sender,
+					e.Recipient, e.QueueID, e.Reason, e.Count, detail, now)
+			}
+			q.WriteString(` ON CONFLICT (id) DO NOTHING RETURNING id`)
+			res, err := tx.QueryContext(ctx, q.String(), args...)
+			if err != nil {
+				return fmt.Errorf("add %d events: %w", len(chunk), err)
+			}
+			for res.Next() {
+				var id string
+				if err := res.Scan(&id); err != nil {
+					res.Close()
+					return fmt.Errorf("add events: %w", err)
+				}
+				if i, ok := first[id]; ok {
+					inserted[i] = true
+				}
+			}
+			if err := res.Close(); err != nil {
+				return fmt.Errorf("add events: %w", err)
+			}
+			if err := res.Err(); err != nil {
+				return fmt.Errorf("add events: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return inserted, nil
+}
+
+// eventChunk is the number of events per INSERT statement (13
+// parameters each, well below both databases' limits).
+const eventChunk = 256
+
+func eventDetail(e *event.Event) (string, error) {
+	if len(e.Detail) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(e.Detail)
+	if err != nil {
+		return "", fmt.Errorf("add event %s: %w", e.ID, err)
+	}
+	return string(b), nil
+}
+
+func (s *Store) addEvent(ctx context.Context, db interface {
+	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+}, e event.Event) (bool, error) {
 	if err := e.Validate(); err != nil {
 		return false, fmt.Errorf("add event: %w", err)
 	}
-	var detail string
-	if len(e.Detail) > 0 {
-		b, err := json.Marshal(e.Detail)
-		if err != nil {
-			return false, fmt.Errorf("add event %s: %w", e.ID, err)
-		}
-		detail = string(b)
+	detail, err := eventDetail(&e)
+	if err != nil {
+		return false, err
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO events (id, edge, at, kind, device, client_ip, sender, recipient, queue_id, reason, count, detail, received)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING`,
+	res, err := db.ExecContext(ctx, insertEvent,
 		e.ID, e.Edge, ms(e.Time), string(e.Kind), strings.ToLower(e.Device), e.ClientIP, e.Sender, e.Recipient, e.QueueID, e.Reason, e.Count, detail, ms(s.now()))
 	if err != nil {
 		return false, fmt.Errorf("add event %s: %w", e.ID, err)
