@@ -123,7 +123,7 @@ func (s *Service) serveEnrol(w http.ResponseWriter, r *http.Request) {
 	if cb := s.o.Edge.OnCredentials; cb != nil {
 		if err := cb(id, password); err != nil {
 			s.log.Error("enrolment: broker credentials not provisioned", "edge", id, "err", err)
-			http.Error(w, "internal error", http.StatusInternalServerError)
+			http.Error(w, "enrolment failed: the edge's broker account could not be created, so nothing was enrolled; ask staff for a new enrolment token", http.StatusServiceUnavailable)
 			return
 		}
 	}
