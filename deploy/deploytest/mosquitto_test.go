@@ -57,8 +57,8 @@ func startMosquitto(t *testing.T, users map[string]string) *mosquitto {
 	set := map[string]string{
 		"plugin_opt_config_file": dynsecFile,
 		"persistence_location":   dir + "/",
-		"certfile":             certFile,
-		"keyfile":              keyFile,
+		"certfile":               certFile,
+		"keyfile":                keyFile,
 	}
 	seen := map[string]bool{}
 	f, err := os.Open(filepath.Join(mosquittoDir(), "postern.conf"))
