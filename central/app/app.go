@@ -41,7 +41,6 @@ import (
 	"github.com/postern/postern/central/store/postgres"
 	"github.com/postern/postern/central/store/sqlite"
 	"github.com/postern/postern/central/web"
-	"github.com/postern/postern/shared/allowlist"
 	"github.com/postern/postern/shared/configfile"
 	"github.com/postern/postern/shared/resolver"
 	"github.com/postern/postern/shared/topic"
@@ -173,10 +172,15 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if reg.Mail == nil {
 		log.Warn("mail.smarthost is not set: sender confirmation links are shown to staff on each device page instead of being mailed")
 	}
-	key, err := allowlist.LoadOrCreateKey(filepath.Join(cfg.DataDir, KeyFile))
+	key, err := LoadSigningKey(cfg)
 	if err != nil {
 		return err
 	}
+	fp, err := PinSigningKey(ctx, st, key)
+	if err != nil {
+		return err
+	}
+	log.Info("allowlist signing key loaded", "fingerprint", fp)
 	topics := topic.New(cfg.MQTT.TopicPrefix)
 	adapter := fleet.Store{S: st, Log: log}
 
