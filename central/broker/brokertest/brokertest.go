@@ -52,8 +52,13 @@ type Env struct {
 	dir  string
 	conf string
 	auth broker.EdgeAuth
-	prov *dynsec.Provisioner // as CentralID's -dynsec account
+	prov *dynsec.Provisioner // as provAccount's -dynsec account
 }
+
+// provAccount is the central account whose -dynsec account the env uses
+// to make edge accounts, so that central instances under test can use
+// CentralID's and others' without taking over the env's connection.
+const provAccount = CentralID + "-test"
 
 // AdminPassword is the password of the Mosquitto env's dynsec
 // administrator (user "admin", made by mosquitto_ctrl dynsec init).
@@ -192,7 +197,8 @@ func Mosquitto(t testing.TB) *Env {
 	e.mosq = &exec.Cmd{Path: bin} // marks the env as Mosquitto before Start
 	e.Start()
 	e.Password(CentralID)
-	prov, err := dynsec.Start(dynsec.Options{BrokerURL: e.URL, Username: CentralID + "-dynsec", Password: e.DynsecPassword(CentralID), Topics: e.Topics})
+	e.Password(provAccount)
+	prov, err := dynsec.Start(dynsec.Options{BrokerURL: e.URL, Username: provAccount + "-dynsec", Password: e.DynsecPassword(provAccount), Topics: e.Topics})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,8 +241,9 @@ func (e *Env) addEdge(id, pw string) {
 }
 
 // Provisioner is the env's edge account provisioner (Mosquitto only),
-// connected as CentralID+"-dynsec". The broker forces client id =
-// username, so a second connection with that account would take over.
+// connected with an account of its own (no central instance under test
+// uses it: the broker forces client id = username, so a second connection
+// with one account would take over the first).
 func (e *Env) Provisioner() *dynsec.Provisioner { return e.prov }
 
 // DeleteEdge removes edge id's account from Mosquitto the way central does

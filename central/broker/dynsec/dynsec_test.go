@@ -19,9 +19,9 @@ import (
 
 func provisioner(t *testing.T, env *brokertest.Env) *dynsec.Provisioner {
 	t.Helper()
-	env.Password("postern-central-9")
-	p, err := dynsec.Start(dynsec.Options{BrokerURL: env.URL, Username: "postern-central-9-dynsec",
-		Password: env.DynsecPassword("postern-central-9"), Topics: env.Topics, Timeout: 5 * time.Second,
+	env.Password(brokertest.CentralID)
+	p, err := dynsec.Start(dynsec.Options{BrokerURL: env.URL, Username: brokertest.CentralID + "-dynsec",
+		Password: env.DynsecPassword(brokertest.CentralID), Topics: env.Topics, Timeout: 5 * time.Second,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
