@@ -90,14 +90,14 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 // cluster is what the instances share: one PostgreSQL schema, one
 // Mosquitto (dynamic security, as shipped), one signing key file.
 type cluster struct {
-	t      *testing.T
-	db     string
-	env    *brokertest.Env
-	dns    string
-	dir    string
-	key    string // signing_key_file of every instance
-	extra  string // TOML appended to every instance's configuration
-	pub    ed25519.PublicKey
+	t     *testing.T
+	db    string
+	env   *brokertest.Env
+	dns   string
+	dir   string
+	key   string // signing_key_file of every instance
+	extra string // TOML appended to every instance's configuration
+	pub   ed25519.PublicKey
 }
 
 func newCluster(t *testing.T, dnsAddr, extra string) *cluster {
@@ -188,9 +188,13 @@ func (i *instance) kill9() {
 	<-i.exited
 }
 
-func (i *instance) leading() bool { return strings.Contains(i.log.String(), "now the allowlist publisher") }
+func (i *instance) leading() bool {
+	return strings.Contains(i.log.String(), "now the allowlist publisher")
+}
 
-func (i *instance) published() bool { return strings.Contains(i.log.String(), `msg="allowlist published"`) }
+func (i *instance) published() bool {
+	return strings.Contains(i.log.String(), `msg="allowlist published"`)
+}
 
 func (i *instance) ready() bool {
 	resp, err := http.Get(i.base + "/readyz")
