@@ -245,8 +245,9 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return err
 		}
 		defer prov.Close()
-		plog := log.With("component", "dynsec")
-		so.Edge.OnCredentials = func(id, password string) error { return provisionEdge(ctx, prov, id, password, plog) }
+		pe := newProvisioningEnroller(so.Enrol, st, prov, log.With("component", "dynsec"))
+		so.Enrol = pe
+		so.Edge.OnCredentials = func(id, password string) error { return pe.credentials(ctx, id, password) }
 	}
 	var elect *leader.Postgres
 	if d, ok := st.(interface{ DB() *sql.DB }); ok && cfg.Database.URL != "" {

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -449,5 +450,80 @@ func TestNoStickiness(t *testing.T) {
 	}
 	if _, body := anon.do(two, http.MethodGet, "/my", nil); strings.Contains(body, "three.dept.example.edu") {
 		t.Fatal("instance 2 shows the owner's device without the owner cookie")
+	}
+}
+
+// TestEnrolmentWithoutBrokerAccount: when central cannot create the edge's
+// broker account (here: a wrong provisioning password) the enrolment fails
+// with a message saying so, nothing is enrolled, and the token works again
+// once the broker can be reached; an instance whose signing key differs
+// from the one the database pinned refuses to start.
+func TestEnrolmentWithoutBrokerAccount(t *testing.T) {
+	d := world(t)
+	c := newCluster(t, d.Addr, "")
+	one := c.instance("central-1", "postern-central")
+	good := fmt.Sprintf("dynsec_password = %q", c.env.DynsecPassword("postern-central"))
+	one.edit(good, `dynsec_password = "wrong-password"`)
+	one.start()
+	testkit.WaitFor(t, 20*time.Second, "instance ready", one.ready)
+	one.cli(staffPassword+"\n", "user", "add", "admin", "-password-stdin")
+	token := strings.TrimSpace(one.cli("", "user", "token", "admin"))
+	var created struct {
+		Token string `json:"enrolment_token"`
+	}
+	json.Unmarshal(one.api(token, "POST", "/api/v1/edges", `{"id": "e2"}`, http.StatusCreated), &created)
+
+	e := newEdge(t, d.Addr)
+	out, err := exec.Command(filepath.Join(bin, "postern-edge"), "enroll", "-config", e.cfg, "-central", one.base, "-token", created.Token, "-allow-http").CombinedOutput()
+	if err == nil {
+		t.Fatalf("enrolment succeeded without a broker account:\n%s", out)
+	}
+	if !strings.Contains(string(out), "424") || !strings.Contains(string(out), "could not create the edge's account on the MQTT broker") {
+		t.Fatalf("enrolment error does not say why:\n%s", out)
+	}
+	db, err := sql.Open("pgx", c.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var enrolled bool
+	var hash string
+	db.QueryRow(`SELECT enrolled, password_hash FROM edges WHERE id = 'e2'`).Scan(&enrolled, &hash)
+	if enrolled || hash != "" {
+		t.Fatalf("edge enrolled (%v, hash %q) although its broker account was not made", enrolled, hash)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "data", "enrolment.json")); err == nil {
+		t.Fatal("the edge wrote an enrolment")
+	}
+
+	// Fixed: the same token now enrols, and the edge gets on the broker.
+	one.stop()
+	one.edit(`dynsec_password = "wrong-password"`, good)
+	one.start()
+	testkit.WaitFor(t, 20*time.Second, "instance ready again", one.ready)
+	e.enroll(one.base, created.Token)
+	e.start()
+	testkit.WaitFor(t, 20*time.Second, "edge connected and applied a snapshot", func() bool {
+		return strings.Contains(e.log.String(), "allowlist applied")
+	})
+
+	// A second instance that made its own signing key is refused.
+	otherKey := filepath.Join(t.TempDir(), "other.key")
+	if _, err := allowlist.LoadOrCreateKey(otherKey); err != nil {
+		t.Fatal(err)
+	}
+	two := c.instance("central-2", "postern-central-2")
+	two.edit(fmt.Sprintf("signing_key_file = %q", c.key), fmt.Sprintf("signing_key_file = %q", otherKey))
+	cmd := exec.Command(filepath.Join(bin, "postern-central"), "serve", "-config", two.cfg)
+	done := make(chan []byte, 1)
+	go func() { b, _ := cmd.CombinedOutput(); done <- b }()
+	select {
+	case b := <-done:
+		if cmd.ProcessState.Success() || !strings.Contains(string(b), "allowlist signing key differs") {
+			t.Fatalf("instance with another signing key: %v\n%s", cmd.ProcessState, b)
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("instance with another signing key kept running")
 	}
 }

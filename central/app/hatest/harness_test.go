@@ -376,3 +376,29 @@ func (e *edge) rcpt(src int, from, rcpt string) string {
 	cmd("QUIT")
 	return res
 }
+
+// edit replaces old with new in the instance's configuration file.
+func (i *instance) edit(old, new string) {
+	i.t.Helper()
+	b, err := os.ReadFile(i.cfg)
+	if err != nil {
+		i.t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(old)) {
+		i.t.Fatalf("%s: %q not in the configuration", i.name, old)
+	}
+	if err := os.WriteFile(i.cfg, bytes.ReplaceAll(b, []byte(old), []byte(new)), 0o600); err != nil {
+		i.t.Fatal(err)
+	}
+}
+
+// stop ends the instance with SIGTERM and waits for it.
+func (i *instance) stop() {
+	i.t.Helper()
+	i.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-i.exited:
+	case <-time.After(15 * time.Second):
+		i.t.Fatalf("%s did not stop on SIGTERM", i.name)
+	}
+}
