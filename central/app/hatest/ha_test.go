@@ -334,8 +334,6 @@ type browser struct {
 	csrf    string
 }
 
-var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 20 * time.Second}
-
 var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
 func (b *browser) do(i *instance, method, path string, form url.Values) (*http.Response, string) {
@@ -350,7 +348,7 @@ func (b *browser) do(i *instance, method, path string, form url.Values) (*http.R
 	for k, v := range b.cookies {
 		req.AddCookie(&http.Cookie{Name: k, Value: v})
 	}
-	resp, err := noRedirect.Do(req)
+	resp, err := client().Do(req)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -450,6 +448,41 @@ func TestNoStickiness(t *testing.T) {
 	}
 	if _, body := anon.do(two, http.MethodGet, "/my", nil); strings.Contains(body, "three.dept.example.edu") {
 		t.Fatal("instance 2 shows the owner's device without the owner cookie")
+	}
+
+	// The shipped HAProxy configuration in front of both, round robin
+	// without stickiness, checking /readyz: a login through it works on
+	// every request; after kill -9 of one instance every request still
+	// succeeds (a refused connection is retried on the other instance,
+	// and the health check takes the dead one out).
+	lb := haproxy(t, one, two)
+	testkit.WaitFor(t, 20*time.Second, "haproxy answers /readyz", func() bool {
+		resp, err := client().Get(lb.base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	viaLB := login(t, lb, "admin", staffPassword)
+	if n := through(viaLB, lb, 20); n != 0 {
+		t.Fatalf("%d of 20 console requests through haproxy failed", n)
+	}
+	two.kill9()
+	failed := 0
+	for deadline := time.Now().Add(6 * time.Second); time.Now().Before(deadline); {
+		failed += through(viaLB, lb, 5)
+		time.Sleep(100 * time.Millisecond)
+	}
+	if failed != 0 {
+		t.Errorf("%d console requests through haproxy failed after kill -9 of one instance", failed)
+	}
+	viaLB.do(lb, http.MethodGet, "/staff/edges", nil)
+	if resp, body := viaLB.post(lb, "/staff/edges", url.Values{"id": {"e9"}}, viaLB.csrf); resp.StatusCode != http.StatusOK || !strings.Contains(body, "Edge e9 created.") {
+		t.Fatalf("form through haproxy after the kill: %d", resp.StatusCode)
+	}
+	if !strings.Contains(lb.log.String(), "central-2 is DOWN") {
+		t.Errorf("haproxy did not take the dead instance out (no \"central-2 is DOWN\" in its log)")
 	}
 }
 
