@@ -83,7 +83,7 @@ func (e *Env) Password(id string) string {
 	if pw, ok := e.pw[id]; ok {
 		return pw
 	}
-	pw := "pw-" + id + "-0123456789abcdef"
+	pw := accountPassword(id)
 	e.pw[id] = pw
 	if e.mosq != nil {
 		if strings.HasPrefix(id, CentralID) {
@@ -181,7 +181,18 @@ func Mosquitto(t testing.TB) *Env {
 	dir := t.TempDir()
 	e := &Env{t: t, Topics: topic.New(""), pw: map[string]string{}, dir: dir, ForcesClientID: true, Name: "mosquitto"}
 	dynsecFile := filepath.Join(dir, "dynamic-security.json")
-	if out, err := exec.Command(ctrl, "dynsec", "init", dynsecFile, "admin", AdminPassword).CombinedOutput(); err != nil {
+	seed := bootstrapped.get()
+	if seed != nil {
+		// The plugin's file as the first env of this process left it
+		// after the bootstrap: the same accounts, without running the
+		// script (3-4 s) again for every broker.
+		if err := os.WriteFile(dynsecFile, seed, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{CentralID, provAccount} {
+			e.pw[id] = accountPassword(id)
+		}
+	} else if out, err := exec.Command(ctrl, "dynsec", "init", dynsecFile, "admin", AdminPassword).CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_ctrl dynsec init: %v: %s", err, out)
 	}
 	conf, port := MosquittoConfig(t, filepath.Join(DeployDir(), "postern.conf"), map[string]string{
@@ -203,6 +214,15 @@ func Mosquitto(t testing.TB) *Env {
 		t.Fatal(err)
 	}
 	e.prov = prov
+	if seed == nil {
+		// One round trip after the bootstrap: the plugin has saved it.
+		if _, err := prov.Edges(context.Background()); err != nil {
+			t.Fatalf("dynsec: %v", err)
+		}
+		if b, err := os.ReadFile(dynsecFile); err == nil && strings.Contains(string(b), provAccount+"-dynsec") {
+			bootstrapped.set(b)
+		}
+	}
 	t.Cleanup(func() {
 		prov.Close()
 		e.Stop()
@@ -213,6 +233,20 @@ func Mosquitto(t testing.TB) *Env {
 	})
 	return e
 }
+
+// accountPassword is the password the env gives account id.
+func accountPassword(id string) string { return "pw-" + id + "-0123456789abcdef" }
+
+// bootstrapped holds the plugin's file after the first env's bootstrap.
+var bootstrapped seedFile
+
+type seedFile struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (s *seedFile) get() []byte  { s.mu.Lock(); defer s.mu.Unlock(); return s.b }
+func (s *seedFile) set(b []byte) { s.mu.Lock(); defer s.mu.Unlock(); s.b = b }
 
 // DeployDir is the repository's deploy/mosquitto folder.
 func DeployDir() string {

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/postern/postern/shared/topic"
 )
@@ -53,6 +54,9 @@ const textName = "postern edge"
 // ErrForeignAccount: a broker account with the edge's name exists and is
 // not a postern edge account.
 var ErrForeignAccount = errors.New("dynsec: a broker account with this name exists and is not a postern edge")
+
+// ErrRefused: the broker refused the provisioning account's credentials.
+var ErrRefused = errors.New("dynsec: credentials refused by the broker")
 
 // Error is a command the plugin answered with an error.
 type Error struct {
@@ -97,6 +101,9 @@ type Provisioner struct {
 	once    sync.Once
 	// problem says why the link is not ready (for the caller's error).
 	problem atomic.Value
+	// refused: the broker turned the last connection attempt down (wrong
+	// credentials); commands fail at once instead of waiting.
+	refused atomic.Bool
 }
 
 type command map[string]any
@@ -131,6 +138,7 @@ func Start(o Options) (*Provisioner, error) {
 		SetConnectRetryInterval(time.Second).SetMaxReconnectInterval(10 * time.Second).
 		SetKeepAlive(30 * time.Second).
 		SetOnConnectHandler(p.onConnect).
+		SetConnectionNotificationHandler(p.onNotification).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			p.log.Warn("dynsec: connection to the broker lost; reconnecting", "err", err)
 		})
@@ -162,6 +170,17 @@ func (p *Provisioner) onConnect(cl paho.Client) {
 	}()
 }
 
+// onNotification notes why connection attempts fail.
+func (p *Provisioner) onNotification(_ paho.Client, n paho.ConnectionNotification) {
+	switch n := n.(type) {
+	case paho.ConnectionNotificationFailed:
+		p.problem.Store(fmt.Sprintf("the broker refused the connection: %v", n.Reason))
+		p.refused.Store(errors.Is(n.Reason, packets.ErrorRefusedBadUsernameOrPassword) || errors.Is(n.Reason, packets.ErrorRefusedNotAuthorised))
+	case paho.ConnectionNotificationConnected:
+		p.refused.Store(false)
+	}
+}
+
 func (p *Provisioner) onResponse(_ paho.Client, m paho.Message) {
 	var body struct {
 		Responses []response `json:"responses"`
@@ -190,14 +209,27 @@ func (p *Provisioner) Close() { p.mqtt.Disconnect(250) }
 func (p *Provisioner) run(ctx context.Context, cmds ...command) (data []json.RawMessage, errs []error, err error) {
 	ctx, cancel := context.WithTimeout(ctx, p.o.Timeout)
 	defer cancel()
-	select {
-	case <-p.ready:
-	case <-ctx.Done():
+	notReady := func(err error) error {
 		why, _ := p.problem.Load().(string)
 		if why == "" {
 			why = "not connected"
 		}
-		return nil, nil, fmt.Errorf("dynsec: broker %s as %s: %s: %w", p.o.BrokerURL, p.o.Username, why, ctx.Err())
+		return fmt.Errorf("dynsec: broker %s as %s: %s: %w", p.o.BrokerURL, p.o.Username, why, err)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for {
+		select {
+		case <-p.ready:
+			break wait
+		case <-ctx.Done():
+			return nil, nil, notReady(ctx.Err())
+		case <-tick.C:
+			if p.refused.Load() {
+				return nil, nil, notReady(ErrRefused)
+			}
+		}
 	}
 	ids := make([]string, len(cmds))
 	chans := make([]chan response, len(cmds))

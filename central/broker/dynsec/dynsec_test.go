@@ -268,3 +268,25 @@ func TestProvisionWithoutRights(t *testing.T) {
 		t.Errorf("error %q does not name the missing role", err)
 	}
 }
+
+// A wrong password fails at once, saying the broker refused it.
+func TestProvisionWrongPassword(t *testing.T) {
+	env := brokertest.Mosquitto(t)
+	env.Password(brokertest.CentralID)
+	p, err := dynsec.Start(dynsec.Options{BrokerURL: env.URL, Username: brokertest.CentralID + "-dynsec",
+		Password: "wrong", Topics: env.Topics, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	start := time.Now()
+	err = p.CreateEdge(context.Background(), "edge-x", "secret-x-0123456789")
+	if !errors.Is(err, dynsec.ErrRefused) || !strings.Contains(err.Error(), "refused the connection") {
+		t.Fatalf("wrong password: %v, want ErrRefused", err)
+	}
+	d := time.Since(start)
+	t.Logf("refused after %v", d.Round(time.Millisecond))
+	if d > 10*time.Second {
+		t.Errorf("refusal took %v; the broker's answer should end the wait", d)
+	}
+}
