@@ -5,7 +5,7 @@
 //	postern-central device approve|deny|suspend|reinstate|revoke|renew NAME [-reason R] [-force]
 //	postern-central device register -name N -owner O -contact E -sender S [-sender S2] [-ip IP] [-department D] [-purpose P] [-firewall -accept-responsibility]
 //	postern-central user add NAME [-password-stdin]
-//	postern-central user token NAME [-label L]
+//	postern-central user token NAME [-label L] [-scope read-only|read-write] [-lifetime D]
 //	postern-central user list
 //	postern-central edge add ID [-name N] [-site S]
 //	postern-central edge list
@@ -319,14 +319,24 @@ func init() {
 	}}
 	commands["user token"] = command{1, func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 		label := fs.String("label", "", "what the token is for")
+		scope := fs.String("scope", string(store.ReadOnly), "read-only or read-write")
+		life := fs.Duration("lifetime", 0, "how long the token is valid (default api.token_lifetime, at most api.max_token_lifetime)")
 		return func(ctx context.Context, e *env, pos []string) error {
 			if _, err := e.st.User(ctx, pos[0]); err != nil {
 				return err
 			}
-			tok, hash := auth.NewToken()
-			if err := e.st.CreateAPIToken(ctx, store.APIToken{Hash: hash, User: pos[0], Label: *label}); err != nil {
+			lifetime := e.cfg.API.TokenLifetime
+			if *life != 0 {
+				lifetime = *life
+			}
+			tok, t, err := auth.NewAPIToken(pos[0], *label, store.Scope(*scope), lifetime, e.cfg.API.MaxTokenLifetime, time.Now())
+			if err != nil {
 				return err
 			}
+			if err := e.st.CreateAPIToken(ctx, t); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stderr, "token %s for %s: %s, expires %s\n", t.ID, pos[0], t.Scope, t.ExpiresAt.UTC().Format(time.RFC3339))
 			fmt.Fprintln(e.stdout, tok)
 			return nil
 		}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/postern/postern/central/cli"
 	"github.com/postern/postern/central/store"
@@ -149,6 +150,58 @@ func TestCLIRequests(t *testing.T) {
 		}
 		if code != s.code || !strings.Contains(got, s.out) {
 			t.Errorf("%v: exit %d, want %d; stdout %q stderr %q (want %q)", s.args, code, s.code, out, errOut, s.out)
+		}
+	}
+}
+
+// TestCLITokenScopes: a token made on the command line is read-only and
+// expires after api.token_lifetime unless asked otherwise, within
+// api.max_token_lifetime.
+func TestCLITokenScopes(t *testing.T) {
+	run, dataDir := setupDir(t)
+	if code, out, errOut := run("", "user", "add", "admin"); code != 0 {
+		t.Fatalf("user add: %d %s %s", code, out, errOut)
+	}
+	for _, s := range []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"user", "token", "admin", "-label", "reader"}, 0, "read-only"},
+		{[]string{"user", "token", "admin", "-label", "writer", "-scope", "read-write", "-lifetime", "48h"}, 0, "read-write"},
+		{[]string{"user", "token", "admin", "-scope", "admin"}, 1, "scope: must be"},
+		{[]string{"user", "token", "admin", "-lifetime", "9000h"}, 1, "expiry: must be from 1 hour to 365 days"},
+	} {
+		code, out, errOut := run("", s.args...)
+		if code != s.code || !strings.Contains(errOut, s.out) {
+			t.Errorf("%v: exit %d, want %d; stdout %q stderr %q (want %q)", s.args, code, s.code, out, errOut, s.out)
+		}
+		if code == 0 && len(strings.TrimSpace(out)) < 32 {
+			t.Errorf("%v: no token on stdout: %q", s.args, out)
+		}
+	}
+	st, err := sqlite.Open(context.Background(), filepath.Join(dataDir, sqlite.FileName), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	toks, err := st.ListAPITokens(context.Background(), "admin")
+	if err != nil || len(toks) != 2 {
+		t.Fatalf("tokens: %+v %v", toks, err)
+	}
+	for _, tk := range toks {
+		life := tk.ExpiresAt.Sub(tk.CreatedAt)
+		switch tk.Label {
+		case "reader":
+			if tk.Scope != store.ReadOnly || life != 90*24*time.Hour {
+				t.Errorf("reader token: scope %q lifetime %s", tk.Scope, life)
+			}
+		case "writer":
+			if tk.Scope != store.ReadWrite || life != 48*time.Hour {
+				t.Errorf("writer token: scope %q lifetime %s", tk.Scope, life)
+			}
+		default:
+			t.Errorf("unexpected token %+v", tk)
 		}
 	}
 }

@@ -530,6 +530,9 @@ func (s *Service) handleEvent(ctx context.Context, edge string, payload []byte) 
 		s.log.Warn("event names another edge; using the topic's", "edge", edge, "claimed", e.Edge, "event_id", e.ID)
 		e.Edge = edge
 	}
+	if e.Kind == event.Delivery {
+		normaliseDelivery(&e)
+	}
 	inserted, err := s.o.Events.AddEvent(ctx, e)
 	if err != nil {
 		return fmt.Errorf("store event %s: %w", e.ID, err)

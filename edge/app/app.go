@@ -33,6 +33,7 @@ import (
 	"github.com/postern/postern/edge/ratelimit"
 	"github.com/postern/postern/edge/smtpd"
 	"github.com/postern/postern/edge/spool"
+	"github.com/postern/postern/edge/tlsrpt"
 	"github.com/postern/postern/shared/event"
 	"github.com/postern/postern/shared/resolver"
 )
@@ -62,6 +63,9 @@ type Edge struct {
 	// Deliveries counts delivered recipients per device for central's
 	// delivery summary (central.go).
 	Deliveries centralclient.DeliverySummary
+	// TLSRPT counts TLS results for the daily TLS reports (tlsrpt.go);
+	// nil when delivery.tlsrpt is off.
+	TLSRPT *tlsrpt.Recorder
 
 	stages []namedStage
 }

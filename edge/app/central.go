@@ -103,7 +103,8 @@ func (e *Edge) addSync() error {
 }
 
 // summarise counts what next delivers per device for the delivery summary
-// (NDRs, from the null sender, are not the device's traffic).
+// (NDRs, from the null sender, are not the device's traffic) and the TLS
+// results of device mail for TLSRPT.
 func (e *Edge) summarise(next queue.Deliverer) queue.Deliverer {
 	return summarisingDeliverer{next: next, e: e}
 }
@@ -121,10 +122,16 @@ func (d summarisingDeliverer) Deliver(ctx context.Context, job *delivery.Job) de
 			n++
 		}
 	}
-	if n > 0 && job.From != "" {
-		if env, err := d.e.Spool.Get(job.QueueID); err == nil && env.Device != "" {
-			d.e.Deliveries.Add(env.Device, n)
-		}
+	if job.From == "" || (n == 0 && (d.e.TLSRPT == nil || len(out.TLSResults) == 0)) {
+		return out
 	}
+	env, err := d.e.Spool.Get(job.QueueID)
+	if err != nil {
+		return out
+	}
+	if n > 0 && env.Device != "" {
+		d.e.Deliveries.Add(env.Device, n, out.Verification)
+	}
+	d.e.recordTLS(env, out)
 	return out
 }

@@ -73,6 +73,9 @@ func (e *Edge) addDelivery() error {
 		return err
 	}
 	e.Queue = r
+	if err := e.addTLSRPT(); err != nil {
+		return err
+	}
 	if e.Admin != nil {
 		e.Admin.Handle("GET /metrics", m.Handler())
 		r.Mount(e.Admin)

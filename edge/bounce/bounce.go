@@ -238,6 +238,9 @@ func ReplyText(s string) string { return delivery.ReplyText(s) }
 func Recipient(rc *spool.Recipient, action dsn.Action, expired bool, now time.Time) dsn.Recipient {
 	status := rc.EnhancedCode
 	switch {
+	case action == dsn.Failed && expired && status == smtpstatus.TempRequireTLS:
+		// No next hop met REQUIRETLS until the end (RFC 8689 §4.2.1).
+		status = smtpstatus.RequireTLS
 	case action == dsn.Failed && expired:
 		if status.Class() != 4 {
 			status = smtpstatus.DeliveryTimeUp
@@ -265,6 +268,11 @@ func Compose(reportingMTA string, env *spool.Envelope, data []byte, rcpts []dsn.
 	rep := &dsn.Report{
 		ReportingMTA: reportingMTA, QueueID: env.ID, To: env.From, EnvelopeID: env.DSNEnvID,
 		Return: env.DSNRet, ArrivalDate: env.ReceivedAt, Date: now, Recipients: rcpts, Original: data,
+	}
+	if env.RequireTLS {
+		// The body was to travel only over authenticated TLS; the report
+		// goes back as any mail does, so it carries the header only.
+		rep.Return = "HDRS"
 	}
 	switch {
 	case env.ClientName != "":

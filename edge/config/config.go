@@ -138,6 +138,24 @@ type Delivery struct {
 	MTASTS bool `toml:"mta_sts"`
 	// TLSPolicy are per-domain overrides (Postfix's smtp_tls_policy_maps).
 	TLSPolicy []TLSPolicy `toml:"tls_policy"`
+	// TLSRPT configures SMTP TLS reporting (RFC 8460).
+	TLSRPT TLSRPT `toml:"tlsrpt"`
+}
+
+// TLSRPT is [delivery.tlsrpt]: daily aggregate reports of outbound TLS
+// results to the domains that publish a _smtp._tls TXT record.
+type TLSRPT struct {
+	// Mode is "auto" (on when the edge has a real host name and From is
+	// in an affiliated domain), "on" or "off".
+	Mode string `toml:"mode"`
+	// From is the address reports come from; empty: postmaster@<hostname>.
+	// It must be in smtp.affiliated_domains, so that a report that
+	// bounces comes back inside the organisation.
+	From string `toml:"from"`
+	// MaxReportsPerDay bounds the reports sent per day.
+	MaxReportsPerDay int `toml:"max_reports_per_day"`
+	// MaxRUAPerDomain bounds the addresses one domain's report goes to.
+	MaxRUAPerDomain int `toml:"max_rua_per_domain"`
 }
 
 // TLSPolicy is one [[delivery.tls_policy]] entry. It replaces DANE,
@@ -240,6 +258,7 @@ func Default(dev bool) Config {
 			MaxQueueLifetime:     5 * 24 * time.Hour,
 			DelayWarning:         4 * time.Hour,
 			MTASTS:               true,
+			TLSRPT:               TLSRPT{Mode: "auto", MaxReportsPerDay: 100, MaxRUAPerDomain: 2},
 		},
 		Spool: Spool{ValueLogFileSize: 64 << 20, GCInterval: 5 * time.Minute},
 		Admin: Admin{Listen: "127.0.0.1:9025"},
@@ -584,8 +603,97 @@ func (c *Config) validateTLSPolicy() error {
 			}
 		}
 	}
+	if err := c.validateTLSRPT(); err != nil {
+		return err
+	}
 	if len(c.Delivery.TLSPolicy) > 0 && c.Delivery.Smarthost != "" {
 		return e("delivery.tls_policy", "per-domain TLS policies apply to MX delivery, not to delivery.smarthost (which uses delivery.tls)")
 	}
 	return nil
+}
+
+// validateTLSRPT checks [delivery.tlsrpt].
+func (c *Config) validateTLSRPT() error {
+	e := configfile.Errorf
+	r := c.Delivery.TLSRPT
+	switch r.Mode {
+	case "auto", "on", "off":
+	default:
+		return e("delivery.tlsrpt.mode", "must be \"auto\", \"on\" or \"off\", not %q", r.Mode)
+	}
+	if r.MaxReportsPerDay < 1 {
+		return e("delivery.tlsrpt.max_reports_per_day", "must be at least 1")
+	}
+	if r.MaxRUAPerDomain < 1 {
+		return e("delivery.tlsrpt.max_rua_per_domain", "must be at least 1")
+	}
+	if r.From != "" {
+		if _, err := address.Parse(r.From); err != nil {
+			return e("delivery.tlsrpt.from", "%v", err)
+		}
+	}
+	if r.Mode == "on" {
+		if c.Delivery.Smarthost != "" {
+			return e("delivery.tlsrpt.mode", "TLS reports are about MX delivery; with delivery.smarthost set, use \"off\" or \"auto\"")
+		}
+		if ok, why := c.tlsrptFrom(); !ok {
+			return e("delivery.tlsrpt.from", "%s", why)
+		}
+	}
+	return nil
+}
+
+// TLSRPTFrom returns the address TLS reports come from, and whether
+// reports are sent: mode "on", or "auto" with a real host name; never
+// with a smarthost (its TLS is not the destinations').
+func (c *Config) TLSRPTFrom() (string, bool) {
+	r := c.Delivery.TLSRPT
+	if r.Mode == "off" || c.Delivery.Smarthost != "" || (r.Mode == "auto" && !RealHostname(c.Hostname)) {
+		return "", false
+	}
+	if ok, _ := c.tlsrptFrom(); !ok {
+		return "", false
+	}
+	return c.tlsrptAddress(), true
+}
+
+func (c *Config) tlsrptAddress() string {
+	if c.Delivery.TLSRPT.From != "" {
+		return c.Delivery.TLSRPT.From
+	}
+	return "postmaster@" + strings.ToLower(strings.TrimSuffix(c.Hostname, "."))
+}
+
+// tlsrptFrom checks that the report address is in an affiliated domain.
+func (c *Config) tlsrptFrom() (bool, string) {
+	from := c.tlsrptAddress()
+	a, err := address.Parse(from)
+	if err != nil {
+		return false, fmt.Sprintf("%s: %v", from, err)
+	}
+	l, err := address.NewDomainList(c.SMTP.AffiliatedDomains)
+	if err != nil || !l.Contains(a.Domain) {
+		return false, fmt.Sprintf("%s is not in smtp.affiliated_domains: a report that bounces must come back inside the organisation", from)
+	}
+	return true, ""
+}
+
+// RealHostname reports whether h is a name the internet can know the
+// edge by: a domain name with a dot, not an address, not under a
+// special-use or local-only name (localhost, .local, .test, .invalid,
+// .example, .internal, .lan, .home.arpa …).
+func RealHostname(h string) bool {
+	h = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(h), "."))
+	if h == "" || !strings.Contains(h, ".") {
+		return false
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return false
+	}
+	for _, suffix := range []string{"localhost", "local", "localdomain", "test", "invalid", "example", "internal", "lan", "home.arpa", "arpa"} {
+		if h == suffix || strings.HasSuffix(h, "."+suffix) {
+			return false
+		}
+	}
+	return true
 }

@@ -159,6 +159,9 @@ type Job struct {
 	Data    []byte
 	// DSN parameters from MAIL, passed on when the next hop supports DSN.
 	Ret, EnvID string
+	// RequireTLS: the message came with REQUIRETLS (RFC 8689, see
+	// requiretls.go).
+	RequireTLS bool
 }
 
 // Status classifies a recipient's result.
@@ -221,6 +224,10 @@ type Outcome struct {
 	TLSNote string
 	// Summary is a one-line description for history and logs.
 	Summary string
+	// TLSResults has, for TLSRPT, one entry per connection made under a
+	// published policy (DANE, MTA-STS, none found): whether its TLS
+	// satisfied the policy, and the failure type when not.
+	TLSResults []TLSResult
 	// Unreachable marks an attempt that never reached a transaction: the
 	// route could not be resolved for now, or every server was refused
 	// at connection level (no answer, timeout, 4xx greeting or EHLO,
@@ -282,6 +289,9 @@ func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 			hp := net.JoinHostPort(a.String(), strconv.Itoa(h.port))
 			out.Host = fmt.Sprintf("%s [%s]:%d", h.name, a, h.port)
 			results, ts, aerr := c.try(ctx, job, h, hp)
+			if ts.report != nil {
+				out.TLSResults = append(out.TLSResults, *ts.report)
+			}
 			if aerr == nil {
 				out.Results, out.TLS, out.Verification, out.TLSNote = results, ts.desc, ts.verif, ts.note
 				out.Summary = summarize(results)
@@ -433,6 +443,8 @@ type attemptError struct {
 	host     string // remote MTA name when a server answered
 	// tlsPolicy marks a failure to get the TLS the policy requires.
 	tlsPolicy bool
+	// tlsType is the TLSRPT result type of a TLS failure.
+	tlsType string
 }
 
 // tlsState is how one connection was protected.
@@ -440,6 +452,12 @@ type tlsState struct {
 	desc  string // tlsinfo.Describe, "" for plaintext
 	verif string // Verification
 	note  string // a report-only verification failure
+	// noteType is the TLSRPT result type of note.
+	noteType string
+	// report is the connection's TLSRPT result (set by try).
+	report *TLSResult
+	// reused: the connection was an idle one from an earlier message.
+	reused bool
 }
 
 // errTLSFailed marks a STARTTLS failure that opportunistic mode may retry
@@ -449,12 +467,25 @@ var errTLSFailed = errors.New("STARTTLS failed")
 // try runs one connection to addr (ip:port) for host h.
 func (c *Client) try(ctx context.Context, job *Job, h host, addr string) ([]Result, tlsState, *attemptError) {
 	req, err := c.o.TLS.Requirement(ctx, job.Domain, h.name)
+	if !job.RequireTLS && tlsRequiredNo(job.Data) {
+		var aside bool
+		if req, err, aside = setAside(req, err, h.name); aside {
+			c.log.Info("TLS-Required: No: the published TLS policy is set aside", "queue_id", job.QueueID, "host", h.name)
+		}
+	}
 	if err != nil {
 		// The policy refuses this host (not in the MTA-STS policy, a
 		// failed TLSA lookup): the next host is tried, then a retry.
-		return nil, tlsState{}, &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, tlsPolicy: true, text: fmt.Sprintf("TLS policy for %s: %v", h.name, err)}
+		aerr := &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, tlsPolicy: true, text: fmt.Sprintf("TLS policy for %s: %v", h.name, err)}
+		return nil, tlsState{report: refusedResult(err, h.name, addr, aerr.text)}, aerr
+	}
+	if job.RequireTLS {
+		if aerr := requireTLSAuthenticated(req, h.name); aerr != nil {
+			return nil, tlsState{}, aerr
+		}
 	}
 	res, ts, aerr, tlsErr := c.session(ctx, job, h, addr, req, req.Mode != NoTLS)
+	rep := tlsResult(req, h.name, addr, ts, aerr)
 	if tlsErr && req.Mode == Opportunistic {
 		// A broken STARTTLS must not stop mail that opportunistic TLS
 		// would have sent in plaintext anyway: reconnect without it.
@@ -465,6 +496,7 @@ func (c *Client) try(ctx context.Context, job *Job, h host, addr string) ([]Resu
 			ts.note = why
 		}
 	}
+	ts.report = rep
 	return res, ts, aerr
 }
 
@@ -480,7 +512,9 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 	}
 	if cc := c.cache.get(key); cc != nil {
 		if res, aerr, ok := c.reuse(ctx, key, cc, job, h); ok {
-			return res, cc.tls, aerr, false
+			ts := cc.tls
+			ts.reused = true
+			return res, ts, aerr, false
 		}
 	}
 	opened := time.Now()
@@ -507,15 +541,19 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 	var state *tls.ConnectionState
 	switch {
 	case offered && useTLS:
-		tc, note, err := c.startTLS(ctx, conn, req, h.name)
+		tc, noteErr, err := c.startTLS(ctx, conn, req, h.name)
 		if err != nil {
 			return nil, tlsState{}, &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, host: h.name, tlsPolicy: req.Mode != Opportunistic,
-				text: fmt.Sprintf("STARTTLS with %s: %v", h.name, err)}, true
+				text: fmt.Sprintf("STARTTLS with %s: %v", h.name, err), tlsType: FailureType(err)}, true
 		}
 		cur = tc
 		st := tc.ConnectionState()
 		state = &st
-		ts = tlsState{desc: tlsinfo.Describe(state), verif: verification(req, note), note: note}
+		var note string
+		if noteErr != nil {
+			note = noteErr.Error()
+		}
+		ts = tlsState{desc: tlsinfo.Describe(state), verif: verification(req, note), note: note, noteType: FailureType(noteErr)}
 		btc := bounded(tc)
 		sc = c.newSMTP(&greetedConn{Conn: btc, r: io.MultiReader(strings.NewReader("220 after STARTTLS\r\n"), btc)})
 		if err := sc.Hello(c.o.Hostname); err != nil {
@@ -528,9 +566,9 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 			why = "STARTTLS failed earlier"
 		}
 		return nil, tlsState{}, &attemptError{code: 451, enhanced: smtpstatus.CryptoFailure, host: h.name, tlsPolicy: true,
-			text: fmt.Sprintf("%s %s, and the TLS policy (%s, %s) requires it", h.name, why, policyName(req), req.Mode)}, false
+			text: fmt.Sprintf("%s %s, and the TLS policy (%s, %s) requires it", h.name, why, policyName(req), req.Mode), tlsType: ResultSTARTTLSNotSupported}, false
 	case req.ReportOnly && useTLS:
-		ts.note = fmt.Sprintf("%s does not offer STARTTLS", h.name)
+		ts.note, ts.noteType = fmt.Sprintf("%s does not offer STARTTLS", h.name), ResultSTARTTLSNotSupported
 	}
 	if h.smart && c.o.SmarthostUsername != "" {
 		if state == nil && !loopback.HostPort(addr) {
@@ -572,26 +610,26 @@ func (c *Client) newSMTP(conn net.Conn) *smtp.Client {
 // bytes a man in the middle injected before the handshake (the STARTTLS
 // command injection class, CVE-2011-0411) are never read as replies.
 // note is a report-only verification failure (TLSRequirement.ReportOnly).
-func (c *Client) startTLS(ctx context.Context, conn net.Conn, req TLSRequirement, hostName string) (_ *tls.Conn, note string, _ error) {
+func (c *Client) startTLS(ctx context.Context, conn net.Conn, req TLSRequirement, hostName string) (_ *tls.Conn, note error, _ error) {
 	conn.SetDeadline(time.Now().Add(c.o.CommandTimeout))
 	bc := bounded(conn)
 	if _, err := io.WriteString(bc, "STARTTLS\r\n"); err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	br := bufio.NewReaderSize(bc, 512)
 	code, msg, err := textproto.NewReader(br).ReadResponse(220)
 	if err != nil {
 		if errors.Is(err, errReplyTooLong) {
-			return nil, "", fmt.Errorf("%w: %v", errTLSFailed, err)
+			return nil, nil, &ReportError{Type: ResultSTARTTLSNotSupported, Err: fmt.Errorf("%w: %v", errTLSFailed, err)}
 		}
-		return nil, "", fmt.Errorf("%w: %d %s", errTLSFailed, code, ReplyText(msg))
+		return nil, nil, &ReportError{Type: ResultSTARTTLSNotSupported, Err: fmt.Errorf("%w: %d %s", errTLSFailed, code, ReplyText(msg))}
 	}
 	if br.Buffered() > 0 {
-		return nil, "", fmt.Errorf("%w: data after the STARTTLS reply (injection attempt?)", errTLSFailed)
+		return nil, nil, fmt.Errorf("%w: data after the STARTTLS reply (injection attempt?)", errTLSFailed)
 	}
 	tc := tls.Client(conn, clientConfig(req, hostName, &note))
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, "", fmt.Errorf("%w: handshake: %v", errTLSFailed, err)
+		return nil, nil, fmt.Errorf("%w: handshake: %w", errTLSFailed, err)
 	}
 	conn.SetDeadline(time.Time{})
 	return tc, note, nil
@@ -634,7 +672,10 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) (_ []Result, _ *
 		sc.Quit()
 		return all(Permanent, 552, smtpstatus.MessageTooBig, fmt.Sprintf("message size %d exceeds the limit %d of %s", len(job.Data), max, h.name)), nil, false
 	}
-	mo := &smtp.MailOptions{Size: int64(len(job.Data)), UTF8: utf8, EnvelopeID: job.EnvID}
+	if aerr := requireTLSNextHop(sc, job, h); aerr != nil {
+		return nil, aerr, false // a reused connection to a next hop without REQUIRETLS
+	}
+	mo := &smtp.MailOptions{Size: int64(len(job.Data)), UTF8: utf8, EnvelopeID: job.EnvID, RequireTLS: job.RequireTLS}
 	switch strings.ToUpper(job.Ret) {
 	case "FULL":
 		mo.Return = smtp.DSNReturnFull

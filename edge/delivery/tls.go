@@ -94,6 +94,14 @@ type TLSRequirement struct {
 	// Policy names where the requirement came from for logs and history
 	// ("delivery.tls", "tls_policy", "dane", "mta-sts").
 	Policy string
+	// Report is the published policy behind the requirement for TLSRPT
+	// (Outcome.TLSResults); nil: connections under it are not reported.
+	Report *ReportPolicy
+	// ReportFailure, when set, is the TLSRPT result of every connection
+	// under the requirement: the published policy could not be had or
+	// used (an MTA-STS policy fetch failed, TLSA records none of which is
+	// usable), so none could satisfy it. ReportDetail says why.
+	ReportFailure, ReportDetail string
 }
 
 // TLSPolicy decides, per destination domain and host, how a connection
@@ -120,7 +128,7 @@ func (p StaticTLS) Requirement(_ context.Context, _, host string) (TLSRequiremen
 // clientConfig is the crypto/tls configuration for req. Outbound TLS is
 // strict (TLS 1.2 and up) whatever the intake accepts from old devices.
 // A note the handshake leaves (a ReportOnly failure) goes to *note.
-func clientConfig(req TLSRequirement, host string, note *string) *tls.Config {
+func clientConfig(req TLSRequirement, host string, note *error) *tls.Config {
 	name := req.ServerName
 	if name == "" {
 		name = host
@@ -136,7 +144,7 @@ func clientConfig(req TLSRequirement, host string, note *string) *tls.Config {
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 			err := check(cs)
 			if err != nil && req.ReportOnly {
-				*note = err.Error()
+				*note = err
 				return nil
 			}
 			return err

@@ -41,7 +41,7 @@ func (r *Runner) deliver(ctx context.Context, env *spool.Envelope, domains []str
 		d := domainOf(rc.Addr)
 		j := jobs[d]
 		if j == nil {
-			j = &delivery.Job{QueueID: env.ID, From: env.From, Domain: d, Data: data, Ret: env.DSNRet, EnvID: env.DSNEnvID}
+			j = &delivery.Job{QueueID: env.ID, From: env.From, Domain: d, Data: data, Ret: env.DSNRet, EnvID: env.DSNEnvID, RequireTLS: env.RequireTLS}
 			jobs[d] = j
 			order = append(order, d)
 		}

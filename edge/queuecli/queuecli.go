@@ -353,6 +353,9 @@ func PrintDetail(w io.Writer, d *queue.Detail, now time.Time) {
 	if e.DSNRet != "" || e.DSNEnvID != "" {
 		p("DSN", strings.TrimSpace("RET="+e.DSNRet+" ENVID="+e.DSNEnvID))
 	}
+	if e.RequireTLS {
+		p("REQUIRETLS", "yes: only authenticated TLS to a next hop offering REQUIRETLS (RFC 8689)")
+	}
 	if e.Bounce {
 		p("NDR for", e.BounceFor+" (an NDR: never bounced)")
 	}

@@ -24,7 +24,15 @@ func TestShowPrintsTLSOutcome(t *testing.T) {
 	var b bytes.Buffer
 	PrintDetail(&b, &queue.Detail{Envelope: env}, now)
 	out := b.String()
+	if strings.Contains(out, "REQUIRETLS") {
+		t.Errorf("REQUIRETLS shown for a message without it:\n%s", out)
+	}
+	env.RequireTLS = true
+	b.Reset()
+	PrintDetail(&b, &queue.Detail{Envelope: env}, now)
+	out = b.String()
 	for _, want := range []string{
+		"REQUIRETLS:   yes",
 		"TLS1.3 TLS_AES_128_GCM_SHA256 (dane)  delivered 1",
 		"no TLS (tls_failed)",
 		"TLS note: mx1.example.com does not offer STARTTLS",

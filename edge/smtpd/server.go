@@ -184,6 +184,9 @@ func New(opts Options) (*Server, error) {
 	srv.WriteTimeout = opts.SMTP.CommandTimeout
 	srv.EnableSMTPUTF8 = true
 	srv.EnableDSN = true
+	// REQUIRETLS (RFC 8689): go-smtp advertises it only after STARTTLS;
+	// Mail refuses it on a connection without TLS.
+	srv.EnableREQUIRETLS = true
 	srv.ErrorLog = slogWriter{opts.Log}
 	s.smtp = srv
 	return s, nil

@@ -152,6 +152,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil && len(opts.EnvelopeID) > maxENVID {
 		return s.refuse(s.log, "MAIL", from, policy.DSNParamTooLong("ENVID", maxENVID))
 	}
+	if opts != nil && opts.RequireTLS && s.tls == nil {
+		return s.refuse(s.log, "MAIL", from, requireTLSWithoutTLS())
+	}
 	var size int64
 	if opts != nil && opts.Size > 0 {
 		size = opts.Size
@@ -202,6 +205,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil {
 		env.DSNRet = string(opts.Return)
 		env.DSNEnvID = opts.EnvelopeID
+		env.RequireTLS = opts.RequireTLS
 		utf8 = opts.UTF8
 	}
 	if s.tls != nil {

@@ -86,6 +86,9 @@ type Envelope struct {
 	// DSN parameters from MAIL (RFC 3461).
 	DSNRet   string `json:"dsn_ret,omitempty"` // "FULL" or "HDRS"
 	DSNEnvID string `json:"dsn_envid,omitempty"`
+	// RequireTLS: MAIL FROM had REQUIRETLS (RFC 8689); delivery needs
+	// authenticated TLS to a next hop that offers REQUIRETLS.
+	RequireTLS bool `json:"require_tls,omitempty"`
 	// Bounce marks an NDR we generated: it is never bounced itself.
 	Bounce bool `json:"bounce,omitempty"`
 	// BounceFor is the device whose sender this NDR goes to (suspension).

@@ -129,7 +129,7 @@ func VerifyDANE(recs []*dns.TLSA, host string, now func() time.Time) func(tls.Co
 			}
 		}
 		if taErr != nil {
-			return fmt.Errorf("DANE: certificate of %s does not verify against its DANE-TA record: %v", host, taErr)
+			return fmt.Errorf("DANE: certificate of %s does not verify against its DANE-TA record: %w", host, taErr)
 		}
 		return fmt.Errorf("DANE: certificate of %s matches none of its %d usable TLSA records", host, len(recs))
 	}
@@ -159,4 +159,10 @@ func tlsaID(recs []*dns.TLSA) string {
 	sort.Strings(parts)
 	s := sha256.Sum256([]byte(strings.Join(parts, "\n")))
 	return "dane " + hex.EncodeToString(s[:8])
+}
+
+// tlsaString is a TLSA record as a TLSRPT policy-string entry
+// ("3 1 1 <hex>").
+func tlsaString(r *dns.TLSA) string {
+	return fmt.Sprintf("%d %d %d %s", r.Usage, r.Selector, r.MatchingType, strings.ToLower(r.Certificate))
 }

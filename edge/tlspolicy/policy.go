@@ -149,12 +149,20 @@ func (p *Policy) Requirement(ctx context.Context, domain, host string) (delivery
 			return d.req, nil
 		}
 	}
+	req := p.static(p.o.Default, host, "delivery.tls")
+	req.Report = &delivery.ReportPolicy{Type: delivery.PolicyNotFound, Domain: domain}
 	if p.o.STS != nil {
 		if pol := p.o.STS.Policy(ctx, domain); pol != nil {
 			return p.fromSTS(pol, domain, host)
 		}
+		if f := p.o.STS.FetchFailure(domain); f != "" {
+			// The domain announces a policy the edge could not get:
+			// delivered as without one, reported as an STS failure.
+			req.Report = &delivery.ReportPolicy{Type: delivery.PolicySTS, Domain: domain}
+			req.ReportFailure, req.ReportDetail = f, "the MTA-STS policy of "+domain+" could not be fetched"
+		}
 	}
-	return p.static(p.o.Default, host, "delivery.tls"), nil
+	return req, nil
 }
 
 func (p *Policy) static(m delivery.TLSMode, host, from string) delivery.TLSRequirement {
@@ -175,14 +183,17 @@ func (p *Policy) fromRule(ctx context.Context, r Rule, domain, host string) (del
 	case "verify":
 		return p.static(delivery.Verify, host, "tls_policy"), nil
 	}
+	// The override is the operator's, not a published policy: it is not
+	// reported (TLSRPT) and not set aside by "TLS-Required: No".
 	d, err := p.dane(ctx, domain, host)
 	switch {
 	case err != nil:
-		return delivery.TLSRequirement{}, err
+		return delivery.TLSRequirement{}, errors.New(err.Error())
 	case !d.present || d.req.Verify == nil:
 		return delivery.TLSRequirement{}, fmt.Errorf("%s has no usable DNSSEC-signed TLSA records, and delivery.tls_policy requires DANE for %s (%s)", host, domain, d.why)
 	}
 	d.req.Policy = "tls_policy dane"
+	d.req.Report = nil
 	return d.req, nil
 }
 
@@ -227,20 +238,28 @@ func (p *Policy) dane(ctx context.Context, domain, host string) (daneResult, err
 	case err != nil && resolver.IsTemporary(err):
 		// RFC 7672 §2.2: a failed TLSA lookup in a signed zone makes
 		// the host unusable, it must not be taken as "no TLSA".
-		return daneResult{}, fmt.Errorf("TLSA lookup for %s failed (DNSSEC-signed MX): %w", host, err)
+		return daneResult{}, &delivery.ReportError{Type: delivery.ResultDNSSECInvalid,
+			Policy: &delivery.ReportPolicy{Type: delivery.PolicyTLSA, Domain: domain},
+			Err:    fmt.Errorf("TLSA lookup for %s failed (DNSSEC-signed MX): %w", host, err)}
 	case err != nil:
 		return daneResult{why: err.Error()}, nil
 	case !ad:
 		return daneResult{why: "the TLSA records are not DNSSEC-signed"}, nil
 	}
 	usable := Usable(recs)
+	report := &delivery.ReportPolicy{Type: delivery.PolicyTLSA, Domain: domain}
+	for _, r := range recs {
+		report.String = append(report.String, tlsaString(r))
+	}
 	if len(usable) == 0 {
 		// RFC 7672 §2.2: records present but none usable: mandatory
 		// TLS, without authentication.
 		return daneResult{present: true, why: "no usable TLSA records (only PKIX or unknown parameters)",
-			req: delivery.TLSRequirement{Mode: delivery.Required, ServerName: host, Policy: "dane (no usable TLSA)"}}, nil
+			req: delivery.TLSRequirement{Mode: delivery.Required, ServerName: host, Policy: "dane (no usable TLSA)", Report: report,
+				ReportFailure: delivery.ResultTLSAInvalid, ReportDetail: "no usable TLSA records for " + host + " (only PKIX usages or unknown parameters)"}}, nil
 	}
 	return daneResult{present: true, req: delivery.TLSRequirement{
+		Report:     report,
 		Mode:       delivery.Verify,
 		ServerName: host,
 		Verify:     VerifyDANE(usable, host, p.o.Clock),
@@ -252,12 +271,14 @@ func (p *Policy) dane(ctx context.Context, domain, host string) (daneResult, err
 
 func (p *Policy) fromSTS(pol *STSPolicy, domain, host string) (delivery.TLSRequirement, error) {
 	listed := pol.Match(host)
+	report := pol.report()
 	if pol.Mode == STSEnforce {
 		if !listed {
-			return delivery.TLSRequirement{}, fmt.Errorf("%s is not listed in the MTA-STS policy of %s (mode enforce)", host, domain)
+			return delivery.TLSRequirement{}, &delivery.ReportError{Type: delivery.ResultValidationFailure, Policy: report,
+				Err: fmt.Errorf("%s is not listed in the MTA-STS policy of %s (mode enforce)", host, domain)}
 		}
 		return delivery.TLSRequirement{Mode: delivery.Verify, ServerName: host, RootCAs: p.o.RootCAs,
-			Verified: delivery.VerifMTASTS, Policy: "mta-sts"}, nil
+			Verified: delivery.VerifMTASTS, Policy: "mta-sts", Report: report}, nil
 	}
 	// testing: check as enforce would, record, deliver anyway.
 	roots := p.o.RootCAs
@@ -267,7 +288,7 @@ func (p *Policy) fromSTS(pol *STSPolicy, domain, host string) (delivery.TLSRequi
 				return fmt.Errorf("mta-sts testing: %s is not listed in the policy of %s", host, domain)
 			}
 			if err := verifyPKIX(cs, host, roots, p.o.Clock()); err != nil {
-				return fmt.Errorf("mta-sts testing: %v", err)
+				return fmt.Errorf("mta-sts testing: %w", err)
 			}
 			return nil
 		},
@@ -275,6 +296,7 @@ func (p *Policy) fromSTS(pol *STSPolicy, domain, host string) (delivery.TLSRequi
 		ReportOnly: true,
 		Verified:   delivery.VerifMTASTS,
 		Policy:     "mta-sts testing",
+		Report:     report,
 	}, nil
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/go-retryablehttp"
 
+	"github.com/postern/postern/edge/delivery"
 	"github.com/postern/postern/shared/resolver"
 )
 
@@ -70,6 +71,17 @@ type STSPolicy struct {
 
 // Match reports whether host is one of the policy's MX patterns.
 func (p *STSPolicy) Match(host string) bool { return matchAny(p.MX, host) }
+
+// report is the policy in TLSRPT terms: its lines as RFC 8461 §3.2 writes
+// them.
+func (p *STSPolicy) report() *delivery.ReportPolicy {
+	lines := []string{"version: STSv1", "mode: " + p.Mode}
+	for _, m := range p.MX {
+		lines = append(lines, "mx: "+m)
+	}
+	lines = append(lines, fmt.Sprintf("max_age: %d", int64(p.MaxAge/time.Second)))
+	return &delivery.ReportPolicy{Type: delivery.PolicySTS, Domain: p.Domain, String: lines, MX: append([]string(nil), p.MX...)}
+}
 
 // Expires is when the policy stops applying.
 func (p *STSPolicy) Expires() time.Time { return p.Fetched.Add(p.MaxAge) }
@@ -343,7 +355,7 @@ func (s *STS) fetch(ctx context.Context, domain, id string) (*STSPolicy, error) 
 	}
 	p, err := ParsePolicy(body)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", PolicyURL(domain), err)
+		return nil, &delivery.ReportError{Type: delivery.ResultSTSPolicyInvalid, Err: fmt.Errorf("%s: %w", PolicyURL(domain), err)}
 	}
 	p.Domain, p.ID, p.Fetched = domain, id, s.o.Clock()
 	return p, nil
@@ -397,4 +409,28 @@ func ParsePolicy(b []byte) (*STSPolicy, error) {
 	}
 	p.MaxAge = min(time.Duration(n)*time.Second, maxSTSAge)
 	return p, nil
+}
+
+// FetchFailure returns the TLSRPT result type of the last failed policy
+// fetch for domain while it is not retried (FailBackoff):
+// sts-policy-invalid for a body that is not a policy, sts-webpki-invalid
+// for a certificate the policy host failed with, sts-policy-fetch-error
+// for the rest; "" when no fetch failed.
+func (s *STS) FetchFailure(domain string) string {
+	domain = normHost(domain)
+	s.mu.Lock()
+	f, ok := s.failed[domain]
+	s.mu.Unlock()
+	if !ok || !s.o.Clock().Before(f.until) {
+		return ""
+	}
+	var re *delivery.ReportError
+	var cv *tls.CertificateVerificationError
+	switch {
+	case errors.As(f.err, &re):
+		return re.Type
+	case errors.As(f.err, &cv):
+		return delivery.ResultSTSWebPKIInvalid
+	}
+	return delivery.ResultSTSPolicyFetchError
 }

@@ -54,6 +54,14 @@ const (
 	TempNotAuthorized Code = "4.7.1" // X.7.1 delivery not authorized, message refused
 	PermNotAuthorized Code = "5.7.1"
 	CryptoFailure     Code = "4.7.5" // X.7.5 cryptographic failure
+	// TLSRequired is X.7.10 encryption needed (RFC 5248): REQUIRETLS
+	// over a connection without TLS.
+	TLSRequired Code = "5.7.10"
+	// TempRequireTLS and RequireTLS are X.7.30 REQUIRETLS support
+	// required (RFC 8689): no next hop met the requirement, for now and
+	// for good.
+	TempRequireTLS Code = "4.7.30"
+	RequireTLS     Code = "5.7.30"
 )
 
 // Parse returns s as a Code when it is a well-formed enhanced status code:

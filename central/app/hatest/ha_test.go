@@ -124,7 +124,7 @@ func TestTwoInstancesWithEdge(t *testing.T) {
 	two.start()
 	testkit.WaitFor(t, 20*time.Second, "instance 2 ready", two.ready)
 	one.cli(staffPassword+"\n", "user", "add", "admin", "-password-stdin")
-	token := strings.TrimSpace(one.cli("", "user", "token", "admin"))
+	token := strings.TrimSpace(one.cli("", "user", "token", "admin", "-scope", "read-write"))
 	staff := login(t, one, "admin", staffPassword)
 
 	// Enrol an edge through instance 1: the answer's password works on
@@ -500,7 +500,7 @@ func TestEnrolmentWithoutBrokerAccount(t *testing.T) {
 	one.start()
 	testkit.WaitFor(t, 20*time.Second, "instance ready", one.ready)
 	one.cli(staffPassword+"\n", "user", "add", "admin", "-password-stdin")
-	token := strings.TrimSpace(one.cli("", "user", "token", "admin"))
+	token := strings.TrimSpace(one.cli("", "user", "token", "admin", "-scope", "read-write"))
 	var created struct {
 		Token string `json:"enrolment_token"`
 	}

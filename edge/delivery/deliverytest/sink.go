@@ -39,7 +39,9 @@ type Message struct {
 	Notify map[string][]string
 	ORCPT  map[string]string // "type;addr" per recipient
 	Auth   string            // authenticated user, if any
-	At     time.Time
+	// RequireTLS: MAIL FROM carried REQUIRETLS (RFC 8689).
+	RequireTLS bool
+	At         time.Time
 }
 
 // Behaviour decides how a Sink answers. Every field is optional; the zero
@@ -91,6 +93,9 @@ type Options struct {
 	Behaviour Behaviour
 	// NoDSN makes the sink not advertise DSN (RFC 3461).
 	NoDSN bool
+	// REQUIRETLS makes the sink advertise REQUIRETLS (RFC 8689) inside
+	// TLS.
+	REQUIRETLS bool
 }
 
 // Start runs a sink until the test ends.
@@ -116,6 +121,7 @@ func Start(t testing.TB, o Options) *Sink {
 	srv.Domain = o.Name
 	srv.TLSConfig = o.TLS
 	srv.EnableDSN = !o.NoDSN
+	srv.EnableREQUIRETLS = o.REQUIRETLS
 	srv.EnableSMTPUTF8 = true
 	srv.AllowInsecureAuth = true
 	srv.MaxMessageBytes = 64 << 20
@@ -230,6 +236,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil {
 		ss.msg.Ret = string(opts.Return)
 		ss.msg.EnvID = opts.EnvelopeID
+		ss.msg.RequireTLS = opts.RequireTLS
 	}
 	return nil
 }
