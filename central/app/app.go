@@ -31,6 +31,7 @@ import (
 	"github.com/postern/postern/central/api"
 	"github.com/postern/postern/central/auth"
 	"github.com/postern/postern/central/broker"
+	"github.com/postern/postern/central/broker/dynsec"
 	"github.com/postern/postern/central/config"
 	"github.com/postern/postern/central/fleet"
 	"github.com/postern/postern/central/leader"
@@ -40,7 +41,6 @@ import (
 	"github.com/postern/postern/central/store/postgres"
 	"github.com/postern/postern/central/store/sqlite"
 	"github.com/postern/postern/central/web"
-	"github.com/postern/postern/shared/allowlist"
 	"github.com/postern/postern/shared/configfile"
 	"github.com/postern/postern/shared/resolver"
 	"github.com/postern/postern/shared/topic"
@@ -101,7 +101,7 @@ func Registry(cfg config.Config, st store.Store, changed func(), log *slog.Logge
 		EdgeSuspensionsPerHour: cfg.Edges.AutoSuspensionsPerHour, RelayWindow: cfg.Edges.RelayEvidenceWindow,
 		StaffNotify: cfg.Mail.StaffNotify,
 	}
-	for _, id := range []string{cfg.MQTT.ClientID, cfg.MQTT.Username} {
+	for _, id := range []string{cfg.MQTT.ClientID, cfg.MQTT.Username, cfg.MQTT.DynsecUsername} {
 		if id != "" {
 			reg.ReservedEdgeIDs = append(reg.ReservedEdgeIDs, id)
 		}
@@ -172,10 +172,15 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if reg.Mail == nil {
 		log.Warn("mail.smarthost is not set: sender confirmation links are shown to staff on each device page instead of being mailed")
 	}
-	key, err := allowlist.LoadOrCreateKey(filepath.Join(cfg.DataDir, KeyFile))
+	key, err := LoadSigningKey(cfg)
 	if err != nil {
 		return err
 	}
+	fp, err := PinSigningKey(ctx, st, key)
+	if err != nil {
+		return err
+	}
+	log.Info("allowlist signing key loaded", "fingerprint", fp)
 	topics := topic.New(cfg.MQTT.TopicPrefix)
 	adapter := fleet.Store{S: st, Log: log}
 
@@ -232,6 +237,18 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := CheckEdgeMQTTURL(so.Edge.MQTTURL, cfg.MQTT.AllowPlaintextEdges); err != nil {
 		return err
 	}
+	var prov *dynsec.Provisioner
+	if cfg.MQTT.DynsecUsername != "" {
+		prov, err = dynsec.Start(dynsec.Options{BrokerURL: cfg.MQTT.URL, Username: cfg.MQTT.DynsecUsername,
+			Password: cfg.MQTT.DynsecPassword, TLS: so.TLS, Topics: topics, Log: log})
+		if err != nil {
+			return err
+		}
+		defer prov.Close()
+		pe := newProvisioningEnroller(so.Enrol, st, prov, log.With("component", "dynsec"))
+		so.Enrol = pe
+		so.Edge.OnCredentials = func(id, password string) error { return pe.credentials(ctx, id, password) }
+	}
 	var elect *leader.Postgres
 	if d, ok := st.(interface{ DB() *sql.DB }); ok && cfg.Database.URL != "" {
 		key, err := leader.Key(ctx, d.DB())
@@ -250,6 +267,9 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		svc.EdgeRevoked(id)
 		if kick != nil {
 			kick(id)
+		}
+		if prov != nil {
+			revokeOnBroker(ctx, prov, id, log)
 		}
 	}
 
@@ -307,6 +327,9 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	wg.Go(func() { housekeeping(ctx, st, reg, note, log) })
 	wg.Go(func() { pruneEvents(ctx, st, cfg.Events, log) })
+	if prov != nil {
+		wg.Go(func() { pruneBroker(ctx, prov, adapter.EdgeActive, log) })
+	}
 
 	var runErr error
 	select {

@@ -431,7 +431,7 @@ func init() {
 			if err := reg.RevokeEdge(ctx, pos[0], cliActor(), *reason); err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "edge %s revoked; its credentials no longer work (with Mosquitto also remove it from the password file)\n", pos[0])
+			fmt.Fprintf(e.stdout, "edge %s revoked; its credentials no longer work (on an external Mosquitto with dynsec, serve deletes its broker account within a minute)\n", pos[0])
 			return nil
 		}
 	}}

@@ -148,6 +148,12 @@ type MQTT struct {
 	// AllowPlaintextEdges lets central hand edges a tcp:// URL for an
 	// embedded broker without TLS on a non-loopback address.
 	AllowPlaintextEdges bool `toml:"allow_plaintext_edges"`
+	// DynsecUsername and DynsecPassword (external Mosquitto only): the
+	// account with the dynamic security plugin's control role through
+	// which central creates each edge's broker account at enrolment and
+	// deletes it on revocation. Empty: edge accounts are not provisioned.
+	DynsecUsername string `toml:"dynsec_username"`
+	DynsecPassword string `toml:"dynsec_password"`
 }
 
 // Mail configures central's own outgoing mail (confirmations, notices).
@@ -173,6 +179,11 @@ type Allowlist struct {
 	// RepublishInterval re-signs and republishes even without changes, so
 	// valid_until keeps moving while central is healthy.
 	RepublishInterval time.Duration `toml:"republish_interval"`
+	// SigningKeyFile is the allowlist signing key (PEM). Empty means
+	// <data_dir>/allowlist.key, made on first start. With several
+	// instances every one must load the same key: the store keeps the
+	// public key of the first and refuses an instance with another.
+	SigningKeyFile string `toml:"signing_key_file"`
 }
 
 // Policy holds registration defaults.
@@ -317,6 +328,17 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTT.ClientID == "" {
 		return e("mqtt.client_id", "must not be empty")
+	}
+	if c.MQTT.DynsecUsername != "" {
+		if c.MQTT.URL == "" {
+			return e("mqtt.dynsec_username", "needs mqtt.url (an external Mosquitto); the embedded broker checks edges against the store itself")
+		}
+		if c.MQTT.DynsecPassword == "" {
+			return e("mqtt.dynsec_password", "must be set with mqtt.dynsec_username")
+		}
+		if c.MQTT.DynsecUsername == c.MQTT.Username || c.MQTT.DynsecUsername == c.MQTT.ClientID {
+			return e("mqtt.dynsec_username", "must differ from mqtt.username and mqtt.client_id (the broker forces client id = username, so one account cannot hold two connections)")
+		}
 	}
 	if strings.ContainsAny(c.MQTT.SharedGroup, "/+#") {
 		return e("mqtt.shared_group", "%q must not contain /, + or #", c.MQTT.SharedGroup)

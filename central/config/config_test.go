@@ -56,6 +56,9 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{"[edges]\nmax_event_bytes = 10", "edges.max_event_bytes"},
 		{"[events]\nretention = \"48h\"", "events.retention"},
 		{"[mqtt]\ntls_cert = \"x.pem\"", "mqtt.tls_cert"},
+		{"[mqtt]\ndynsec_username = \"c-dynsec\"\ndynsec_password = \"x\"", "mqtt.dynsec_username"},
+		{"[mqtt]\nlisten = \"\"\nurl = \"tcp://127.0.0.1:1883\"\ndynsec_username = \"c-dynsec\"", "mqtt.dynsec_password"},
+		{"[mqtt]\nlisten = \"\"\nurl = \"tcp://127.0.0.1:1883\"\nusername = \"c\"\ndynsec_username = \"c\"\ndynsec_password = \"x\"", "mqtt.dynsec_username"},
 		{"[mail]\nstaff_notify = [\"not an address\"]", "mail.staff_notify[0]"},
 	}
 	for _, tc := range cases {

@@ -123,7 +123,9 @@ func (s *Service) serveEnrol(w http.ResponseWriter, r *http.Request) {
 	if cb := s.o.Edge.OnCredentials; cb != nil {
 		if err := cb(id, password); err != nil {
 			s.log.Error("enrolment: broker credentials not provisioned", "edge", id, "err", err)
-			http.Error(w, "internal error", http.StatusInternalServerError)
+			// 424, not 5xx: the edge's HTTP client would retry a 5xx
+			// and report only that it gave up, losing this message.
+			http.Error(w, "enrolment failed: central could not create the edge's account on the MQTT broker, so nothing was enrolled; try again later (central's log has the details)", http.StatusFailedDependency)
 			return
 		}
 	}

@@ -2,6 +2,7 @@ package deploytest
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -22,6 +23,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/postern/postern/central/broker/dynsec"
 	"github.com/postern/postern/shared/testkit"
 )
 
@@ -39,26 +42,23 @@ type mosquitto struct {
 func startMosquitto(t *testing.T, users map[string]string) *mosquitto {
 	t.Helper()
 	bin := lookBin(t, "mosquitto")
-	passwd := lookBin(t, "mosquitto_passwd")
+	ctrl := lookBin(t, "mosquitto_ctrl")
 	dir := t.TempDir()
 	m := &mosquitto{}
 	certFile, keyFile, pool := makeCert(t, dir)
 	m.caPool = pool
-	pwFile := filepath.Join(dir, "passwd")
-	if err := os.WriteFile(pwFile, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for u, pw := range users {
-		if out, err := exec.Command(passwd, "-b", pwFile, u, pw).CombinedOutput(); err != nil {
-			t.Fatalf("mosquitto_passwd: %v: %s", err, out)
-		}
+	// The documented bootstrap: the plugin's file with an administrator,
+	// then dynsec-bootstrap.sh for central's accounts once it runs.
+	const adminPW = "admin-secret-1"
+	dynsecFile := filepath.Join(dir, "dynamic-security.json")
+	if out, err := exec.Command(ctrl, "dynsec", "init", dynsecFile, "admin", adminPW).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_ctrl dynsec init: %v: %s", err, out)
 	}
 	set := map[string]string{
-		"password_file":        pwFile,
-		"acl_file":             filepath.Join(mosquittoDir(), "postern.acl"),
-		"persistence_location": dir + "/",
-		"certfile":             certFile,
-		"keyfile":              keyFile,
+		"plugin_opt_config_file": dynsecFile,
+		"persistence_location":   dir + "/",
+		"certfile":               certFile,
+		"keyfile":                keyFile,
 	}
 	seen := map[string]bool{}
 	f, err := os.Open(filepath.Join(mosquittoDir(), "postern.conf"))
@@ -99,7 +99,7 @@ func startMosquitto(t *testing.T, users map[string]string) *mosquitto {
 		}
 		b.WriteString(line + "\n")
 	}
-	for _, k := range []string{"password_file", "acl_file", "certfile", "keyfile", "allow_anonymous", "persistence"} {
+	for _, k := range []string{"plugin", "plugin_opt_config_file", "certfile", "keyfile", "allow_anonymous", "persistence"} {
 		if !seen[k] {
 			t.Fatalf("postern.conf has no %s line", k)
 		}
@@ -136,7 +136,38 @@ func startMosquitto(t *testing.T, users map[string]string) *mosquitto {
 	for _, addr := range []string{m.tlsAddr, m.plainAddr} {
 		waitPort(t, addr)
 	}
+	m.accounts(t, users, adminPW)
 	return m
+}
+
+// accounts makes central's accounts with the shipped dynsec-bootstrap.sh
+// and every other user as an edge the way central does at enrolment.
+func (m *mosquitto) accounts(t *testing.T, users map[string]string, adminPW string) {
+	t.Helper()
+	const central = "postern-central"
+	_, port, _ := net.SplitHostPort(m.plainAddr)
+	dynsecPW := "dynsec-secret-1"
+	cmd := exec.Command("sh", filepath.Join(mosquittoDir(), "dynsec-bootstrap.sh"), central)
+	cmd.Env = append(os.Environ(), "MQTT_HOST=127.0.0.1", "MQTT_PORT="+port, "ADMIN_PASSWORD="+adminPW,
+		"CENTRAL_PASSWORD="+users[central], "DYNSEC_PASSWORD="+dynsecPW)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("dynsec-bootstrap.sh: %v: %s", err, out)
+	}
+	p, err := dynsec.Start(dynsec.Options{BrokerURL: "tcp://" + m.plainAddr, Username: central + "-dynsec", Password: dynsecPW})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for u, pw := range users {
+		if u == central {
+			continue
+		}
+		if err := p.CreateEdge(ctx, u, pw); err != nil {
+			t.Fatalf("edge account %s: %v", u, err)
+		}
+	}
 }
 
 func lookBin(t *testing.T, name string) string {
@@ -333,7 +364,7 @@ func TestMosquittoShippedConfig(t *testing.T) {
 		t.Fatalf("edge-a over TLS: %v", err)
 	}
 	must(t, ac.Subscribe(prefix+"allowlist", 1, nil), "edge-a subscribe allowlist")
-	// Mosquitto grants the subscription but must deliver nothing from it.
+	// The plugin refuses the subscription (SUBACK 0x80); nothing may arrive.
 	must(t, ac.Subscribe(prefix+"edges/edge-b/events", 1, nil), "edge-a subscribe edge-b events")
 
 	bc, err := m.connect(t, true, "edge-b", users["edge-b"], "edge-b", nil)

@@ -9,7 +9,6 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -87,17 +86,17 @@ func TestFleetSimulation(t *testing.T) {
 			must(t, st.ApproveDevice(ctx, name, "staff", "ok", time.Now().Add(24*time.Hour)))
 		}
 	}
-	accounts := map[string]string{brokertest.CentralID: secret()}
+	mq := brokertest.Mosquitto(t)
+	accounts := map[string]string{brokertest.CentralID: mq.Password(brokertest.CentralID)}
 	ids := make([]string, nEdges)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("sim-%03d", i)
-		accounts[ids[i]] = secret()
 		must(t, st.CreateEdge(ctx, store.Edge{ID: ids[i], Name: ids[i]}))
+		accounts[ids[i]] = mq.Password(ids[i]) // the edge's dynsec account, as enrolment makes it
 	}
 	t.Logf("seeded %d devices and %d edges in %v", seedDevices, nEdges, time.Since(seedStart).Round(time.Millisecond))
 
-	mq := startMosquitto(t, accounts)
-	cen := startCentral(t, dbURL, mq.url, accounts[brokertest.CentralID])
+	cen := startCentral(t, dbURL, mq.URL, accounts[brokertest.CentralID])
 	pub := cen.key
 
 	// The edges: one Badger spool (namespaced per edge) on tmpfs, paho's
@@ -108,7 +107,7 @@ func TestFleetSimulation(t *testing.T) {
 	edges := make([]*simEdge, nEdges)
 	queueStart := time.Now()
 	for i, id := range ids {
-		edges[i] = newEdge(t, sp, id, mq.url, accounts[id], pub)
+		edges[i] = newEdge(t, sp, id, mq.URL, accounts[id], pub)
 		for j := range eventsPerEdge {
 			e := event.Event{Kind: event.Refusal, ClientIP: fmt.Sprintf("10.200.%d.%d", i%256, j), Sender: "x@example.org",
 				Recipient: fmt.Sprintf("r%d@example.com", j), Reason: "not a registered device", Count: 1}
@@ -191,7 +190,7 @@ func TestFleetSimulation(t *testing.T) {
 	time.Sleep(time.Second) // let status and receipt traffic settle
 	for c := range changes {
 		name := deviceName(seedDevices + c)
-		w0 := procWchar(mq.pid)
+		w0 := procWchar(mq.PID())
 		cpuA, selfA := procCPU(cen.pid), procCPU(os.Getpid())
 		start := time.Now()
 		must(t, st.ApproveDevice(ctx, name, "staff", "ok", time.Now().Add(24*time.Hour)))
@@ -215,7 +214,7 @@ func TestFleetSimulation(t *testing.T) {
 			}
 		}
 		time.Sleep(500 * time.Millisecond) // the edges' status messages after the change
-		bytesPerChange = append(bytesPerChange, procWchar(mq.pid)-w0)
+		bytesPerChange = append(bytesPerChange, procWchar(mq.PID())-w0)
 		cpuChanges += procCPU(cen.pid) - cpuA
 		selfChanges += procCPU(os.Getpid()) - selfA
 		slices.Sort(lat)
@@ -345,66 +344,6 @@ func freshSchema(t *testing.T, base string) string {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	return u.String()
-}
-
-type mosquitto struct {
-	url string
-	pid int
-}
-
-// startMosquitto runs a private Mosquitto with the shipped configuration
-// and ACL and one account per entry of accounts (hashed in one go:
-// mosquitto_passwd -U).
-func startMosquitto(t *testing.T, accounts map[string]string) mosquitto {
-	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		bin = "/usr/sbin/mosquitto"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Skip("mosquitto not installed (apt install mosquitto)")
-	}
-	if _, err := exec.LookPath("mosquitto_passwd"); err != nil {
-		t.Skip("mosquitto_passwd not installed (apt install mosquitto)")
-	}
-	dir := t.TempDir()
-	pw := filepath.Join(dir, "passwd")
-	var b strings.Builder
-	for u, p := range accounts {
-		fmt.Fprintf(&b, "%s:%s\n", u, p)
-	}
-	must(t, os.WriteFile(pw, []byte(b.String()), 0o600))
-	if out, err := exec.Command("mosquitto_passwd", "-U", pw).CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd -U: %v %s", err, out)
-	}
-	deploy := brokertest.DeployDir()
-	conf, port := brokertest.MosquittoConfig(t, filepath.Join(deploy, "postern.conf"), map[string]string{
-		"password_file": pw, "acl_file": filepath.Join(deploy, "postern.acl"), "persistence_location": dir + "/",
-	})
-	cf := filepath.Join(dir, "mosquitto.conf")
-	must(t, os.WriteFile(cf, []byte(conf), 0o600))
-	cmd := exec.Command(bin, "-c", cf)
-	logf, err := os.Create(filepath.Join(dir, "log"))
-	must(t, err)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	must(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "log"))
-			t.Logf("mosquitto log (tail):\n%s", tail(b, 4000))
-		}
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	testkit.WaitFor(t, 5*time.Second, "mosquitto listening", func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return mosquitto{url: "tcp://" + addr, pid: cmd.Process.Pid}
 }
 
 type centralProc struct {

@@ -1,7 +1,9 @@
 // Package brokertest starts real MQTT brokers for tests: central's embedded
 // broker in-process, or a private Mosquitto process running the shipped
-// deploy/mosquitto configuration on a free loopback port. Both can be
-// stopped and restarted on the same address to test outages.
+// deploy/mosquitto configuration (dynamic security plugin, accounts made by
+// the shipped dynsec-bootstrap.sh and, for edges, by central/broker/dynsec)
+// on a free loopback port. Both can be stopped and restarted on the same
+// address to test outages.
 package brokertest
 
 import (
@@ -24,6 +26,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/postern/postern/central/broker"
+	"github.com/postern/postern/central/broker/dynsec"
 	"github.com/postern/postern/shared/topic"
 )
 
@@ -40,17 +43,26 @@ type Env struct {
 	ForcesClientID bool
 	Name           string
 
-	t       testing.TB
-	mu      sync.Mutex
-	pw      map[string]string
-	emb     *broker.Broker
-	addr    string
-	mosq    *exec.Cmd
-	dir     string
-	conf    string
-	passwdB string
-	auth    broker.EdgeAuth
+	t    testing.TB
+	mu   sync.Mutex
+	pw   map[string]string
+	emb  *broker.Broker
+	addr string
+	mosq *exec.Cmd
+	dir  string
+	conf string
+	auth broker.EdgeAuth
+	prov *dynsec.Provisioner // as provAccount's -dynsec account
 }
+
+// provAccount is the central account whose -dynsec account the env uses
+// to make edge accounts, so that central instances under test can use
+// CentralID's and others' without taking over the env's connection.
+const provAccount = CentralID + "-test"
+
+// AdminPassword is the password of the Mosquitto env's dynsec
+// administrator (user "admin", made by mosquitto_ctrl dynsec init).
+const AdminPassword = "admin-secret-0123456789"
 
 // UseAuth makes the embedded broker check edge credentials with a
 // instead of the env's own accounts (for example central's store).
@@ -60,20 +72,32 @@ func (e *Env) UseAuth(a broker.EdgeAuth) {
 	e.auth = a
 }
 
-// Password returns the password of account id (created on first use).
+// Password returns the password of account id (created on first use). On
+// Mosquitto an id starting with CentralID is a central instance, made by
+// deploy/mosquitto/dynsec-bootstrap.sh together with its provisioning
+// account id+"-dynsec" (see DynsecPassword); any other id is an edge,
+// made by central/broker/dynsec.
 func (e *Env) Password(id string) string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if pw, ok := e.pw[id]; ok {
 		return pw
 	}
-	pw := "pw-" + id + "-0123456789abcdef"
+	pw := accountPassword(id)
 	e.pw[id] = pw
-	if e.passwdB != "" {
-		e.addMosquittoUser(id, pw)
+	if e.mosq != nil {
+		if strings.HasPrefix(id, CentralID) {
+			e.bootstrap(id, pw)
+		} else {
+			e.addEdge(id, pw)
+		}
 	}
 	return pw
 }
+
+// DynsecPassword is the password of central instance id's provisioning
+// account, id+"-dynsec" (Mosquitto only; call Password(id) first).
+func (e *Env) DynsecPassword(id string) string { return "dynsec-" + id + "-0123456789abcdef" }
 
 // EdgePasswordHash implements broker.EdgeAuth for the embedded broker.
 func (e *Env) EdgePasswordHash(ctx context.Context, user string) (string, error) {
@@ -93,7 +117,7 @@ func (e *Env) EdgePasswordHash(ctx context.Context, user string) (string, error)
 // (in-process for the embedded broker, username/password for Mosquitto).
 func (e *Env) CentralOptions() *paho.ClientOptions {
 	o := paho.NewClientOptions().SetClientID(CentralID)
-	if e.mosq != nil || e.passwdB != "" {
+	if e.mosq != nil {
 		return o.AddBroker(e.URL).SetUsername(CentralID).SetPassword(e.Password(CentralID))
 	}
 	return o.AddBroker("tcp://inproc").SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) {
@@ -147,24 +171,33 @@ func Mosquitto(t testing.TB) *Env {
 	if err != nil {
 		bin = "/usr/sbin/mosquitto"
 	}
-	passwd, err2 := exec.LookPath("mosquitto_passwd")
+	ctrl, err2 := exec.LookPath("mosquitto_ctrl")
 	if _, err := os.Stat(bin); err != nil || err2 != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("mosquitto not installed: %v %v", err, err2)
 		}
-		t.Skip("mosquitto or mosquitto_passwd not installed (apt install mosquitto); set CI to make this fatal")
+		t.Skip("mosquitto or mosquitto_ctrl not installed (apt install mosquitto); set CI to make this fatal")
 	}
 	dir := t.TempDir()
-	e := &Env{t: t, Topics: topic.New(""), pw: map[string]string{}, dir: dir, passwdB: passwd, ForcesClientID: true, Name: "mosquitto"}
-	pwFile := filepath.Join(dir, "passwd")
-	if err := os.WriteFile(pwFile, nil, 0o600); err != nil {
-		t.Fatal(err)
+	e := &Env{t: t, Topics: topic.New(""), pw: map[string]string{}, dir: dir, ForcesClientID: true, Name: "mosquitto"}
+	dynsecFile := filepath.Join(dir, "dynamic-security.json")
+	seed := bootstrapped.get()
+	if seed != nil {
+		// The plugin's file as the first env of this process left it
+		// after the bootstrap: the same accounts, without running the
+		// script (3-4 s) again for every broker.
+		if err := os.WriteFile(dynsecFile, seed, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{CentralID, provAccount} {
+			e.pw[id] = accountPassword(id)
+		}
+	} else if out, err := exec.Command(ctrl, "dynsec", "init", dynsecFile, "admin", AdminPassword).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_ctrl dynsec init: %v: %s", err, out)
 	}
-	deploy := DeployDir()
-	conf, port := MosquittoConfig(t, filepath.Join(deploy, "postern.conf"), map[string]string{
-		"password_file":        pwFile,
-		"acl_file":             filepath.Join(deploy, "postern.acl"),
-		"persistence_location": dir + "/",
+	conf, port := MosquittoConfig(t, filepath.Join(DeployDir(), "postern.conf"), map[string]string{
+		"plugin_opt_config_file": dynsecFile,
+		"persistence_location":   dir + "/",
 	})
 	e.conf = filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(e.conf, []byte(conf), 0o600); err != nil {
@@ -172,10 +205,26 @@ func Mosquitto(t testing.TB) *Env {
 	}
 	e.addr = fmt.Sprintf("127.0.0.1:%d", port)
 	e.URL = "tcp://" + e.addr
-	e.Password(CentralID)
 	e.mosq = &exec.Cmd{Path: bin} // marks the env as Mosquitto before Start
 	e.Start()
+	e.Password(CentralID)
+	e.Password(provAccount)
+	prov, err := dynsec.Start(dynsec.Options{BrokerURL: e.URL, Username: provAccount + "-dynsec", Password: e.DynsecPassword(provAccount), Topics: e.Topics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.prov = prov
+	if seed == nil {
+		// One round trip after the bootstrap: the plugin has saved it.
+		if _, err := prov.Edges(context.Background()); err != nil {
+			t.Fatalf("dynsec: %v", err)
+		}
+		if b, err := os.ReadFile(dynsecFile); err == nil && strings.Contains(string(b), provAccount+"-dynsec") {
+			bootstrapped.set(b)
+		}
+	}
 	t.Cleanup(func() {
+		prov.Close()
 		e.Stop()
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, "log"))
@@ -185,22 +234,64 @@ func Mosquitto(t testing.TB) *Env {
 	return e
 }
 
+// accountPassword is the password the env gives account id.
+func accountPassword(id string) string { return "pw-" + id + "-0123456789abcdef" }
+
+// bootstrapped holds the plugin's file after the first env's bootstrap.
+var bootstrapped seedFile
+
+type seedFile struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (s *seedFile) get() []byte  { s.mu.Lock(); defer s.mu.Unlock(); return s.b }
+func (s *seedFile) set(b []byte) { s.mu.Lock(); defer s.mu.Unlock(); s.b = b }
+
 // DeployDir is the repository's deploy/mosquitto folder.
 func DeployDir() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..", "..", "deploy", "mosquitto")
 }
 
-func (e *Env) addMosquittoUser(id, pw string) {
-	pwFile := filepath.Join(e.dir, "passwd")
-	if out, err := exec.Command(e.passwdB, "-b", pwFile, id, pw).CombinedOutput(); err != nil {
-		e.t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+// bootstrap runs the shipped dynsec-bootstrap.sh for central instance id.
+func (e *Env) bootstrap(id, pw string) {
+	_, port, _ := net.SplitHostPort(e.addr)
+	cmd := exec.Command("sh", filepath.Join(DeployDir(), "dynsec-bootstrap.sh"), id)
+	cmd.Env = append(os.Environ(), "MQTT_HOST=127.0.0.1", "MQTT_PORT="+port, "ADMIN_PASSWORD="+AdminPassword,
+		"CENTRAL_PASSWORD="+pw, "DYNSEC_PASSWORD="+e.DynsecPassword(id), "TOPIC_PREFIX="+e.Topics.Prefix())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		e.t.Fatalf("dynsec-bootstrap.sh %s: %v: %s", id, err, out)
 	}
-	if e.mosq != nil && e.mosq.Process != nil {
-		// Reload the password file.
-		_ = e.mosq.Process.Signal(syscall.SIGHUP)
-		time.Sleep(100 * time.Millisecond)
+}
+
+// addEdge makes edge id's account the way central does at enrolment.
+func (e *Env) addEdge(id, pw string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := e.prov.CreateEdge(ctx, id, pw); err != nil {
+		e.t.Fatalf("dynsec: create edge %s: %v", id, err)
 	}
+}
+
+// Provisioner is the env's edge account provisioner (Mosquitto only),
+// connected with an account of its own (no central instance under test
+// uses it: the broker forces client id = username, so a second connection
+// with one account would take over the first).
+func (e *Env) Provisioner() *dynsec.Provisioner { return e.prov }
+
+// DeleteEdge removes edge id's account from Mosquitto the way central does
+// on revocation (and forgets its password).
+func (e *Env) DeleteEdge(id string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.pw, id)
+	if e.prov == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return e.prov.DeleteEdge(ctx, id)
 }
 
 // Start (re)starts the broker on its address.
@@ -239,6 +330,16 @@ func (e *Env) Start() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// PID is the Mosquitto process id (0 for the embedded broker).
+func (e *Env) PID() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mosq == nil || e.mosq.Process == nil {
+		return 0
+	}
+	return e.mosq.Process.Pid
 }
 
 // Kill stops the broker without saving anything: the embedded broker keeps
@@ -310,6 +411,9 @@ func MosquittoConfig(t testing.TB, path string, set map[string]string) (conf str
 	}
 	if os.Geteuid() == 0 {
 		b.WriteString("user root\n")
+	}
+	if os.Getenv("POSTERN_TEST_MOSQUITTO_DEBUG") != "" {
+		b.WriteString("log_type all\n")
 	}
 	return b.String(), port
 }
