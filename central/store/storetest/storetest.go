@@ -50,6 +50,10 @@ func Run(t *testing.T, open Opener) {
 		{"SnapshotConsistentUnderWrites", testSnapshotConsistency},
 		{"SuspendByEdge", testSuspendByEdge},
 		{"PruneEvents", testPruneEvents},
+		{"OwnerEdit", testOwnerEdit},
+		{"OwnerNotices", testNotices},
+		{"DeviceReportsAndDailyCounts", testDeviceReports},
+		{"EdgeSamples", testEdgeSamples},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

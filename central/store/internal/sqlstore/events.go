@@ -25,17 +25,25 @@ func (s *Store) AddEvent(ctx context.Context, e event.Event) (bool, error) {
 		}
 		detail = string(b)
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO events (id, edge, at, kind, device, client_ip, sender, recipient, queue_id, reason, count, detail, received)
+	inserted := false
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO events (id, edge, at, kind, device, client_ip, sender, recipient, queue_id, reason, count, detail, received)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING`,
-		e.ID, e.Edge, ms(e.Time), string(e.Kind), strings.ToLower(e.Device), e.ClientIP, e.Sender, e.Recipient, e.QueueID, e.Reason, e.Count, detail, ms(s.now()))
+			e.ID, e.Edge, ms(e.Time), string(e.Kind), strings.ToLower(e.Device), e.ClientIP, e.Sender, e.Recipient, e.QueueID, e.Reason, e.Count, detail, ms(s.now()))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil || n != 1 {
+			return err
+		}
+		inserted = true
+		return countDay(ctx, tx, e)
+	})
 	if err != nil {
 		return false, fmt.Errorf("add event %s: %w", e.ID, err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("add event %s: %w", e.ID, err)
-	}
-	return n == 1, nil
+	return inserted, nil
 }
 
 // ListEvents implements store.Store.
