@@ -73,8 +73,7 @@ func (s *Store) ExpiringDevices(ctx context.Context, before time.Time, limit int
 	if limit <= 0 {
 		limit = 1000
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+deviceCols+` FROM devices WHERE status = 'active' AND expires_at > 0 AND expires_at <= $1
-		ORDER BY expires_at, name LIMIT $2`, ms(before), limit)
+	rows, err := s.db.QueryContext(ctx, expiringSQL, ms(before), limit)
 	if err != nil {
 		return nil, fmt.Errorf("expiring devices: %w", err)
 	}
@@ -117,8 +116,23 @@ func scanEvents(rows *sql.Rows) ([]event.Event, error) {
 }
 
 // DeviceReports implements store.Store. Each branch of the union reads
-// one index range (events_device_kind_at, events_client_at).
+// one index range: the device's (events_device) and the addresses'
+// (events_client_at; "device || ''" keeps the planner off the device
+// index, whose '' range holds every unregistered client's events).
 func (s *Store) DeviceReports(ctx context.Context, device string, ips []string, since time.Time, limit int) ([]event.Event, error) {
+	q, args := deviceReportsSQL(device, ips, since, limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("device reports of %s: %w", device, err)
+	}
+	out, err := scanEvents(rows)
+	if err != nil {
+		return nil, fmt.Errorf("device reports of %s: %w", device, err)
+	}
+	return out, nil
+}
+
+func deviceReportsSQL(device string, ips []string, since time.Time, limit int) (string, []any) {
 	if limit <= 0 {
 		limit = 50
 	}
@@ -135,29 +149,53 @@ func (s *Store) DeviceReports(ctx context.Context, device string, ips []string, 
 		for _, ip := range ips {
 			ph = append(ph, arg(ip))
 		}
-		branches = append(branches, fmt.Sprintf(`SELECT seq, %s FROM events WHERE client_ip IN (%s) AND at >= %s AND device = '' AND kind IN (%s)`,
+		branches = append(branches, fmt.Sprintf(`SELECT seq, %s FROM events WHERE client_ip IN (%s) AND at >= %s AND device || '' = '' AND kind IN (%s)`,
 			eventCols, strings.Join(ph, ", "), arg(ms(since)), in))
 	}
 	lim := arg(limit)
 	for i, b := range branches {
 		branches[i] = "SELECT * FROM (" + b + " ORDER BY at DESC, seq DESC LIMIT " + lim + ") b" + fmt.Sprint(i)
 	}
-	q := `SELECT ` + eventCols + ` FROM (` + strings.Join(branches, " UNION ALL ") + `) u ORDER BY at DESC, seq DESC LIMIT ` + lim
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("device reports of %s: %w", device, err)
+	return `SELECT ` + eventCols + ` FROM (` + strings.Join(branches, " UNION ALL ") + `) u ORDER BY at DESC, seq DESC LIMIT ` + lim, args
+}
+
+const (
+	dailyCountsSQL = `SELECT day, kind, n FROM event_days WHERE device = $1 AND day >= $2 ORDER BY day, kind`
+	latestEventSQL = `SELECT ` + eventCols + ` FROM events WHERE device = $1`
+	latestKindSQL  = ` AND kind = $2`
+	latestOrderSQL = ` ORDER BY at DESC, seq DESC LIMIT 1`
+	edgeSamplesSQL = `SELECT slot, queue_depth, outbox, online FROM edge_samples WHERE edge = $1 AND slot >= $2 ORDER BY slot`
+	expiringSQL    = `SELECT ` + deviceCols + ` FROM devices WHERE status = 'active' AND expires_at > 0 AND expires_at <= $1 ORDER BY expires_at, name LIMIT $2`
+)
+
+// PlanQuery is one query of the owner pages, the charts and the
+// reminders with example arguments, for tests that check with EXPLAIN
+// that it reads indexes rather than whole tables.
+type PlanQuery struct {
+	Name string
+	SQL  string
+	Args []any
+}
+
+// PlanQueries returns those queries.
+func PlanQueries() []PlanQuery {
+	now := time.Now()
+	rq, rargs := deviceReportsSQL("scanner.example.edu", []string{"10.1.2.3", "10.1.2.4"}, now, 30)
+	dq, dargs := deviceReportsSQL("scanner.example.edu", nil, now, 30)
+	return []PlanQuery{
+		{"device reports with addresses", rq, rargs},
+		{"device reports", dq, dargs},
+		{"daily counts", dailyCountsSQL, []any{"*", ms(now)}},
+		{"latest event", latestEventSQL + latestOrderSQL, []any{"scanner.example.edu"}},
+		{"latest event of a kind", latestEventSQL + latestKindSQL + latestOrderSQL, []any{"scanner.example.edu", "tls"}},
+		{"edge samples", edgeSamplesSQL, []any{"e1", ms(now)}},
+		{"expiring devices", expiringSQL, []any{ms(now), 1000}},
 	}
-	out, err := scanEvents(rows)
-	if err != nil {
-		return nil, fmt.Errorf("device reports of %s: %w", device, err)
-	}
-	return out, nil
 }
 
 // DailyCounts implements store.Store (primary key range of event_days).
 func (s *Store) DailyCounts(ctx context.Context, device string, from time.Time) ([]store.DayCount, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT day, kind, n FROM event_days WHERE device = $1 AND day >= $2 ORDER BY day, kind`,
-		strings.ToLower(device), dayOf(from))
+	rows, err := s.db.QueryContext(ctx, dailyCountsSQL, strings.ToLower(device), dayOf(from))
 	if err != nil {
 		return nil, fmt.Errorf("daily counts of %q: %w", device, err)
 	}
@@ -178,13 +216,13 @@ func (s *Store) DailyCounts(ctx context.Context, device string, from time.Time) 
 
 // LatestEvent implements store.Store.
 func (s *Store) LatestEvent(ctx context.Context, device string, kind event.Kind) (event.Event, error) {
-	q := `SELECT ` + eventCols + ` FROM events WHERE device = $1`
+	q := latestEventSQL
 	args := []any{strings.ToLower(device)}
 	if kind != "" {
-		q += ` AND kind = $2`
+		q += latestKindSQL
 		args = append(args, string(kind))
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY at DESC, seq DESC LIMIT 1`, args...)
+	rows, err := s.db.QueryContext(ctx, q+latestOrderSQL, args...)
 	if err != nil {
 		return event.Event{}, fmt.Errorf("latest %s event of %s: %w", kind, device, err)
 	}
@@ -200,7 +238,7 @@ func (s *Store) LatestEvent(ctx context.Context, device string, kind event.Kind)
 
 // EdgeSamples implements store.Store.
 func (s *Store) EdgeSamples(ctx context.Context, edge string, from time.Time) ([]store.EdgeSample, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT slot, queue_depth, outbox, online FROM edge_samples WHERE edge = $1 AND slot >= $2 ORDER BY slot`, edge, ms(from))
+	rows, err := s.db.QueryContext(ctx, edgeSamplesSQL, edge, ms(from))
 	if err != nil {
 		return nil, fmt.Errorf("queue samples of %s: %w", edge, err)
 	}
