@@ -269,7 +269,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Throttle: throttle, Hashes: auth.NewHashes(lc.MaxConcurrentHashes),
 		SubmitLimit: auth.NewRateLimit(cfg.Register.SubmissionsPerHour, time.Hour, nil), CheckLimit: auth.NewRateLimit(cfg.Register.DNSChecksPerHour, time.Hour, nil),
 		MaxPendingPerContact: cfg.Register.MaxPendingPerContact, MaxPendingPerAddress: cfg.Register.MaxPendingPerAddress,
-		TokenLifetime: cfg.API.TokenLifetime, MaxTokenLifetime: cfg.API.MaxTokenLifetime})
+		TokenLifetime: cfg.API.TokenLifetime, MaxTokenLifetime: cfg.API.MaxTokenLifetime, DisplayTimeZone: cfg.HTTP.Location()})
 	if err != nil {
 		return err
 	}
