@@ -81,7 +81,7 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, user string) {
 		unregRefused += d.Refused
 	}
 	s.render(w, r, http.StatusOK, "overview", page{"Title": "Fleet overview", "Staff": user, "Edges": rows, "Version": ver,
-		"Online": online, "Offline": len(edges) - online, "Lagging": lagging, "Queued": queued, 
+		"Online": online, "Offline": len(edges) - online, "Lagging": lagging, "Queued": queued,
 		"Days": days, "UnregRefused": unregRefused,
 		"Chart": dayChart("chart-fleet", "Mail through the relays, last 30 days",
 			"Per day: recipients delivered, bounces and refusals of all edges. The table below has the numbers.", days)})
