@@ -21,6 +21,7 @@ package notify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -125,10 +126,6 @@ func (n *Notifier) Send(ctx context.Context, nt Notice) (sent bool, err error) {
 	if n.Mail == nil || d.ContactEmail == "" {
 		return false, nil
 	}
-	if !(nt.Kind == Received && nt.ByStaff) && (n.Affiliated == nil || !n.Affiliated(d.ContactEmail)) {
-		n.log().Info("owner notice not sent: the contact is outside the affiliated domains", "device", d.Name, "notice", string(nt.Kind))
-		return false, nil
-	}
 	subject, body, ok := n.compose(nt)
 	if !ok {
 		return false, fmt.Errorf("notify: unknown notice %q", nt.Kind)
@@ -137,11 +134,20 @@ func (n *Notifier) Send(ctx context.Context, nt Notice) (sent bool, err error) {
 	if key == "" {
 		key = strconv.FormatInt(d.UpdatedAt.UnixMilli(), 10)
 	}
+	if nt.ByStaff {
+		key += "-staff"
+	}
 	claimed, err := n.Store.ClaimNotice(ctx, d.Name, string(nt.Kind), key, n.now())
 	if err != nil {
 		return false, fmt.Errorf("notify %s of %s: %w", nt.Kind, d.Name, err)
 	}
 	if !claimed {
+		return false, nil
+	}
+	// A contact outside the affiliated domains gets nothing; the claim
+	// stays, so the notice counts as handled (reminders move on).
+	if !(nt.Kind == Received && nt.ByStaff) && (n.Affiliated == nil || !n.Affiliated(d.ContactEmail)) {
+		n.log().Info("owner notice not sent: the contact is outside the affiliated domains", "device", d.Name, "notice", string(nt.Kind))
 		return false, nil
 	}
 	if err := n.Mail.Send(ctx, d.ContactEmail, subject, body); err != nil {
@@ -169,25 +175,38 @@ func (n *Notifier) Remind(ctx context.Context) error {
 	}
 	n.lastRemind = now
 	n.mu.Unlock()
-	devs, err := n.Store.ExpiringDevices(ctx, now.Add(30*24*time.Hour), 0)
-	if err != nil {
-		return fmt.Errorf("notify: expiring registrations: %w", err)
-	}
-	var firstErr error
-	for _, d := range devs {
-		k := Expiring30
-		if d.ExpiresAt.Sub(now) <= 7*24*time.Hour {
-			k = Expiring7
-		}
-		if _, err := n.Send(ctx, Notice{Kind: k, Device: d, Key: strconv.FormatInt(d.ExpiresAt.UnixMilli(), 10)}); err != nil {
-			n.log().Warn("expiry reminder not sent", "device", d.Name, "err", err)
-			if firstErr == nil {
-				firstErr = err
+	var errs []error
+	for _, stage := range []struct {
+		kind     Kind
+		from, to time.Duration
+	}{{Expiring7, 0, 7 * 24 * time.Hour}, {Expiring30, 7 * 24 * time.Hour, 30 * 24 * time.Hour}} {
+		// Each page leaves out what was claimed already; a page without
+		// one success (the relay refuses) ends the round.
+		for {
+			devs, err := n.Store.ExpiringDevices(ctx, now.Add(stage.from), now.Add(stage.to), string(stage.kind), remindPage)
+			if err != nil {
+				return fmt.Errorf("notify: expiring registrations: %w", err)
+			}
+			done := 0
+			for _, d := range devs {
+				_, err := n.Send(ctx, Notice{Kind: stage.kind, Device: d, Key: strconv.FormatInt(d.ExpiresAt.UnixMilli(), 10)})
+				if err != nil {
+					n.log().Warn("expiry reminder not sent", "device", d.Name, "err", err)
+					errs = append(errs, err)
+					continue
+				}
+				done++
+			}
+			if len(devs) < remindPage || done == 0 {
+				break
 			}
 		}
 	}
-	return firstErr
+	return errors.Join(errs...)
 }
+
+// remindPage is how many expiring registrations Remind reads at once.
+const remindPage = 200
 
 // oneLine replaces control characters (line breaks included) of free text.
 func oneLine(s string) string {

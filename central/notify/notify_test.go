@@ -2,6 +2,7 @@ package notify_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -227,5 +228,43 @@ func TestExpiryReminders(t *testing.T) {
 	step(340 * 24 * time.Hour)
 	if s := subjects(); len(s) != 4 || !strings.Contains(s[3], "expires in") {
 		t.Fatalf("reminder of the renewed period: %v", s)
+	}
+}
+
+// TestRemindPages: more expiring registrations than one page, the
+// soonest ones with contacts outside the affiliated domains (never
+// mailed): every affiliated contact is reminded in one round, once.
+func TestRemindPages(t *testing.T) {
+	e := newEnv(t)
+	now := e.clk.Now()
+	const n = 205
+	add := func(name, contact string, exp time.Time) {
+		t.Helper()
+		d := store.Device{Name: name, Owner: "Ada", ContactEmail: contact, Senders: []store.Sender{{Address: "s@dept.example.edu"}}}
+		if err := e.st.CreateDevice(ctx, d, "cli"); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.st.ApproveDevice(ctx, name, "staff:bob", "", exp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		add(fmt.Sprintf("outside%d.dept.example.edu", i), "x@elsewhere.example.com", now.Add(time.Duration(10+i)*24*time.Hour))
+	}
+	for i := range n {
+		add(fmt.Sprintf("d%d.dept.example.edu", i), fmt.Sprintf("o%d@dept.example.edu", i), now.Add(20*24*time.Hour+time.Duration(i)*time.Minute))
+	}
+	if err := e.n.Remind(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(e.sink.Messages()); got != n {
+		t.Fatalf("%d reminders, want %d", got, n)
+	}
+	e.clk.Add(2 * time.Hour)
+	if err := e.n.Remind(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(e.sink.Messages()); got != n {
+		t.Fatalf("%d reminders after a second round, want %d", got, n)
 	}
 }

@@ -421,9 +421,11 @@ type Store interface {
 	ClaimNotice(ctx context.Context, device, kind, key string, at time.Time) (bool, error)
 	// ReleaseNotice forgets a claim whose mail could not be sent.
 	ReleaseNotice(ctx context.Context, device, kind, key string) error
-	// ExpiringDevices returns active devices whose expiry is set and at or
-	// before before, soonest first, at most limit (0: 1000).
-	ExpiringDevices(ctx context.Context, before time.Time, limit int) ([]Device, error)
+	// ExpiringDevices returns active devices whose expiry is after from
+	// and at or before before, soonest first, at most limit (0: 1000),
+	// leaving out those with a claimed notice of kind unnoticed keyed by
+	// their expiry (Unix milliseconds in decimal) when unnoticed is set.
+	ExpiringDevices(ctx context.Context, from, before time.Time, unnoticed string, limit int) ([]Device, error)
 	// DeviceReports returns the latest refusals, rate-limit hits, dropped
 	// reports and NDR events (newest first, at most limit) of a device
 	// and, when ips is not empty, of events from those client addresses

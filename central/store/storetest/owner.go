@@ -110,10 +110,25 @@ func testNotices(t *testing.T, s store.Store, _ func() store.Store) {
 		must(t, s.ApproveDevice(ctx, d.Name, "staff:bob", "", now.Add(time.Duration(days)*24*time.Hour)))
 	}
 	must(t, s.CreateDevice(ctx, dev("pending.example.edu", "x@example.edu"), "owner"))
-	exp, err := s.ExpiringDevices(ctx, now.Add(30*24*time.Hour), 0)
+	exp, err := s.ExpiringDevices(ctx, now, now.Add(30*24*time.Hour), "", 0)
 	must(t, err)
 	if len(exp) != 2 || exp[0].Name != "d2.example.edu" || exp[1].Name != "d1.example.edu" {
 		t.Fatalf("expiring within 30 days: %+v", exp)
+	}
+	if exp, err := s.ExpiringDevices(ctx, now.Add(7*24*time.Hour), now.Add(30*24*time.Hour), "", 0); err != nil || len(exp) != 1 || exp[0].Name != "d1.example.edu" {
+		t.Fatalf("expiring in 7 to 30 days: %+v %v", exp, err)
+	}
+	// A claimed reminder for this expiry leaves the device out; one for
+	// another expiry (before a renewal) does not.
+	d1 := exp[1]
+	_, err = s.ClaimNotice(ctx, d1.Name, "expiring-30", fmt.Sprint(d1.ExpiresAt.UnixMilli()), now)
+	must(t, err)
+	_, err = s.ClaimNotice(ctx, "d2.example.edu", "expiring-30", "12345", now)
+	must(t, err)
+	exp, err = s.ExpiringDevices(ctx, now, now.Add(30*24*time.Hour), "expiring-30", 0)
+	must(t, err)
+	if len(exp) != 1 || exp[0].Name != "d2.example.edu" {
+		t.Fatalf("expiring without a claimed reminder: %+v", exp)
 	}
 }
 

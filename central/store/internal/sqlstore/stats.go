@@ -68,12 +68,13 @@ func (s *Store) ReleaseNotice(ctx context.Context, device, kind, key string) err
 	return nil
 }
 
-// ExpiringDevices implements store.Store (index devices_status_expires).
-func (s *Store) ExpiringDevices(ctx context.Context, before time.Time, limit int) ([]store.Device, error) {
+// ExpiringDevices implements store.Store (index devices_status_expires,
+// and the owner_notices key per device).
+func (s *Store) ExpiringDevices(ctx context.Context, from, before time.Time, unnoticed string, limit int) ([]store.Device, error) {
 	if limit <= 0 {
 		limit = 1000
 	}
-	rows, err := s.db.QueryContext(ctx, expiringSQL, ms(before), limit)
+	rows, err := s.db.QueryContext(ctx, expiringSQL, ms(from), ms(before), unnoticed, limit)
 	if err != nil {
 		return nil, fmt.Errorf("expiring devices: %w", err)
 	}
@@ -165,7 +166,9 @@ const (
 	latestKindSQL  = ` AND kind = $2`
 	latestOrderSQL = ` ORDER BY at DESC, seq DESC LIMIT 1`
 	edgeSamplesSQL = `SELECT slot, queue_depth, outbox, online FROM edge_samples WHERE edge = $1 AND slot >= $2 ORDER BY slot`
-	expiringSQL    = `SELECT ` + deviceCols + ` FROM devices WHERE status = 'active' AND expires_at > 0 AND expires_at <= $1 ORDER BY expires_at, name LIMIT $2`
+	expiringSQL    = `SELECT ` + deviceCols + ` FROM devices WHERE status = 'active' AND expires_at > $1 AND expires_at <= $2
+		AND NOT EXISTS (SELECT 1 FROM owner_notices n WHERE n.device = devices.name AND n.kind = $3 AND n.nkey = CAST(devices.expires_at AS TEXT))
+		ORDER BY expires_at, name LIMIT $4`
 )
 
 // PlanQuery is one query of the owner pages, the charts and the
@@ -189,7 +192,7 @@ func PlanQueries() []PlanQuery {
 		{"latest event", latestEventSQL + latestOrderSQL, []any{"scanner.example.edu"}},
 		{"latest event of a kind", latestEventSQL + latestKindSQL + latestOrderSQL, []any{"scanner.example.edu", "tls"}},
 		{"edge samples", edgeSamplesSQL, []any{"e1", ms(now)}},
-		{"expiring devices", expiringSQL, []any{ms(now), 1000}},
+		{"expiring devices", expiringSQL, []any{ms(now), ms(now.Add(30 * day)), "expiring-30", 1000}},
 	}
 }
 
