@@ -313,3 +313,19 @@ func TestDisplayTimeZone(t *testing.T) {
 	want := created.In(zone).Format("2006-01-02 15:04 MST")
 	contains(t, b.get(page), 200, `title="`+want+`"`, "just now")
 }
+
+// TestRegisterErrorsTiedToFields: a refused registration lists its
+// errors in a summary linking to the fields, marks each field invalid and
+// describes it by its message, and keeps the typed values.
+func TestRegisterErrorsTiedToFields(t *testing.T) {
+	e := newEnv(t, nil)
+	b := e.browser()
+	f := goodForm()
+	f.Set("contact_email", "not an address")
+	f.Set("purpose", "")
+	r := b.post("/register", f)
+	contains(t, r, 422, `id="error-summary"`, `href="#contact_email"`, `href="#purpose"`,
+		`id="contact_email" name="contact_email" type="email" value="not an address" required autocomplete="email" aria-invalid="true" aria-describedby="err-contact_email"`,
+		`aria-invalid="true" aria-describedby="err-purpose"`, `id="err-purpose"`)
+	must(t, !strings.Contains(r.body, `id="name" name="name" value="scanner.dept.example.edu" placeholder="scanner.dept.example.edu" required autocomplete="off" aria-invalid`), "a valid field is marked invalid")
+}
