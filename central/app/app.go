@@ -36,6 +36,7 @@ import (
 	"github.com/postern/postern/central/fleet"
 	"github.com/postern/postern/central/leader"
 	"github.com/postern/postern/central/mailer"
+	"github.com/postern/postern/central/notify"
 	"github.com/postern/postern/central/registration"
 	"github.com/postern/postern/central/store"
 	"github.com/postern/postern/central/store/postgres"
@@ -108,6 +109,10 @@ func Registry(cfg config.Config, st store.Store, changed func(), log *slog.Logge
 	}
 	if cfg.Mail.Smarthost != "" {
 		reg.Mail = &mailer.Mailer{Addr: cfg.Mail.Smarthost, From: cfg.Mail.From, Username: cfg.Mail.Username, Password: cfg.Mail.Password}
+	}
+	if cfg.Mail.OwnerNotices() {
+		reg.Owners = &notify.Notifier{Mail: reg.Mail, Store: st, BaseURL: reg.BaseURL, Affiliated: reg.Affiliated,
+			TimeZone: cfg.HTTP.Location(), Log: log}
 	}
 	return reg, nil
 }
@@ -284,7 +289,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Throttle: throttle, Hashes: auth.NewHashes(lc.MaxConcurrentHashes),
 		SubmitLimit: auth.NewRateLimit(cfg.Register.SubmissionsPerHour, time.Hour, nil), CheckLimit: auth.NewRateLimit(cfg.Register.DNSChecksPerHour, time.Hour, nil),
 		MaxPendingPerContact: cfg.Register.MaxPendingPerContact, MaxPendingPerAddress: cfg.Register.MaxPendingPerAddress,
-		TokenLifetime: cfg.API.TokenLifetime, MaxTokenLifetime: cfg.API.MaxTokenLifetime})
+		TokenLifetime: cfg.API.TokenLifetime, MaxTokenLifetime: cfg.API.MaxTokenLifetime, DisplayTimeZone: cfg.HTTP.Location()})
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	// The display time zone must load on hosts without a zoneinfo
+	// database.
+	_ "time/tzdata"
 
 	"github.com/postern/postern/shared/configfile"
 )
@@ -111,6 +114,22 @@ type HTTP struct {
 	// as the staff identity, but only from TrustedProxies.
 	IdentityHeader string   `toml:"identity_header"`
 	TrustedProxies []string `toml:"trusted_proxies"`
+	// DisplayTimeZone is the IANA zone the pages and owner mails show
+	// times in ("" or "UTC": UTC).
+	DisplayTimeZone string `toml:"display_time_zone"`
+}
+
+// Location is the display time zone (UTC when unset or unknown; Validate
+// refuses an unknown one).
+func (h HTTP) Location() *time.Location {
+	if h.DisplayTimeZone == "" {
+		return time.UTC
+	}
+	loc, err := time.LoadLocation(h.DisplayTimeZone)
+	if err != nil {
+		return time.UTC
+	}
+	return loc
 }
 
 // Database selects the store.
@@ -164,6 +183,14 @@ type Mail struct {
 	Password  string `toml:"password"`
 	// StaffNotify are the addresses told about new suspension requests.
 	StaffNotify []string `toml:"staff_notify"`
+	// NotifyOwners mails registrations' contacts about their requests
+	// (nil: on when Smarthost is set).
+	NotifyOwners *bool `toml:"notify_owners"`
+}
+
+// OwnerNotices reports whether owners are mailed.
+func (m Mail) OwnerNotices() bool {
+	return m.Smarthost != "" && (m.NotifyOwners == nil || *m.NotifyOwners)
 }
 
 // DNS configures the resolver for the live FCrDNS check.
@@ -203,6 +230,7 @@ func Default(dev bool) Config {
 		HTTP: HTTP{
 			Listen:          "0.0.0.0:8443",
 			SessionLifetime: 8 * time.Hour,
+			DisplayTimeZone: "UTC",
 		},
 		MQTT: MQTT{
 			Listen:      "0.0.0.0:8883",
@@ -284,6 +312,11 @@ func (c *Config) Validate() error {
 	}
 	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
 		return e("http.tls_cert", "http.tls_cert and http.tls_key must be set together")
+	}
+	if c.HTTP.DisplayTimeZone != "" {
+		if _, err := time.LoadLocation(c.HTTP.DisplayTimeZone); err != nil {
+			return e("http.display_time_zone", "%q is not a known time zone (use an IANA name such as \"Europe/Berlin\")", c.HTTP.DisplayTimeZone)
+		}
 	}
 	if c.HTTP.SessionLifetime < time.Minute {
 		return e("http.session_lifetime", "must be at least 1m")

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/postern/postern/shared/configfile"
 )
@@ -60,6 +61,7 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{"[mqtt]\nlisten = \"\"\nurl = \"tcp://127.0.0.1:1883\"\ndynsec_username = \"c-dynsec\"", "mqtt.dynsec_password"},
 		{"[mqtt]\nlisten = \"\"\nurl = \"tcp://127.0.0.1:1883\"\nusername = \"c\"\ndynsec_username = \"c\"\ndynsec_password = \"x\"", "mqtt.dynsec_username"},
 		{"[mail]\nstaff_notify = [\"not an address\"]", "mail.staff_notify[0]"},
+		{"[http]\ndisplay_time_zone = \"Mars/Olympus\"", "http.display_time_zone"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.key, func(t *testing.T) {
@@ -71,5 +73,28 @@ func TestBadValuesNameTheKey(t *testing.T) {
 				t.Fatalf("Load(%q) = %v, want error naming %q", tc.toml, err, tc.key)
 			}
 		})
+	}
+}
+
+func TestOwnerNoticesAndTimeZone(t *testing.T) {
+	c := Default(false)
+	if c.Mail.OwnerNotices() {
+		t.Error("owner notices on without a smarthost")
+	}
+	c.Mail.Smarthost = "127.0.0.1:25"
+	if !c.Mail.OwnerNotices() {
+		t.Error("owner notices off by default with a smarthost")
+	}
+	off := false
+	c.Mail.NotifyOwners = &off
+	if c.Mail.OwnerNotices() {
+		t.Error("mail.notify_owners = false ignored")
+	}
+	if c.HTTP.Location() != time.UTC {
+		t.Errorf("default display zone %v", c.HTTP.Location())
+	}
+	c.HTTP.DisplayTimeZone = "Europe/Berlin"
+	if c.HTTP.Location().String() != "Europe/Berlin" {
+		t.Errorf("display zone %v", c.HTTP.Location())
 	}
 }

@@ -55,6 +55,7 @@ func (s *Service) SuspendByEdge(ctx context.Context, r EdgeReport) (store.EdgeSu
 	case store.EdgeSuspended:
 		s.log().Warn("device suspended", "device", r.Device, "edge", r.Edge, "reason", reason, "queue_id", r.QueueID, "allowlist_version", res.Version)
 		s.changed()
+		s.noticeChange(ctx, r.Device)
 	case store.EdgeRequested:
 		s.log().Warn("suspension by edge held for staff", "device", r.Device, "edge", r.Edge, "why", res.Request.Why,
 			"request", res.Request.ID, "new", res.New, "queue_id", r.QueueID)
@@ -97,6 +98,7 @@ func (s *Service) EvidenceArrived(ctx context.Context, edge, device string) erro
 			s.log().Warn("device suspended", "device", q.Device, "edge", edge, "reason", q.Reason, "request", q.ID,
 				"why", "relay evidence arrived after the report", "allowlist_version", res.Version)
 			s.changed()
+			s.noticeChange(ctx, q.Device)
 		}
 	}
 	return nil
@@ -148,6 +150,7 @@ func (s *Service) DecideRequest(ctx context.Context, id int64, decision, actor, 
 	s.log().Info("suspension request "+string(q.State), "request", id, "device", q.Device, "edge", q.Edge, "actor", actor)
 	if confirm {
 		s.changed()
+		s.noticeChange(ctx, q.Device)
 	}
 	return q, nil
 }

@@ -86,6 +86,9 @@ type Service struct {
 	// EdgeRevoked is called after an edge was revoked (the embedded
 	// broker drops its session); may be nil.
 	EdgeRevoked func(id string)
+	// Owners mails owners about their registrations; nil: no owner
+	// notices (mail.notify_owners off or no mail.smarthost).
+	Owners OwnerNotifier
 	// Changed is called after every successful change (may be nil).
 	Changed func()
 	Clock   func() time.Time
@@ -316,13 +319,23 @@ func (s *Service) SendConfirmations(ctx context.Context, name string) error {
 }
 
 func (s *Service) sendConfirmations(ctx context.Context, name string, byStaff bool) error {
+	return s.sendConfirmationsIf(ctx, name, byStaff, false)
+}
+
+// sendConfirmationsNew sends links only to senders that never got one
+// (senders added by an edit), leaving earlier links working.
+func (s *Service) sendConfirmationsNew(ctx context.Context, name string, byStaff bool) error {
+	return s.sendConfirmationsIf(ctx, name, byStaff, true)
+}
+
+func (s *Service) sendConfirmationsIf(ctx context.Context, name string, byStaff, onlyNew bool) error {
 	d, err := s.Store.Device(ctx, name)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, sn := range d.Senders {
-		if sn.Confirmed() {
+		if sn.Confirmed() || onlyNew && !sn.ConfirmSentAt.IsZero() {
 			continue
 		}
 		if !byStaff && s.Mail != nil && !s.Affiliated(sn.Address) {
@@ -471,6 +484,7 @@ func (s *Service) Act(ctx context.Context, name string, a Action, actor, reason 
 	}
 	s.log().Info("device "+string(a), "device", name, "actor", actor, "reason", reason)
 	s.changed()
+	s.noticeChange(ctx, name)
 	return nil
 }
 
@@ -495,6 +509,14 @@ func (s *Service) ExpireDue(ctx context.Context) ([]string, error) {
 	if len(names) > 0 {
 		s.log().Info("registrations expired", "devices", strings.Join(names, ","))
 		s.changed()
+	}
+	for _, n := range names {
+		s.noticeChange(ctx, n)
+	}
+	if s.Owners != nil {
+		if err := s.Owners.Remind(ctx); err != nil {
+			s.log().Warn("expiry reminders", "err", err)
+		}
 	}
 	return names, nil
 }

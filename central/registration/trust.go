@@ -9,6 +9,7 @@ import (
 	"unicode"
 
 	"github.com/postern/postern/central/auth"
+	"github.com/postern/postern/central/notify"
 	"github.com/postern/postern/central/store"
 	"github.com/postern/postern/shared/address"
 )
@@ -105,6 +106,9 @@ func (s *Service) ResendConfirmations(ctx context.Context, name string) (leftToS
 // address. For an anonymous request (byStaff false) only an affiliated
 // contact gets mail; sent reports whether a message went out.
 func (s *Service) SendOwnerLink(ctx context.Context, d store.Device, link string, byStaff bool) (sent bool, err error) {
+	if s.Owners != nil {
+		return s.Owners.Send(ctx, notify.Notice{Kind: notify.Received, Device: d, OwnerLink: link, ByStaff: byStaff})
+	}
 	if s.Mail == nil {
 		return false, nil
 	}

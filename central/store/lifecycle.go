@@ -25,6 +25,11 @@ const (
 	ActRenew     Action = "renew"
 	// ActExpire is taken by the system when a registration period ends.
 	ActExpire Action = "expire"
+	// ActWithdraw is the owner ending a registration (it becomes revoked).
+	ActWithdraw Action = "withdraw"
+	// ActRerequest is the owner asking for review again after a denial or
+	// an expiry.
+	ActRerequest Action = "rerequest"
 )
 
 // Rule is one action: the status it leads to from each status it applies
@@ -54,7 +59,14 @@ var Lifecycle = map[Action]Rule{
 		Pending: Revoked, Active: Revoked, Suspended: Revoked, Expired: Revoked, Denied: Revoked}, NeedsReason: true},
 	ActRenew:  {Action: ActRenew, To: map[Status]Status{Active: Active, Expired: Active, Suspended: Suspended}, SetsExpiry: true},
 	ActExpire: {Action: ActExpire, To: map[Status]Status{Active: Expired}},
+	ActWithdraw: {Action: ActWithdraw, To: map[Status]Status{
+		Pending: Revoked, Active: Revoked, Suspended: Revoked, Expired: Revoked, Denied: Revoked}},
+	ActRerequest: {Action: ActRerequest, To: map[Status]Status{Denied: Pending, Expired: Pending}},
 }
+
+// OwnerActions are the actions an owner may take on their own
+// registration (renewing only while active; see central/registration).
+var OwnerActions = []Action{ActWithdraw, ActRerequest, ActRenew}
 
 // StaffActions are the actions staff may take, in the console's order.
 var StaffActions = []Action{ActApprove, ActDeny, ActSuspend, ActReinstate, ActRevoke, ActRenew}

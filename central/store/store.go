@@ -406,5 +406,88 @@ type Store interface {
 	// (case-insensitive) and from this client address.
 	CountPending(ctx context.Context, contact, clientIP string) (PendingCounts, error)
 
+	// OwnerEditDevice changes what an owner may change of a registration
+	// (one transaction, audited). When the device is active or suspended
+	// and the change alters what edges enforce (its senders, or the
+	// firewall declaration staff approved), it goes back to pending and
+	// leaves the allowlist (a version bump). Senders kept keep their
+	// confirmation; new ones start unconfirmed. e.Rerequest also moves a
+	// denied or expired registration back to pending. It returns the
+	// status before and after. ErrTransition for a revoked device.
+	OwnerEditDevice(ctx context.Context, e DeviceEdit, actor string) (from, to Status, err error)
+	// Transition applies any action of the lifecycle table (owners'
+	// withdraw and re-request among them), audited like the staff
+	// actions; expires is used by actions that set an expiry.
+	Transition(ctx context.Context, name string, a Action, actor, reason string, expires time.Time) error
+	// ClaimNotice records that the owner notice (device, kind, key) is
+	// being sent and reports false if it was claimed before, so each
+	// notice goes out at most once, also with several instances.
+	ClaimNotice(ctx context.Context, device, kind, key string, at time.Time) (bool, error)
+	// ReleaseNotice forgets a claim whose mail could not be sent.
+	ReleaseNotice(ctx context.Context, device, kind, key string) error
+	// ExpiringDevices returns active devices whose expiry is after from
+	// and at or before before, soonest first, at most limit (0: 1000),
+	// leaving out those with a claimed notice of kind unnoticed keyed by
+	// their expiry (Unix milliseconds in decimal) when unnoticed is set.
+	ExpiringDevices(ctx context.Context, from, before time.Time, unnoticed string, limit int) ([]Device, error)
+	// DeviceReports returns the latest refusals, rate-limit hits, dropped
+	// reports and NDR events (newest first, at most limit) of a device
+	// and, when ips is not empty, of events from those client addresses
+	// at or after since (an unregistered or not yet active device's
+	// attempts).
+	DeviceReports(ctx context.Context, device string, ips []string, since time.Time, limit int) ([]event.Event, error)
+	// DailyCounts returns per-day (UTC) event counts by kind of one device
+	// (DeviceAll: every event; "": unregistered clients) for the days at
+	// or after from, oldest first.
+	DailyCounts(ctx context.Context, device string, from time.Time) ([]DayCount, error)
+	// LatestEvent is a device's newest event of one kind (ErrNotFound if
+	// none; kind "" is any kind).
+	LatestEvent(ctx context.Context, device string, kind event.Kind) (event.Event, error)
+	// EdgeSamples returns an edge's queue samples (one per EdgeSampleSlot,
+	// recorded by UpdateEdgeStatus) at or after from, oldest first.
+	EdgeSamples(ctx context.Context, edge string, from time.Time) ([]EdgeSample, error)
+
 	Close() error
+}
+
+// DeviceEdit is an owner's change of a registration; every field is
+// replaced.
+type DeviceEdit struct {
+	Name             string
+	IPs              []string
+	Owner            string
+	Department       string
+	ContactEmail     string
+	Purpose          string
+	BehindFirewall   bool
+	FirewallAccepted bool
+	// Senders replace the device's senders (Address and Personal are
+	// used; kept addresses keep their confirmation).
+	Senders  []Sender
+	FCrDNS   string
+	FCrDNSOK bool
+	// Rerequest moves a denied or expired registration back to pending.
+	Rerequest bool
+}
+
+// DeviceAll is the DailyCounts key of the whole fleet's events.
+const DeviceAll = "*"
+
+// DayCount is one day's count of one event kind (an event's Count when
+// set, else 1).
+type DayCount struct {
+	Day  time.Time // 00:00 UTC
+	Kind event.Kind
+	N    int64
+}
+
+// EdgeSampleSlot is the spacing of edge queue samples.
+const EdgeSampleSlot = 5 * time.Minute
+
+// EdgeSample is one edge's queue at one slot (the last report in it).
+type EdgeSample struct {
+	Time       time.Time
+	QueueDepth int
+	Outbox     int
+	Online     bool
 }

@@ -54,7 +54,7 @@ func (s *Server) createEdge(w http.ResponseWriter, r *http.Request, user string)
 		return
 	}
 	s.log.Info("edge created", "edge", id, "actor", "staff:"+user)
-	s.edgesPage(w, r, user, http.StatusOK, page{"Token": tok, "TokenEdge": id, "Flash": "Edge " + id + " created."})
+	s.showToken(w, r, user, id, tok)
 }
 
 func (s *Server) edgeToken(w http.ResponseWriter, r *http.Request, user string) {
@@ -68,7 +68,7 @@ func (s *Server) edgeToken(w http.ResponseWriter, r *http.Request, user string) 
 		s.internal(w, r, err)
 		return
 	}
-	s.edgesPage(w, r, user, http.StatusOK, page{"Token": tok, "TokenEdge": id})
+	s.showToken(w, r, user, id, tok)
 }
 
 // revokeEdge revokes an edge for good (registration.RevokeEdge).

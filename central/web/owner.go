@@ -156,12 +156,7 @@ func (s *Server) ownerDevice(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	p, err := s.devicePage(r.Context(), d, false)
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
-	s.render(w, r, http.StatusOK, "device", p)
+	s.renderOwnerDevice(w, r, http.StatusOK, d, nil)
 }
 
 func (s *Server) ownerCheck(w http.ResponseWriter, r *http.Request) {
@@ -180,13 +175,7 @@ func (s *Server) ownerCheck(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d, _ = s.o.Store.Device(r.Context(), d.Name)
-	p, err := s.devicePage(r.Context(), d, false)
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
-	p["Check"] = &res
-	s.render(w, r, http.StatusOK, "device", p)
+	s.renderOwnerDevice(w, r, http.StatusOK, d, page{"Check": &res})
 }
 
 func (s *Server) confirmForm(w http.ResponseWriter, r *http.Request) {

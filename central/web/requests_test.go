@@ -90,13 +90,15 @@ func TestRevokeEdgeAndOverLimit(t *testing.T) {
 	ctx := context.Background()
 	e.reg.ReservedEdgeIDs = []string{"postern-central"}
 	staff := e.staff("alice")
-	contains(t, staff.post("/staff/edges", url.Values{"id": {"hall-7"}}), http.StatusOK, "Edge hall-7 created")
+	r := staff.post("/staff/edges", url.Values{"id": {"hall-7"}})
+	must(t, r.code == http.StatusSeeOther, "create edge: %d", r.code)
+	contains(t, staff.get(r.loc), http.StatusOK, "Enrolment token for <strong>hall-7")
 	contains(t, staff.post("/staff/edges", url.Values{"id": {"postern-central"}}), http.StatusUnprocessableEntity, "central&#39;s own MQTT client id")
 	if err := e.st.NoteEdgeOverLimit(ctx, "hall-7", 42, "edge over edges.max_events_per_minute"); err != nil {
 		t.Fatal(err)
 	}
 	contains(t, staff.get("/staff/edges"), http.StatusOK, "42 events refused", "edge over edges.max_events_per_minute", `action="/staff/edges/hall-7/revoke"`)
-	r := staff.post("/staff/edges/hall-7/revoke", url.Values{"csrf": {"forged-token-0123456789abcdef0123456789"}, "reason": {"x"}})
+	r = staff.post("/staff/edges/hall-7/revoke", url.Values{"csrf": {"forged-token-0123456789abcdef0123456789"}, "reason": {"x"}})
 	must(t, r.code == http.StatusForbidden, "revoke without CSRF: %d", r.code)
 	contains(t, staff.post("/staff/edges/hall-7/revoke", nil), http.StatusUnprocessableEntity, "a reason is required")
 	r = staff.post("/staff/edges/hall-7/revoke", url.Values{"reason": {"stolen"}})

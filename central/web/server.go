@@ -93,8 +93,10 @@ type Options struct {
 	// the longest (0: 90 and 365 days).
 	TokenLifetime    time.Duration
 	MaxTokenLifetime time.Duration
-	Clock            func() time.Time
-	Log              *slog.Logger
+	// DisplayTimeZone is the zone pages show times in (nil: UTC).
+	DisplayTimeZone *time.Location
+	Clock           func() time.Time
+	Log             *slog.Logger
 }
 
 // Server is the web UI handler.
@@ -174,6 +176,9 @@ func New(o Options) (*Server, error) {
 	m.HandleFunc("POST /staff/account/password", s.staff(s.changePassword))
 	s.routeRequests(m)
 	m.HandleFunc("POST /staff/edges/{id}/revoke", s.staff(s.revokeEdge))
+	if err := s.routeOwnerPages(m); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

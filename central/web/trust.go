@@ -239,23 +239,18 @@ func (s *Server) ownerResend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	left, err := s.o.Registry.ResendConfirmations(r.Context(), d.Name)
-	p, perr := s.devicePage(r.Context(), d, false)
-	if perr != nil {
-		s.internal(w, r, perr)
-		return
-	}
-	status := http.StatusOK
+	status, extra := http.StatusOK, page{}
 	switch {
 	case err != nil:
 		s.log.Warn("owner re-send of confirmation links failed", "device", d.Name, "err", err)
 		status = http.StatusBadGateway
-		p["Error"] = "Some links could not be sent. Try again later."
+		extra["Error"] = "Some links could not be sent. Try again later."
 	case len(left) > 0:
-		p["Flash"] = "Confirmation links sent again. Addresses outside the organisation (" + strings.Join(left, ", ") + ") get theirs from staff."
+		extra["Flash"] = "Confirmation links sent again. Addresses outside the organisation (" + strings.Join(left, ", ") + ") get theirs from staff."
 	default:
-		p["Flash"] = "Confirmation links sent again."
+		extra["Flash"] = "Confirmation links sent again."
 	}
-	s.render(w, r, status, "device", p)
+	s.renderOwnerDevice(w, r, status, d, extra)
 }
 
 // ---- staff: API tokens and account ----

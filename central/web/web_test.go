@@ -90,7 +90,8 @@ func TestRegisterCheckAndSubmit(t *testing.T) {
 	// The owner's device page shows the latest events and can re-run the check.
 	e.st.AddEvent(context.Background(), event.Event{ID: "ev1", Edge: "bldg-1", Time: time.Now(), Kind: event.Refusal, Device: "scanner.dept.example.edu",
 		ClientIP: "10.1.2.3", Sender: "me@x.org", Reason: "sender not registered", Count: 4})
-	contains(t, b.get("/my/devices/scanner.dept.example.edu"), 200, "sender not registered (×4)", "bldg-1")
+	contains(t, b.get("/my/devices/scanner.dept.example.edu"), 200,
+		"Your device at 10.1.2.3 tried to send from me@x.org 4 times and was refused (the relay said: sender not registered).")
 	contains(t, b.post("/my/devices/scanner.dept.example.edu/check", nil), 200, "DNS check (scanner.dept.example.edu): matches")
 
 	// Same name again: refused on the name field.
@@ -373,15 +374,27 @@ func TestEdgesPage(t *testing.T) {
 	s := e.staff("alice")
 	contains(t, s.get("/staff/edges"), 200, "No edges yet", `id="current-version">1<`)
 	contains(t, s.post("/staff/edges", url.Values{"id": {"Bad ID"}}), 422, "only a-z")
+	// The token is shown once, on the GET the POST redirects to; a reload
+	// shows it no more (and re-posts nothing).
 	r := s.post("/staff/edges", url.Values{"id": {"bldg-12"}, "name": {"Building 12"}, "site": {"North"}})
-	contains(t, r, 200, "Edge bldg-12 created", "postern-edge enroll -central", "not enrolled")
+	must(t, r.code == http.StatusSeeOther && strings.HasPrefix(r.loc, "/staff/edges/bldg-12?shown="), "create: %d %s", r.code, r.loc)
+	shown := r.loc
+	r = s.get(shown)
+	contains(t, r, 200, "postern-edge enroll -central", "not enrolled")
+	again := s.get(shown)
+	contains(t, again, 200, "shown once already")
+	must(t, !strings.Contains(again.body, "-token "), "token shown on reload")
+	other := e.staff("bob")
+	must(t, !strings.Contains(other.get(shown).body, "-token "), "another staff member sees the token")
 	tok := regexp.MustCompile(`-token ([A-Za-z0-9_-]{43})`).FindStringSubmatch(r.body)
 	must(t, tok != nil, "no token shown")
 	ed, err := e.st.RedeemEnrolment(context.Background(), auth.HashToken(tok[1]))
 	must(t, err == nil && ed.ID == "bldg-12", "shown token does not redeem: %v", err)
 	contains(t, s.post("/staff/edges", url.Values{"id": {"bldg-12"}}), 409, "exists already")
 	contains(t, s.post("/staff/edges", url.Values{"id": {"e2"}, "name": {strings.Repeat("n", 201)}}), 422, "at most 200")
-	contains(t, s.post("/staff/edges/bldg-12/token", nil), 200, "Enrolment token for <strong>bldg-12")
+	r = s.post("/staff/edges/bldg-12/token", nil)
+	must(t, r.code == http.StatusSeeOther, "new token: %d", r.code)
+	contains(t, s.get(r.loc), 200, "Enrolment token for <strong>bldg-12")
 	contains(t, s.post("/staff/edges/nope/token", nil), 404)
 	e.st.SetEdgeCredentials(context.Background(), "bldg-12", "bldg-12", "sha256:x")
 	e.st.UpdateEdgeStatus(context.Background(), "bldg-12", store.EdgeStatus{Online: true, LastSeen: time.Now(), AllowlistVersion: 1, QueueDepth: 17, Counters: map[string]int64{"smtp_accepted": 3}})

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/postern/postern/central/store"
+	"github.com/postern/postern/central/store/internal/sqlstore"
 	"github.com/postern/postern/central/store/sqlite"
 	"github.com/postern/postern/central/store/storetest"
 )
@@ -68,5 +69,41 @@ func TestRefusesNewerSchema(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
+	}
+}
+
+// TestPlansUseIndexes: the owner pages', charts' and reminders' queries
+// search indexes (EXPLAIN QUERY PLAN shows no SCAN of a table).
+func TestPlansUseIndexes(t *testing.T) {
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), sqlite.FileName), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, q := range sqlstore.PlanQueries() {
+		rows, err := s.DB().QueryContext(ctx, "EXPLAIN QUERY PLAN "+q.SQL, q.Args...)
+		if err != nil {
+			t.Fatalf("%s: %v", q.Name, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		text := strings.Join(plan, "\n")
+		for _, table := range []string{"events", "devices", "event_days", "edge_samples"} {
+			for _, l := range plan {
+				if strings.HasPrefix(l, "SCAN "+table) && !strings.Contains(l, "USING") {
+					t.Errorf("%s scans %s:\n%s", q.Name, table, text)
+				}
+			}
+		}
+		t.Logf("%s:\n%s", q.Name, text)
 	}
 }

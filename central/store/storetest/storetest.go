@@ -51,6 +51,10 @@ func Run(t *testing.T, open Opener) {
 		{"SnapshotConsistentUnderWrites", testSnapshotConsistency},
 		{"SuspendByEdge", testSuspendByEdge},
 		{"PruneEvents", testPruneEvents},
+		{"OwnerEdit", testOwnerEdit},
+		{"OwnerNotices", testNotices},
+		{"DeviceReportsAndDailyCounts", testDeviceReports},
+		{"EdgeSamples", testEdgeSamples},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -506,6 +510,22 @@ func testEventBatch(t *testing.T, s store.Store, _ func() store.Store) {
 	}
 	if es, err := s.ListEvents(ctx, store.EventFilter{Edge: "bldg-4", Limit: 1000}); err != nil || len(es) != 700 {
 		t.Errorf("events of bldg-4: %d %v, want 700", len(es), err)
+	}
+	// Batches count into the per-day totals exactly as single events do,
+	// once per stored event: e2 (3) + b1 (1) + big (1 + 1 + 2 + ... + 699).
+	want := int64(3 + 1 + 1 + 699*700/2)
+	for _, dev := range []string{store.DeviceAll, ""} {
+		days, err := s.DailyCounts(ctx, dev, base.Add(-48*time.Hour))
+		must(t, err)
+		var n int64
+		for _, d := range days {
+			if d.Kind == event.Refusal {
+				n += d.N
+			}
+		}
+		if n != want {
+			t.Errorf("daily refusal count of %q after batches: %d, want %d (%+v)", dev, n, want, days)
+		}
 	}
 }
 

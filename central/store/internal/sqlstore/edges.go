@@ -150,7 +150,10 @@ func (s *Store) UpdateEdgeStatus(ctx context.Context, id string, st store.EdgeSt
 	res, err := s.db.ExecContext(ctx, `UPDATE edges SET online = $1, last_seen = $2, allowlist_version = $3, queue_depth = $4, outbox = $5,
 		software = $6, counters = $7 WHERE id = $8`,
 		st.Online, ms(st.LastSeen), st.AllowlistVersion, st.QueueDepth, st.Outbox, st.Software, counters, id)
-	return affected(res, err, "edge "+id)
+	if err := affected(res, err, "edge "+id); err != nil {
+		return err
+	}
+	return sampleEdge(ctx, s.db, id, st)
 }
 
 // RevokeEdge implements store.Store.

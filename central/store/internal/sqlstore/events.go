@@ -17,7 +17,7 @@ const insertEvent = `INSERT INTO events (id, edge, at, kind, device, client_ip, 
 
 // AddEvent implements store.Store.
 func (s *Store) AddEvent(ctx context.Context, e event.Event) (bool, error) {
-	return s.addEvent(ctx, s.db, e)
+	return s.addEvent(ctx, e)
 }
 
 // AddEvents implements store.Store: one multi-row INSERT per chunk of
@@ -86,7 +86,13 @@ func (s *Store) AddEvents(ctx context.Context, es []event.Event) ([]bool, error)
 				return fmt.Errorf("add events: %w", err)
 			}
 		}
-		return nil
+		var stored []event.Event
+		for i, ok := range inserted {
+			if ok {
+				stored = append(stored, es[i])
+			}
+		}
+		return countDays(ctx, tx, stored)
 	})
 	if err != nil {
 		return nil, err
@@ -109,9 +115,7 @@ func eventDetail(e *event.Event) (string, error) {
 	return string(b), nil
 }
 
-func (s *Store) addEvent(ctx context.Context, db interface {
-	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
-}, e event.Event) (bool, error) {
+func (s *Store) addEvent(ctx context.Context, e event.Event) (bool, error) {
 	if err := e.Validate(); err != nil {
 		return false, fmt.Errorf("add event: %w", err)
 	}
@@ -119,16 +123,24 @@ func (s *Store) addEvent(ctx context.Context, db interface {
 	if err != nil {
 		return false, err
 	}
-	res, err := db.ExecContext(ctx, insertEvent,
-		e.ID, e.Edge, ms(e.Time), string(e.Kind), strings.ToLower(e.Device), e.ClientIP, e.Sender, e.Recipient, e.QueueID, e.Reason, e.Count, detail, ms(s.now()))
+	inserted := false
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, insertEvent,
+			e.ID, e.Edge, ms(e.Time), string(e.Kind), strings.ToLower(e.Device), e.ClientIP, e.Sender, e.Recipient, e.QueueID, e.Reason, e.Count, detail, ms(s.now()))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil || n != 1 {
+			return err
+		}
+		inserted = true
+		return countDay(ctx, tx, e)
+	})
 	if err != nil {
 		return false, fmt.Errorf("add event %s: %w", e.ID, err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("add event %s: %w", e.ID, err)
-	}
-	return n == 1, nil
+	return inserted, nil
 }
 
 // ListEvents implements store.Store.
