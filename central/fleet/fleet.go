@@ -746,9 +746,6 @@ func (s *Service) handleEvent(ctx context.Context, edge string, payload []byte) 
 	if err != nil {
 		return err
 	}
-	if e.Kind == event.Delivery {
-		normaliseDelivery(&e)
-	}
 	inserted, err := s.o.Events.AddEvent(ctx, e)
 	if err != nil {
 		return fmt.Errorf("store event %s: %w", e.ID, err)
@@ -757,7 +754,8 @@ func (s *Service) handleEvent(ctx context.Context, edge string, payload []byte) 
 }
 
 // parseEvent decodes an event from edge's topic; the topic's edge id wins
-// over the payload's.
+// over the payload's, and a delivery summary keeps only what central
+// understands (normaliseDelivery), whichever path stores it.
 func (s *Service) parseEvent(edge string, payload []byte) (event.Event, error) {
 	e, err := event.Unmarshal(payload)
 	if err != nil {
@@ -766,6 +764,9 @@ func (s *Service) parseEvent(edge string, payload []byte) (event.Event, error) {
 	if e.Edge != edge {
 		s.log.Warn("event names another edge; using the topic's", "edge", edge, "claimed", e.Edge, "event_id", e.ID)
 		e.Edge = edge
+	}
+	if e.Kind == event.Delivery {
+		normaliseDelivery(&e)
 	}
 	return e, nil
 }
