@@ -105,7 +105,10 @@ log "building bin/postern-edge and benchtool"
 # The release flags of `make build` (-s -w); perf needs the symbol table.
 LDFLAGS="-s -w"
 [ "${BENCH_PERF:-0}" = 1 ] && LDFLAGS=""
-go build -trimpath -ldflags "$LDFLAGS" -o bin/postern-edge ./edge/cmd/postern-edge || die "go build postern-edge"
+EDGE_BIN=${BENCH_EDGE_BIN:-bin/postern-edge}
+if [ -z "${BENCH_EDGE_BIN:-}" ]; then
+	go build -trimpath -ldflags "$LDFLAGS" -o bin/postern-edge ./edge/cmd/postern-edge || die "go build postern-edge"
+fi
 go build -o "$WORK/benchtool" ./deploy/bench/benchtool || die "go build benchtool"
 BT=$WORK/benchtool
 
@@ -224,9 +227,9 @@ ${BENCH_EDGE_DELIVERY:-}
 [admin]
 listen = "127.0.0.1:$EDGE_ADMIN"
 EOF
-bin/postern-edge check-config -config "$EDGE_DIR/edge.toml" >/dev/null || die "edge config rejected"
+"$EDGE_BIN" check-config -config "$EDGE_DIR/edge.toml" >/dev/null || die "edge config rejected"
 log "starting postern-edge (smtp 127.0.0.1:$EDGE_SMTP, smarthost 127.0.0.1:$EDGE_SINK)"
-bin/postern-edge run -config "$EDGE_DIR/edge.toml" >"$EDGE_DIR/edge.log" 2>&1 &
+"$EDGE_BIN" run -config "$EDGE_DIR/edge.toml" >"$EDGE_DIR/edge.log" 2>&1 &
 EDGE_PID=$!
 PIDS+=($EDGE_PID)
 
