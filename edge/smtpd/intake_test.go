@@ -1,15 +1,18 @@
 package smtpd
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
+	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/event"
 )
 
@@ -384,4 +387,65 @@ func TestBudgetOneClientManyConnections(t *testing.T) {
 	if refused != 6 {
 		t.Errorf("%d of 10 refused with 452 4.3.1, want 6 (4 fit)", refused)
 	}
+}
+
+// gatedSpool is the real spool whose Put waits until the gate opens, as
+// when a group commit is slow.
+type gatedSpool struct {
+	Spool
+	gate    chan struct{}
+	waiting atomic.Int32
+}
+
+func (g *gatedSpool) Put(ctx context.Context, env *spool.Envelope, data []byte) error {
+	g.waiting.Add(1)
+	<-g.gate
+	return g.Spool.Put(ctx, env, data)
+}
+
+// TestReadMessageHoldsItsBytesOnly: a message sent without SIZE reserves
+// the maximum size while it is read, but once read it holds only its
+// bytes while it waits for the spool: undeclared messages waiting on a
+// slow commit do not exhaust the budget and refuse the next transfer.
+func TestReadMessageHoldsItsBytesOnly(t *testing.T) {
+	g := &gatedSpool{gate: make(chan struct{})}
+	e := startEdge(t, edgeOpts{
+		cfg: func(c *configT) {
+			c.SMTP.MaxMessageSize = 1 << 20                               // far above the first read buffer
+			c.SMTP.MaxInflightBytes = 2 * (c.SMTP.MaxMessageSize + 2<<10) // two undeclared transfers
+			c.SMTP.MaxConnectionsIP = 10
+		},
+		spool: func(sp Spool) Spool { g.Spool = sp; return g },
+	})
+	var open sync.Once
+	release := func() { open.Do(func() { close(g.gate) }) }
+	t.Cleanup(release) // before the intake shuts down (cleanups run last first)
+	msg := message("small")
+	replies := make(chan string, 4)
+	for i := range 4 {
+		go func() {
+			c := e.dial(20 + i)
+			c.hello()
+			replies <- c.sendMail("a@example.edu", []string{"x@example.edu"}, msg)
+		}()
+		// One at a time: each is read and waiting in Put before the next.
+		for deadline := time.Now().Add(10 * time.Second); g.waiting.Load() != int32(i+1); time.Sleep(5 * time.Millisecond) {
+			select {
+			case r := <-replies:
+				t.Fatalf("message %d answered %q while the others wait for the spool", i+1, r)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("message %d not waiting for the spool after 10s", i+1)
+			}
+		}
+	}
+	if held, max := e.srv.Stats().InflightBytes, e.srv.opts.SMTP.MaxMessageSize; held >= max {
+		t.Fatalf("four read messages waiting for the spool hold %d bytes of the budget (max size %d)", held, max)
+	}
+	release()
+	for range 4 {
+		queued(t, <-replies)
+	}
+	waitFor(t, func() bool { return e.srv.Stats().InflightBytes == 0 })
 }

@@ -403,6 +403,11 @@ func (s *session) Data(r io.Reader) (err error) {
 		}
 		return s.refuse(log, "DATA", "", rep)
 	}
+	// The message is read: while it waits for the spool's commit it holds
+	// only its buffer, not the maximum size an undeclared SIZE reserved,
+	// so concurrent transfers waiting on one group commit do not exhaust
+	// the budget between them.
+	res.shrink(int64(cap(data)))
 	body := data[len(hdr):]
 	if bare {
 		return s.refuse(log, "DATA", "", policy.BareNewline())
@@ -507,6 +512,14 @@ func (r *reservation) grow(n int64) bool {
 	}
 	r.held = n
 	return true
+}
+
+// shrink gives back what the reservation holds beyond n bytes.
+func (r *reservation) shrink(n int64) {
+	if n < r.held {
+		r.b.release(r.held - n)
+		r.held = n
+	}
 }
 
 func (r *reservation) release() {
