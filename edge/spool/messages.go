@@ -222,6 +222,9 @@ func (s *Spool) Record(env *Envelope, news ...NewMessage) error {
 	err := s.submit(&request{
 		need:  need,
 		bytes: bytes,
+		// Removing finished mail may wait briefly to share another
+		// write's sync (see request.lazy); it is still durable on return.
+		lazy: remove && len(adds) == 0,
 		apply: func(txn *badger.Txn) ([]mutation, error) {
 			var err error
 			if old, err = readEnv(txn, id); err != nil {
@@ -306,6 +309,7 @@ func (s *Spool) Delete(id string) error {
 	var size int64
 	err := s.submit(&request{
 		need: spaceNone,
+		lazy: true, // see Record
 		apply: func(txn *badger.Txn) ([]mutation, error) {
 			env, err := readEnv(txn, id)
 			if err != nil {
