@@ -60,8 +60,6 @@ type edgeOpts struct {
 	minFree int64
 	tls     bool
 	tlsMin  string
-	// spool, when set, wraps the real spool the intake writes to.
-	spool func(Spool) Spool
 }
 
 // testEdgeID is the edge id the test intake puts in its events.
@@ -129,12 +127,8 @@ func startEdge(t testing.TB, o edgeOpts) *testEdge {
 		o.dns = testZone(t)
 	}
 	sink := &eventSink{}
-	var isp Spool = sp
-	if o.spool != nil {
-		isp = o.spool(sp)
-	}
 	srv, err := New(Options{
-		Hostname: cfg.Hostname, EdgeID: testEdgeID, SMTP: cfg.SMTP, TLS: tc, Policy: pol, DNS: o.dns, Spool: isp,
+		Hostname: cfg.Hostname, EdgeID: testEdgeID, SMTP: cfg.SMTP, TLS: tc, Policy: pol, DNS: o.dns, Spool: sp,
 		Events: sink, Log: log, ReportInterval: 50 * time.Millisecond,
 	})
 	if err != nil {

@@ -1,18 +1,15 @@
 package smtpd
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
-	"github.com/postern/postern/edge/spool"
 	"github.com/postern/postern/shared/event"
 )
 
@@ -144,7 +141,7 @@ func TestAddressesRefusedNotRewritten(t *testing.T) {
 }
 
 // TestInflightBudget: messages in transfer reserve their declared SIZE
-// (or the maximum size) from smtp.max_inflight_bytes; beyond it the edge
+// (or their first buffer, growing) from smtp.max_inflight_bytes; beyond it the edge
 // answers 452 4.3.1, at MAIL when the declared SIZE cannot fit and at
 // DATA otherwise, and the reservations are returned afterwards.
 func TestInflightBudget(t *testing.T) {
@@ -172,7 +169,8 @@ func TestInflightBudget(t *testing.T) {
 	c := e.dial(30)
 	c.hello()
 	c.expect(fmt.Sprintf("MAIL FROM:<a@example.edu> SIZE=%d", size), "452 4.3.1")
-	// Without SIZE it reserves the maximum size: refused at DATA.
+	// Without SIZE it reserves its first buffer, which does not fit
+	// either: refused at DATA.
 	if r := c.sendMail("a@example.edu", []string{"x@example.edu"}, msg); !strings.HasPrefix(r, "452 4.3.1") {
 		t.Fatalf("undeclared message over the budget: %q", r)
 	}
@@ -389,63 +387,34 @@ func TestBudgetOneClientManyConnections(t *testing.T) {
 	}
 }
 
-// gatedSpool is the real spool whose Put waits until the gate opens, as
-// when a group commit is slow.
-type gatedSpool struct {
-	Spool
-	gate    chan struct{}
-	waiting atomic.Int32
-}
-
-func (g *gatedSpool) Put(ctx context.Context, env *spool.Envelope, data []byte) error {
-	g.waiting.Add(1)
-	<-g.gate
-	return g.Spool.Put(ctx, env, data)
-}
-
-// TestReadMessageHoldsItsBytesOnly: a message sent without SIZE reserves
-// the maximum size while it is read, but once read it holds only its
-// bytes while it waits for the spool: undeclared messages waiting on a
-// slow commit do not exhaust the budget and refuse the next transfer.
-func TestReadMessageHoldsItsBytesOnly(t *testing.T) {
-	g := &gatedSpool{gate: make(chan struct{})}
-	e := startEdge(t, edgeOpts{
-		cfg: func(c *configT) {
-			c.SMTP.MaxMessageSize = 1 << 20                               // far above the first read buffer
-			c.SMTP.MaxInflightBytes = 2 * (c.SMTP.MaxMessageSize + 2<<10) // two undeclared transfers
-			c.SMTP.MaxConnectionsIP = 10
-		},
-		spool: func(sp Spool) Spool { g.Spool = sp; return g },
-	})
-	var open sync.Once
-	release := func() { open.Do(func() { close(g.gate) }) }
-	t.Cleanup(release) // before the intake shuts down (cleanups run last first)
-	msg := message("small")
-	replies := make(chan string, 4)
-	for i := range 4 {
-		go func() {
-			c := e.dial(20 + i)
-			c.hello()
-			replies <- c.sendMail("a@example.edu", []string{"x@example.edu"}, msg)
-		}()
-		// One at a time: each is read and waiting in Put before the next.
-		for deadline := time.Now().Add(10 * time.Second); g.waiting.Load() != int32(i+1); time.Sleep(5 * time.Millisecond) {
-			select {
-			case r := <-replies:
-				t.Fatalf("message %d answered %q while the others wait for the spool", i+1, r)
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("message %d not waiting for the spool after 10s", i+1)
-			}
-		}
+// TestUndeclaredTransfersShareTheBudget: messages without SIZE reserve
+// their first buffer when DATA starts, not the maximum size, so more of
+// them than budget/max_message_size are in transfer at once and all are
+// accepted; the reservations are returned afterwards.
+func TestUndeclaredTransfersShareTheBudget(t *testing.T) {
+	e := startEdge(t, edgeOpts{cfg: func(c *configT) {
+		c.SMTP.MaxMessageSize = 1 << 20
+		c.SMTP.MaxInflightBytes = 2 * (c.SMTP.MaxMessageSize + 2<<10) // two maximum-size messages
+		c.SMTP.MaxConnectionsIP = 10
+	}})
+	msg := message("undeclared") + strings.Repeat("0123456789012345678901234567890123456789012345678\r\n", 200)
+	var open []*client
+	for i := range 8 {
+		c := e.dial(20 + i)
+		c.hello()
+		c.expect("MAIL FROM:<a@example.edu>", "250")
+		c.expect("RCPT TO:<x@example.edu>", "250")
+		c.expect("DATA", "354")
+		c.send(msg[:1000]) // the transfer is under way
+		open = append(open, c)
 	}
-	if held, max := e.srv.Stats().InflightBytes, e.srv.opts.SMTP.MaxMessageSize; held >= max {
-		t.Fatalf("four read messages waiting for the spool hold %d bytes of the budget (max size %d)", held, max)
-	}
-	release()
-	for range 4 {
-		queued(t, <-replies)
+	waitFor(t, func() bool { return e.srv.Stats().InflightBytes >= 8*undeclaredReserve })
+	for _, c := range open {
+		c.send(msg[1000:] + ".\r\n")
+		queued(t, c.reply())
 	}
 	waitFor(t, func() bool { return e.srv.Stats().InflightBytes == 0 })
+	if n := e.count(); n != 8 {
+		t.Fatalf("%d stored, want 8", n)
+	}
 }

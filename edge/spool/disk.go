@@ -47,10 +47,16 @@ func freeBytes(dir string) (int64, error) {
 }
 
 // freeEvery is how long a free-space reading is used before the file
-// system is asked again. Between readings the spool subtracts what it
-// writes, so the estimate errs on the side of less free space; a reclaim
-// (value-log GC) forgets the reading at once.
-const freeEvery = time.Second
+// system is asked again, while free space is far above the reserve (by
+// more than freeMargin beyond it). Between readings the spool subtracts
+// what it writes, so the estimate errs on the side of less free space; a
+// reclaim (value-log GC) forgets the reading at once. Near the reserve
+// every check reads the file system, so space taken by other writers on
+// the volume is seen at once where it matters.
+const (
+	freeEvery  = time.Second
+	freeMargin = 64 << 20
+)
 
 // free returns the estimated free space of the spool's volume (a
 // statfs at most every freeEvery, less the bytes written since).
@@ -58,7 +64,8 @@ func (s *Spool) free() (int64, error) {
 	s.freeMu.Lock()
 	defer s.freeMu.Unlock()
 	now := time.Now()
-	if s.freeErr == nil && !s.freeAt.IsZero() && now.Sub(s.freeAt) < freeEvery {
+	if s.freeErr == nil && !s.freeAt.IsZero() && now.Sub(s.freeAt) < freeEvery &&
+		s.freeVal >= 2*s.minFree+freeMargin {
 		return s.freeVal, nil
 	}
 	v, err := freeBytes(s.dir)
