@@ -23,6 +23,15 @@ import (
 // flight until the outcome is written (or the runner stops).
 func (r *Runner) deliver(ctx context.Context, env *spool.Envelope, domains []string) {
 	log := r.log.With("queue_id", env.ID)
+	// Take the message's bytes from the in-flight bound before reading
+	// it; they are given back once the outcome is recorded (the NDR, if
+	// any, is built from them).
+	need := min(max(env.Size, 1), r.o.DataInFlight)
+	if err := r.data.Acquire(ctx, need); err != nil {
+		r.freeSlots(domains) // stopping: the message stays due on disk
+		return
+	}
+	defer r.data.Release(need)
 	data, err := r.sp.Data(env.ID)
 	if err != nil {
 		r.freeSlots(domains)
