@@ -185,11 +185,10 @@ start_sink() { # port counterfile
 }
 has postfix && start_sink "$PF_SINK" "$WORK/pf-sink.count"
 has edge && start_sink "$EDGE_SINK" "$WORK/edge-sink.count"
-has raw && start_sink "$RAW_SINK" "$WORK/raw-sink.count"
+RAW_PID=0
+has raw && { start_sink "$RAW_SINK" "$WORK/raw-sink.count"; RAW_PID=$!; }
 has exim && start_sink "$EX_SINK" "$WORK/exim-sink.count"
 has opensmtpd && start_sink "$OS_SINK" "$WORK/opensmtpd-sink.count"
-RAW_PID=${PIDS[-1]}
-has raw && RAW_PID=$(ss -Hltnp "sport = :$RAW_SINK" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1)
 
 # --- 5. Postfix as a device relay, from a private config folder ---
 start_postfix() {
