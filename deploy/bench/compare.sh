@@ -279,7 +279,9 @@ local_networks = ["127.0.0.0/8"]
 affiliated_domains = ["example.edu", ".example.edu"]
 max_recipients = 50
 # Postfix's default per-client limit is 50 (smtpd_client_connection_count_limit).
-max_connections_per_ip = 50
+# The edge counts a connection until it has closed it, so 50 sessions that
+# reconnect at once need some room above 50.
+max_connections_per_ip = $((SESS > 40 ? SESS + 20 : 50))
 
 [dns]
 resolvers = ["$DNS_ADDR"]

@@ -352,7 +352,9 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 		loaded  int
 		parked  int // decoded, but their domains were at their limit
 	)
-	blocked := map[string][]string{}
+	// Sized for the last scan's: under a backlog for one domain it holds every
+	// due message, and growing it anew on every scan dominated allocations.
+	blocked := make(map[string][]string, len(r.blocked))
 	next, ok, err := r.sp.ScanDue(now, func(id string, load func() (*spool.Envelope, error)) bool {
 		if skipped > maxSkip {
 			waiting = true
