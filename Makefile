@@ -55,8 +55,10 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
 	set -o pipefail; POSTERN_TEST_FLEET=50 $(GO) test -count=1 -v -run 'TestApproveSuspendAcrossFleet' ./shared/contract | grep -E 'enforced on|^(ok|FAIL|---)'
 
-# Side by side with Postfix 3.7 on this machine (installs postfix, runs it
-# from a private config on loopback ports). See deploy/bench/README.md.
+# Side by side with Postfix 3.7, Exim 4 and OpenSMTPD (Debian packages; Exim
+# and OpenSMTPD only unpacked, never installed as the system MTA) and the raw
+# ceiling, each from a private config on loopback ports; a few minutes.
+# See deploy/bench/README.md.
 bench-postfix: build
 	deploy/bench/compare.sh
 
