@@ -59,8 +59,10 @@ bench:
 	set -o pipefail; POSTERN_TEST_FLEET=50 $(GO) test -count=1 -v -run 'TestApproveSuspendAcrossFleet' ./shared/contract | grep -E 'enforced on|^(ok|FAIL|---)'
 	set -o pipefail; POSTERN_FLEET_SIM=500 $(GO) test -count=1 -v -timeout 15m -run 'TestFleetSimulation' ./shared/fleetsim | grep -E 'fleetsim_test|^(ok|FAIL|---)'
 
-# Side by side with Postfix 3.7 on this machine (installs postfix, runs it
-# from a private config on loopback ports). See deploy/bench/README.md.
+# Side by side with Postfix 3.7, Exim 4 and OpenSMTPD (Debian packages; Exim
+# and OpenSMTPD only unpacked, never installed as the system MTA) and the raw
+# ceiling, each from a private config on loopback ports; a few minutes.
+# See deploy/bench/README.md.
 bench-postfix: build
 	deploy/bench/compare.sh
 

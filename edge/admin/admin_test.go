@@ -124,3 +124,34 @@ func TestUnixSocket(t *testing.T) {
 		t.Fatalf("unix socket healthz %d", code)
 	}
 }
+
+// TestProfiling: /debug/pprof/ exists only once enabled, serves a real
+// heap profile, and asks a non-loopback client for the token like every
+// other admin path.
+func TestProfiling(t *testing.T) {
+	s := start(t, "127.0.0.1:0", "0123456789abcdef")
+	base := "http://" + s.Addr().String()
+	if code, _ := get(t, http.DefaultClient, base+"/debug/pprof/heap?debug=1", ""); code != 404 {
+		t.Fatalf("pprof served before EnableProfiling: %d", code)
+	}
+	s.EnableProfiling()
+	code, body := get(t, http.DefaultClient, base+"/debug/pprof/heap?debug=1", "")
+	if code != 200 || !strings.Contains(body, "heap profile:") {
+		t.Fatalf("heap profile: %d %.80q", code, body)
+	}
+	if code, body := get(t, http.DefaultClient, base+"/debug/pprof/", ""); code != 200 || !strings.Contains(body, "allocs") {
+		t.Fatalf("pprof index: %d %.80q", code, body)
+	}
+	for _, auth := range []string{"", "Bearer wrong"} {
+		req, _ := http.NewRequest("GET", "/debug/pprof/heap", nil)
+		req.RemoteAddr = "192.0.2.1:5555"
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		w := &recorder{h: http.Header{}}
+		s.ServeHTTP(w, req)
+		if w.code != 401 {
+			t.Errorf("non-loopback %q got %d for a profile, want 401", auth, w.code)
+		}
+	}
+}

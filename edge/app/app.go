@@ -163,6 +163,9 @@ func Build(cfg config.Config, log *slog.Logger) (*Edge, error) {
 	}
 	if cfg.Admin.Listen != "" {
 		e.Admin = admin.New(cfg.Admin.Listen, cfg.Admin.Token, log.With("stage", "admin"))
+		if cfg.Admin.Pprof {
+			e.Admin.EnableProfiling()
+		}
 		if err := e.Admin.Listen(); err != nil {
 			e.SMTP.Close()
 			return fail(err)

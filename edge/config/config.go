@@ -196,6 +196,8 @@ type Admin struct {
 	Listen string `toml:"listen"`
 	// Token is required from non-loopback clients (Authorization: Bearer).
 	Token string `toml:"token"`
+	// Pprof mounts Go's runtime profiles at /debug/pprof/ (off by default).
+	Pprof bool `toml:"pprof"`
 }
 
 // Sync configures the link to central. Enrolment fills these in a file in

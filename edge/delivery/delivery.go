@@ -295,7 +295,8 @@ func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 			if aerr == nil {
 				out.Results, out.TLS, out.Verification, out.TLSNote = results, ts.desc, ts.verif, ts.note
 				out.Summary = summarize(results)
-				log.Info("delivery attempt", "host", out.Host, "tls", tlsinfo.OrNone(ts.desc), "verification", ts.verif, "result", out.Summary)
+				// Debug: the queue logs the outcome once per message at info.
+				log.Debug("delivery attempt", "host", out.Host, "tls", tlsinfo.OrNone(ts.desc), "verification", ts.verif, "result", out.Summary)
 				if ts.note != "" {
 					log.Warn("TLS verification failed, delivered under a report-only policy", "host", out.Host, "note", ts.note)
 				}

@@ -73,6 +73,8 @@ type env struct {
 	minFree int64
 	// wrap, when set, wraps the spool the runner uses (fault injection).
 	wrap func(*spool.Spool) Spool
+	// dataInFlight is Options.DataInFlight (0: the default).
+	dataInFlight int64
 }
 
 // The registered devices: device may send as scanner@example.edu
@@ -156,7 +158,7 @@ func (e *env) start() {
 	e.runner, err = New(Options{Spool: sp, Deliverer: dc, Hostname: "edge.example.edu", Delivery: e.cfg,
 		Rules:     bounce.Rules{Affiliated: e.affiliated, Devices: e.reg},
 		Suspender: e.reg, Events: e.events, Metrics: e.metrics, Clock: e.clock, Jitter: func() float64 { return 0.5 },
-		AttemptTimeout: 10 * time.Minute, Log: testLogger(e.t)})
+		AttemptTimeout: 10 * time.Minute, DataInFlight: e.dataInFlight, Log: testLogger(e.t)})
 	if err != nil {
 		e.t.Fatal(err)
 	}

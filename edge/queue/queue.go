@@ -64,6 +64,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/postern/postern/edge/bounce"
 	"github.com/postern/postern/edge/config"
 	"github.com/postern/postern/edge/delivery"
@@ -126,8 +128,19 @@ type Options struct {
 	// Recheck is how soon the runner looks again when due messages wait
 	// only for a free slot (default 1s); finishing deliveries also wake it.
 	Recheck time.Duration
-	Log     *slog.Logger
+	// DataInFlight bounds the message bytes that deliveries hold in
+	// memory at once (default DefaultDataInFlight). A delivery reads its
+	// whole message from the spool; with delivery.concurrency = 32 and
+	// 25 MiB messages that would be 800 MiB outside the intake's budget.
+	// A message larger than the bound waits until it can take all of it.
+	DataInFlight int64
+	Log          *slog.Logger
 }
+
+// DefaultDataInFlight is Options.DataInFlight when left zero: room for
+// thousands of typical device messages (a scan of 100 KB to a few MB),
+// and for two of the largest the intake accepts by default.
+const DefaultDataInFlight = 64 << 20
 
 // Runner is the queue runner. Operator actions (Retry, Hold, ...) are safe
 // to call concurrently with Run.
@@ -164,6 +177,8 @@ type Runner struct {
 	// failures in a row.
 	pausedUntil time.Time
 	pauses      int
+
+	data *semaphore.Weighted // message bytes held by deliveries (DataInFlight)
 
 	done chan struct{} // a delivery finished (coalesced)
 	kick chan struct{} // an operator action made something due (coalesced)
@@ -229,8 +244,12 @@ func New(o Options) (*Runner, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.DataInFlight <= 0 {
+		o.DataInFlight = DefaultDataInFlight
+	}
 	return &Runner{
-		o: o, sp: o.Spool, log: o.Log, clock: o.Clock,
+		data: semaphore.NewWeighted(o.DataInFlight),
+		o:    o, sp: o.Spool, log: o.Log, clock: o.Clock,
 		inflight:    map[string]bool{},
 		retry:       map[string]bool{},
 		domains:     map[string]int{},
@@ -333,7 +352,9 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 		loaded  int
 		parked  int // decoded, but their domains were at their limit
 	)
-	blocked := map[string][]string{}
+	// Sized for the last scan's: under a backlog for one domain it holds every
+	// due message, and growing it anew on every scan dominated allocations.
+	blocked := make(map[string][]string, len(r.blocked))
 	next, ok, err := r.sp.ScanDue(now, func(id string, load func() (*spool.Envelope, error)) bool {
 		if skipped > maxSkip {
 			waiting = true

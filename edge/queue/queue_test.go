@@ -10,6 +10,7 @@ import (
 	"net/mail"
 	"net/textproto"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -614,5 +615,70 @@ func TestStartingDeliveryWritesNothing(t *testing.T) {
 	}
 	if w := e.sp.Stats().Writes - before; w != 3 {
 		t.Errorf("%d spool writes for 3 deliveries, want 3 (the deletes)", w)
+	}
+}
+
+// heldData is the real spool, counting the message bytes read by Data
+// and not yet followed by the message's Record: a lower bound of what
+// deliveries hold in memory.
+type heldData struct {
+	*spool.Spool
+	mu         sync.Mutex
+	held, peak int64
+	sizes      map[string]int64
+}
+
+func (h *heldData) Data(id string) ([]byte, error) {
+	b, err := h.Spool.Data(id)
+	if err == nil {
+		h.mu.Lock()
+		h.sizes[id] = int64(len(b))
+		h.held += int64(len(b))
+		h.peak = max(h.peak, h.held)
+		h.mu.Unlock()
+	}
+	return b, err
+}
+
+func (h *heldData) Record(env *spool.Envelope, news ...spool.NewMessage) error {
+	err := h.Spool.Record(env, news...)
+	h.mu.Lock()
+	h.held -= h.sizes[env.ID]
+	delete(h.sizes, env.ID)
+	h.mu.Unlock()
+	return err
+}
+
+// TestDataInFlightBounded: deliveries hold at most Options.DataInFlight
+// message bytes at once, however many slots are free, and every message
+// is still delivered; without the bound the same load holds far more.
+func TestDataInFlightBounded(t *testing.T) {
+	big := []byte(body + strings.Repeat(strings.Repeat("0123456789abcdef", 4)+"\r\n", 900)) // ~60 KB
+	run := func(bound int64) int64 {
+		e := newEnv(t)
+		e.dataInFlight = bound
+		h := &heldData{sizes: map[string]int64{}}
+		e.wrap = func(sp *spool.Spool) Spool { h.Spool = sp; return h }
+		mx := e.sink("127.0.0.2", deliverytest.Behaviour{Delay: 20 * time.Millisecond})
+		for range 16 {
+			m := &spool.Envelope{From: "scanner@example.edu", ReceivedAt: e.clock.Now(), NextAttempt: e.clock.Now(),
+				Recipients: []spool.Recipient{{Addr: "a@example.com"}}}
+			if err := e.sp.Put(context.Background(), m, big); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.start()
+		mx.Wait(t, 16, 20*time.Second)
+		e.eventually("spool empty", func() bool { return e.sp.Stats().Messages == 0 })
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.peak
+	}
+	bound := int64(2*len(big) + 100)
+	if peak := run(bound); peak > bound {
+		t.Errorf("deliveries held %d message bytes, bound %d", peak, bound)
+	}
+	if peak := run(0); peak <= bound {
+		t.Errorf("without a tight bound deliveries held only %d bytes: the test load does not exercise it", peak)
 	}
 }

@@ -23,6 +23,15 @@ import (
 // flight until the outcome is written (or the runner stops).
 func (r *Runner) deliver(ctx context.Context, env *spool.Envelope, domains []string) {
 	log := r.log.With("queue_id", env.ID)
+	// Take the message's bytes from the in-flight bound before reading
+	// it; they are given back once the outcome is recorded (the NDR, if
+	// any, is built from them).
+	need := min(max(env.Size, 1), r.o.DataInFlight)
+	if err := r.data.Acquire(ctx, need); err != nil {
+		r.freeSlots(domains) // stopping: the message stays due on disk
+		return
+	}
+	defer r.data.Release(need)
 	data, err := r.sp.Data(env.ID)
 	if err != nil {
 		r.freeSlots(domains)
@@ -104,6 +113,8 @@ func (r *Runner) record(env *spool.Envelope, data []byte, outcomes []delivery.Ou
 	var delivered, deferred int
 	lastErr := ""
 	for _, out := range outcomes {
+		var done []string // recipients delivered in this attempt: one log line
+		doneReply := ""
 		tlsLabel := "plaintext"
 		switch {
 		case out.TLS != "":
@@ -128,7 +139,9 @@ func (r *Runner) record(env *spool.Envelope, data []byte, outcomes []delivery.Ou
 				rc.State = spool.Delivered
 				delivered++
 				r.o.Metrics.ObserveLatency(now.Sub(env.ReceivedAt))
-				log.Info("delivered", "rcpt", rc.Addr, "host", out.Host, "tls", tlsinfo.OrNone(out.TLS), "reply", text)
+				if done = append(done, rc.Addr); len(done) == 1 {
+					doneReply = text
+				}
 				if res.NoDSN && asksSuccess(rc) {
 					relayed = append(relayed, i)
 				}
@@ -150,6 +163,10 @@ func (r *Runner) record(env *spool.Envelope, data []byte, outcomes []delivery.Ou
 					log.Info("delivery deferred", "rcpt", rc.Addr, "host", out.Host, "code", res.Code, "status", res.Enhanced, "reply", text)
 				}
 			}
+		}
+		if len(done) > 0 {
+			log.Info("delivered", "rcpt", strings.Join(done, ","), "host", out.Host, "tls", tlsinfo.OrNone(out.TLS),
+				"verification", out.Verification, "reply", doneReply)
 		}
 	}
 	if len(env.History) > maxHistory {
@@ -204,7 +221,7 @@ func (r *Runner) commit(ctx context.Context, o *outcome, log *slog.Logger) {
 				f()
 			}
 			if env.Done() {
-				log.Info("removed from queue", "attempts", env.Attempts)
+				log.Debug("removed from queue", "attempts", env.Attempts)
 			} else {
 				log.Debug("queued for retry", "next_attempt", env.NextAttempt)
 			}

@@ -141,7 +141,7 @@ func TestAddressesRefusedNotRewritten(t *testing.T) {
 }
 
 // TestInflightBudget: messages in transfer reserve their declared SIZE
-// (or the maximum size) from smtp.max_inflight_bytes; beyond it the edge
+// (or their first buffer, growing) from smtp.max_inflight_bytes; beyond it the edge
 // answers 452 4.3.1, at MAIL when the declared SIZE cannot fit and at
 // DATA otherwise, and the reservations are returned afterwards.
 func TestInflightBudget(t *testing.T) {
@@ -169,7 +169,8 @@ func TestInflightBudget(t *testing.T) {
 	c := e.dial(30)
 	c.hello()
 	c.expect(fmt.Sprintf("MAIL FROM:<a@example.edu> SIZE=%d", size), "452 4.3.1")
-	// Without SIZE it reserves the maximum size: refused at DATA.
+	// Without SIZE it reserves its first buffer, which does not fit
+	// either: refused at DATA.
 	if r := c.sendMail("a@example.edu", []string{"x@example.edu"}, msg); !strings.HasPrefix(r, "452 4.3.1") {
 		t.Fatalf("undeclared message over the budget: %q", r)
 	}
@@ -383,5 +384,37 @@ func TestBudgetOneClientManyConnections(t *testing.T) {
 	}
 	if refused != 6 {
 		t.Errorf("%d of 10 refused with 452 4.3.1, want 6 (4 fit)", refused)
+	}
+}
+
+// TestUndeclaredTransfersShareTheBudget: messages without SIZE reserve
+// their first buffer when DATA starts, not the maximum size, so more of
+// them than budget/max_message_size are in transfer at once and all are
+// accepted; the reservations are returned afterwards.
+func TestUndeclaredTransfersShareTheBudget(t *testing.T) {
+	e := startEdge(t, edgeOpts{cfg: func(c *configT) {
+		c.SMTP.MaxMessageSize = 1 << 20
+		c.SMTP.MaxInflightBytes = 2 * (c.SMTP.MaxMessageSize + 2<<10) // two maximum-size messages
+		c.SMTP.MaxConnectionsIP = 10
+	}})
+	msg := message("undeclared") + strings.Repeat("0123456789012345678901234567890123456789012345678\r\n", 200)
+	var open []*client
+	for i := range 8 {
+		c := e.dial(20 + i)
+		c.hello()
+		c.expect("MAIL FROM:<a@example.edu>", "250")
+		c.expect("RCPT TO:<x@example.edu>", "250")
+		c.expect("DATA", "354")
+		c.send(msg[:1000]) // the transfer is under way
+		open = append(open, c)
+	}
+	waitFor(t, func() bool { return e.srv.Stats().InflightBytes >= 8*undeclaredReserve })
+	for _, c := range open {
+		c.send(msg[1000:] + ".\r\n")
+		queued(t, c.reply())
+	}
+	waitFor(t, func() bool { return e.srv.Stats().InflightBytes == 0 })
+	if n := e.count(); n != 8 {
+		t.Fatalf("%d stored, want 8", n)
 	}
 }

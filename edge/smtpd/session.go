@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -219,7 +220,8 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.mu.Lock()
 	s.env, s.utf8, s.mlog, s.size, s.received, s.storing = env, utf8, mlog, size, false, false
 	s.mu.Unlock()
-	s.mlog.Info("mail from", "from", s.txn.Sender)
+	// Debug only: the "accepted" line sums the transaction up at info.
+	s.mlog.Debug("mail from", "from", s.txn.Sender)
 	return nil
 }
 
@@ -241,11 +243,22 @@ func (s *session) countTransaction() {
 // adds in front of the message.
 const headerReserve = 1 << 10
 
+// undeclaredReserve is what a message without SIZE reserves when its data
+// starts: its first read buffer. It grows its reservation as it arrives
+// (readBody), and is refused with 452 4.3.1 when the budget has no more.
+// Reserving the maximum size up front would let only budget/max_size
+// such transfers run at once (ten with the defaults), and devices rarely
+// declare SIZE.
+const undeclaredReserve = 64 << 10
+
 // reservation is the memory a message with a declared SIZE of declared
 // bytes (0: none) reserves when its data starts.
 func (s *session) reservation(declared int64) int64 {
 	max := s.srv.opts.SMTP.MaxMessageSize
-	if declared <= 0 || declared > max {
+	switch {
+	case declared <= 0:
+		declared = min(max, undeclaredReserve)
+	case declared > max:
 		declared = max
 	}
 	return declared + headerReserve
@@ -308,7 +321,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s.mu.Lock()
 	s.env.Recipients = append(s.env.Recipients, rc)
 	s.mu.Unlock()
-	s.mlog.Info("rcpt to", "rcpt", canon)
+	s.mlog.Debug("rcpt to", "rcpt", canon)
 	return nil
 }
 
@@ -448,7 +461,9 @@ func (s *session) Data(r io.Reader) (err error) {
 	if srv.opts.Metrics != nil {
 		srv.opts.Metrics.IncReceived()
 	}
-	log.Info("accepted", "from", env.From, "rcpts", len(env.Recipients), "size", len(data), "tls", env.TLS)
+	// One line per accepted message at info, with what "mail from" and
+	// "rcpt to" say at debug.
+	log.Info("accepted", "from", env.From, "to", joinRcpts(env.Recipients), "rcpts", len(env.Recipients), "size", len(data), "tls", env.TLS)
 	id := env.ID
 	return toSMTP(policy.Queued(id))
 }
@@ -658,3 +673,18 @@ func (c *lineEndChecker) Write(p []byte) (int, error) {
 
 // bad reports a bare line ending, including a CR at the very end.
 func (c *lineEndChecker) bad() bool { return c.found || c.prevCR }
+
+// joinRcpts lists recipient addresses for a log line.
+func joinRcpts(rcpts []spool.Recipient) string {
+	if len(rcpts) == 1 {
+		return rcpts[0].Addr
+	}
+	var b strings.Builder
+	for i, rc := range rcpts {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(rc.Addr)
+	}
+	return b.String()
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
@@ -54,8 +55,22 @@ type request struct {
 	exclusive func() error
 	need      space
 	bytes     int64 // for spaceMinimum and spaceReports
-	done      chan error
+	// lazy marks a write that may wait for company: the removal of
+	// delivered mail. A batch of lazy writes only is not committed at
+	// once but waits up to lazyWait for a write that is not lazy (a new
+	// message, an envelope rewrite) and rides on that write's sync. The
+	// caller still gets its answer only after the commit, so a message
+	// stays in flight until its removal is durable.
+	lazy bool
+	done chan error
 }
+
+// lazyWait bounds how long a batch of lazy writes waits for company.
+// Under load the next Put arrives within a few milliseconds and the
+// removals share its commit; when only deliveries are running, removals
+// are committed at most about every lazyWait, each commit carrying all of
+// them, instead of one commit per delivery.
+const lazyWait = 20 * time.Millisecond
 
 // answer gives r its result. It also drops r's closures, and with them the
 // data they hold (a Put's whole message): a batch is committed in parts
@@ -84,23 +99,60 @@ func (s *Spool) submit(r *request) error {
 func (s *Spool) commitLoop() {
 	defer close(s.committed)
 	batch := make([]*request, 0, maxBatchOps)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for r := range s.reqs {
-		batch = append(batch[:0], r)
-	drain:
-		for len(batch) < maxBatchOps {
-			select {
-			case r, ok := <-s.reqs:
-				if !ok {
-					break drain
+		batch = s.drain(append(batch[:0], r))
+		if onlyLazy(batch) && len(batch) < maxBatchOps {
+			// Only removals: wait for a write that is synced now anyway,
+			// or for lazyWait, then take whatever else is waiting.
+			timer.Reset(lazyWait)
+		wait:
+			for len(batch) < maxBatchOps {
+				select {
+				case r, ok := <-s.reqs:
+					if !ok {
+						break wait
+					}
+					batch = append(batch, r)
+					if !r.lazy {
+						break wait
+					}
+				case <-timer.C:
+					break wait
 				}
-				batch = append(batch, r)
-			default:
-				break drain
 			}
+			timer.Stop()
+			batch = s.drain(batch)
 		}
 		s.commitBatch(batch)
 		clear(batch)
 	}
+}
+
+// drain adds the requests already waiting to batch, up to maxBatchOps.
+func (s *Spool) drain(batch []*request) []*request {
+	for len(batch) < maxBatchOps {
+		select {
+		case r, ok := <-s.reqs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func onlyLazy(batch []*request) bool {
+	for _, r := range batch {
+		if !r.lazy {
+			return false
+		}
+	}
+	return true
 }
 
 // batchState is one open transaction of the committer.
@@ -114,7 +166,8 @@ type batchState struct {
 }
 
 func (s *Spool) commitBatch(batch []*request) {
-	free, ferr := freeBytes(s.dir)
+	free, ferr := s.free()
+	start := free
 	if ferr != nil {
 		s.log.Warn("spool: cannot read free disk space", "err", ferr)
 	} else if free < s.minFree {
@@ -128,6 +181,7 @@ func (s *Spool) commitBatch(batch []*request) {
 		if r.exclusive != nil {
 			s.flushBatch(b)
 			r.answer(r.exclusive())
+			s.forgetFree()
 			b = &batchState{txn: s.db.NewTransaction(true)}
 			continue
 		}
@@ -188,6 +242,9 @@ func (s *Spool) commitBatch(batch []*request) {
 		}
 	}
 	s.flushBatch(b)
+	if ferr == nil {
+		s.used(start - free)
+	}
 }
 
 func (s *Spool) roomFor(r *request, free int64) bool {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Free-space reserve.
@@ -45,6 +46,47 @@ func freeBytes(dir string) (int64, error) {
 	return free, err
 }
 
+// freeEvery is how long a free-space reading is used before the file
+// system is asked again, while free space is far above the reserve (by
+// more than freeMargin beyond it). Between readings the spool subtracts
+// what it writes, so the estimate errs on the side of less free space; a
+// reclaim (value-log GC) forgets the reading at once. Near the reserve
+// every check reads the file system, so space taken by other writers on
+// the volume is seen at once where it matters.
+const (
+	freeEvery  = time.Second
+	freeMargin = 64 << 20
+)
+
+// free returns the estimated free space of the spool's volume (a
+// statfs at most every freeEvery, less the bytes written since).
+func (s *Spool) free() (int64, error) {
+	s.freeMu.Lock()
+	defer s.freeMu.Unlock()
+	now := time.Now()
+	if s.freeErr == nil && !s.freeAt.IsZero() && now.Sub(s.freeAt) < freeEvery &&
+		s.freeVal >= 2*s.minFree+freeMargin {
+		return s.freeVal, nil
+	}
+	v, err := freeBytes(s.dir)
+	s.freeVal, s.freeErr, s.freeAt = v, err, now
+	return v, err
+}
+
+// used lowers the free-space estimate by n bytes just written.
+func (s *Spool) used(n int64) {
+	s.freeMu.Lock()
+	s.freeVal -= n
+	s.freeMu.Unlock()
+}
+
+// forgetFree makes the next free() read the file system again.
+func (s *Spool) forgetFree() {
+	s.freeMu.Lock()
+	s.freeAt = time.Time{}
+	s.freeMu.Unlock()
+}
+
 // MinFree is the free-space reserve in bytes: below it new mail is
 // refused (ErrFull, 452 4.3.1).
 func (s *Spool) MinFree() int64 { return s.minFree }
@@ -55,7 +97,7 @@ func (s *Spool) MinFree() int64 { return s.minFree }
 // of mail deleted since the last run. An unreadable file system counts as
 // not below (the write itself will then tell).
 func (s *Spool) BelowReserve() bool {
-	free, err := freeBytes(s.dir)
+	free, err := s.free()
 	if err != nil || free >= s.minFree {
 		return false
 	}

@@ -222,6 +222,9 @@ func (s *Spool) Record(env *Envelope, news ...NewMessage) error {
 	err := s.submit(&request{
 		need:  need,
 		bytes: bytes,
+		// Removing finished mail may wait briefly to share another
+		// write's sync (see request.lazy); it is still durable on return.
+		lazy: remove && len(adds) == 0,
 		apply: func(txn *badger.Txn) ([]mutation, error) {
 			var err error
 			if old, err = readEnv(txn, id); err != nil {
@@ -306,6 +309,7 @@ func (s *Spool) Delete(id string) error {
 	var size int64
 	err := s.submit(&request{
 		need: spaceNone,
+		lazy: true, // see Record
 		apply: func(txn *badger.Txn) ([]mutation, error) {
 			env, err := readEnv(txn, id)
 			if err != nil {
@@ -367,8 +371,9 @@ func (s *Spool) Due(now time.Time, limit int) ([]*Envelope, error) {
 
 // ScanDue walks the due index, earliest first, and calls fn for every
 // message due at or before now with its id and a function that reads its
-// envelope. fn decides what to read: a queue runner passes over ids it
-// already has in flight without decoding them. fn returns false to stop.
+// envelope (valid only while that call of fn runs). fn decides what to
+// read: a queue runner passes over ids it already has in flight without
+// decoding them. fn returns false to stop.
 // It runs inside a read snapshot, so it must not write to the spool.
 //
 // ScanDue returns the NextAttempt of the first message due after now,
@@ -387,11 +392,16 @@ func (s *Spool) ScanDue(now time.Time, fn func(id string, load func() (*Envelope
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pDue)})
 		defer it.Close()
 		last := dueNanos(now)
+		// One load function for the walk (fn may call it only while it
+		// runs): a closure per entry was most of a scan's allocations.
+		var cur string
+		load := func() (*Envelope, error) { return readEnv(txn, cur) }
 		for it.Seek(binary.BigEndian.AppendUint64([]byte(pDue), floor)); it.Valid(); it.Next() {
 			ts, id, err := parseDueKey(it.Item().Key())
 			if err != nil {
 				return err
 			}
+			cur = id
 			if !seen {
 				first, seen = ts, true
 			}
@@ -399,7 +409,7 @@ func (s *Spool) ScanDue(now time.Time, fn func(id string, load func() (*Envelope
 				next, ok = time.Unix(0, int64(ts)), true
 				return nil
 			}
-			if !fn(id, func() (*Envelope, error) { return readEnv(txn, id) }) {
+			if !fn(id, load) {
 				return nil
 			}
 		}

@@ -8,7 +8,9 @@
 //     their write is fsynced. Concurrent writers share fsyncs: one committer
 //     goroutine gathers every write that is waiting into one Badger
 //     transaction and syncs it once (group commit), so N concurrent Puts cost
-//     one value-log sync and one WAL sync, not N.
+//     one value-log sync and one WAL sync, not N. Removals of finished
+//     mail wait up to a few milliseconds for a write that needs a sync
+//     anyway and share it, instead of costing syncs of their own.
 //   - A due-scan (Due, NextDue, ScanDue) walks a separate index ordered by
 //     next attempt time and never reads message bodies; ScanDue reads an
 //     envelope only when its caller asks, and starts past the entries of
@@ -167,6 +169,11 @@ type Spool struct {
 
 	sinceTrim atomic.Int64 // body bytes written or read since the last trimMappings
 	trimMu    sync.Mutex   // one trim at a time
+
+	freeMu  sync.Mutex // the free-space estimate (see free)
+	freeVal int64
+	freeErr error
+	freeAt  time.Time
 
 	commits   atomic.Int64 // Badger transactions committed by the committer
 	writes    atomic.Int64 // requests those transactions carried
