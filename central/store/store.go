@@ -273,7 +273,8 @@ type PendingCounts struct {
 // use; see the package comment for the guarantees.
 type Store interface {
 	// CreateDevice stores a new pending registration (with an audit entry
-	// by actor). ErrExists if the name is taken.
+	// by actor). ErrExists if the name is taken; a revoked registration of
+	// the name is archived (ArchivedDevices) and replaced.
 	CreateDevice(ctx context.Context, d Device, actor string) error
 	// Device returns one device with its senders.
 	Device(ctx context.Context, name string) (Device, error)
@@ -401,6 +402,8 @@ type Store interface {
 	// CountPending counts pending registrations with this contact address
 	// (case-insensitive) and from this client address.
 	CountPending(ctx context.Context, contact, clientIP string) (PendingCounts, error)
+
+	Lister
 
 	Close() error
 }

@@ -51,6 +51,7 @@ func Run(t *testing.T, open Opener) {
 		{"SuspendByEdge", testSuspendByEdge},
 		{"PruneEvents", testPruneEvents},
 	}
+	tests = append(tests, listingTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := open(t)
