@@ -18,7 +18,7 @@ func HTTPStatus(err error) int {
 		return http.StatusOK
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, ErrUnknownAction), errors.Is(err, ErrBadDecision):
 		return http.StatusNotFound
-	case errors.Is(err, store.ErrTransition), errors.Is(err, store.ErrExists), errors.Is(err, ErrUnconfirmed):
+	case errors.Is(err, store.ErrTransition), errors.Is(err, store.ErrExists), errors.Is(err, ErrUnconfirmed), errors.Is(err, ErrUnacknowledged):
 		return http.StatusConflict
 	case errors.Is(err, ErrReasonRequired), errors.Is(err, ErrReasonTooLong), errors.Is(err, ErrLimitRange), errors.Is(err, ErrReservedEdgeID):
 		return http.StatusUnprocessableEntity
