@@ -166,6 +166,15 @@ func deviceOrder(s store.DeviceSort, desc bool) string {
 	return " ORDER BY " + strings.Join(cols, ", ")
 }
 
+// DevicePageSQL is the query of one page of devices (for query plan
+// tests).
+func DevicePageSQL(q store.DeviceQuery) (string, []any) {
+	w := deviceWhere(q)
+	query := `SELECT ` + deviceCols + ` FROM devices` + w.sql() + deviceOrder(q.Sort, q.Desc) +
+		` LIMIT ` + w.arg(pageLimit(q.Limit)) + ` OFFSET ` + w.arg(max(q.Offset, 0))
+	return query, w.args
+}
+
 // ListDevicePage implements store.Store.
 func (s *Store) ListDevicePage(ctx context.Context, q store.DeviceQuery) (store.DevicePage, error) {
 	var p store.DevicePage
@@ -173,9 +182,8 @@ func (s *Store) ListDevicePage(ctx context.Context, q store.DeviceQuery) (store.
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM devices`+w.sql(), w.args...).Scan(&p.Total); err != nil {
 		return p, fmt.Errorf("list devices: count: %w", err)
 	}
-	query := `SELECT ` + deviceCols + ` FROM devices` + w.sql() + deviceOrder(q.Sort, q.Desc) +
-		` LIMIT ` + w.arg(pageLimit(q.Limit)) + ` OFFSET ` + w.arg(max(q.Offset, 0))
-	rows, err := s.db.QueryContext(ctx, query, w.args...)
+	query, args := DevicePageSQL(q)
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return p, fmt.Errorf("list devices: %w", err)
 	}
@@ -294,29 +302,13 @@ func (s *Store) ListAuditPage(ctx context.Context, q store.AuditQuery) (store.Au
 // ListEventPage implements store.Store.
 func (s *Store) ListEventPage(ctx context.Context, q store.EventQuery) (store.EventPage, error) {
 	var p store.EventPage
-	w := &where{}
-	w.eq("device", strings.ToLower(q.Device))
-	w.eq("edge", q.Edge)
-	w.eq("client_ip", q.ClientIP)
-	w.eq("kind", string(q.Kind))
-	if q.Sender != "" {
-		w.conds = append(w.conds, "lower(sender) = "+w.arg(strings.ToLower(q.Sender)))
-	}
-	if q.Recipient != "" {
-		w.conds = append(w.conds, "lower(recipient) = "+w.arg(strings.ToLower(q.Recipient)))
-	}
-	if !q.Since.IsZero() {
-		w.conds = append(w.conds, "at >= "+w.arg(ms(q.Since)))
-	}
-	if !q.Until.IsZero() {
-		w.conds = append(w.conds, "at < "+w.arg(ms(q.Until)))
-	}
+	w := eventWhere(q)
 	var err error
 	if p.Total, p.More, err = s.cappedCount(ctx, "events", w); err != nil {
 		return p, fmt.Errorf("list events: count: %w", err)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT id, edge, at, kind, device, client_ip, sender, recipient, queue_id, reason, count, detail FROM events`+
-		w.sql()+` ORDER BY at DESC, seq DESC LIMIT `+w.arg(pageLimit(q.Limit))+` OFFSET `+w.arg(max(q.Offset, 0)), w.args...)
+	query, args := EventPageSQL(q)
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return p, fmt.Errorf("list events: %w", err)
 	}
@@ -337,6 +329,34 @@ func (s *Store) ListEventPage(ctx context.Context, q store.EventQuery) (store.Ev
 		p.Events = append(p.Events, e)
 	}
 	return p, rows.Err()
+}
+
+// EventPageSQL is the query of one page of events (for query plan tests).
+func EventPageSQL(q store.EventQuery) (string, []any) {
+	w := eventWhere(q)
+	return `SELECT id, edge, at, kind, device, client_ip, sender, recipient, queue_id, reason, count, detail FROM events` +
+		w.sql() + ` ORDER BY at DESC, seq DESC LIMIT ` + w.arg(pageLimit(q.Limit)) + ` OFFSET ` + w.arg(max(q.Offset, 0)), w.args
+}
+
+func eventWhere(q store.EventQuery) *where {
+	w := &where{}
+	w.eq("device", strings.ToLower(q.Device))
+	w.eq("edge", q.Edge)
+	w.eq("client_ip", q.ClientIP)
+	w.eq("kind", string(q.Kind))
+	if q.Sender != "" {
+		w.conds = append(w.conds, "lower(sender) = "+w.arg(strings.ToLower(q.Sender)))
+	}
+	if q.Recipient != "" {
+		w.conds = append(w.conds, "lower(recipient) = "+w.arg(strings.ToLower(q.Recipient)))
+	}
+	if !q.Since.IsZero() {
+		w.conds = append(w.conds, "at >= "+w.arg(ms(q.Since)))
+	}
+	if !q.Until.IsZero() {
+		w.conds = append(w.conds, "at < "+w.arg(ms(q.Until)))
+	}
+	return w
 }
 
 // archiveRevoked moves a revoked registration of name into device_archive

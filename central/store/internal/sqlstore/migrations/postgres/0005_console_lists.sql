@@ -7,14 +7,14 @@
 -- name is requested again, so the old registration stays readable while
 -- the name is free.
 ALTER TABLE devices ADD COLUMN sort_key TEXT COLLATE "C" NOT NULL DEFAULT '';
-CREATE INDEX devices_sort ON devices (sort_key);
-CREATE INDEX devices_status_sort ON devices (status, sort_key);
-CREATE INDEX devices_created ON devices (created_at);
-CREATE INDEX devices_status_created ON devices (status, created_at);
-CREATE INDEX devices_expires ON devices (expires_at);
-CREATE INDEX devices_status_expires ON devices (status, expires_at);
-CREATE INDEX devices_department ON devices (department, sort_key);
-CREATE INDEX devices_owner_sort ON devices (owner, sort_key);
+CREATE INDEX devices_sort ON devices (sort_key, name);
+CREATE INDEX devices_status_sort ON devices (status, sort_key, name);
+CREATE INDEX devices_created ON devices (created_at, name);
+CREATE INDEX devices_status_created ON devices (status, created_at, name);
+CREATE INDEX devices_expires ON devices (expires_at, name);
+CREATE INDEX devices_status_expires ON devices (status, expires_at, name);
+CREATE INDEX devices_department ON devices (department, sort_key, name);
+CREATE INDEX devices_owner_sort ON devices (owner, sort_key, name);
 
 CREATE INDEX events_at ON events (at, seq);
 CREATE INDEX events_device_seq ON events (device, at, seq);
