@@ -342,7 +342,7 @@ func (s *Server) confirmActionWith(w http.ResponseWriter, r *http.Request, user 
 		return
 	}
 	p := page{"Title": strings.ToUpper(string(a[:1])) + string(a[1:]) + " " + d.Name, "Staff": user, "D": d, "Action": a,
-		"Effect": actionText[a], "Reason": reason, "Allowed": allowed(a, d.Status)}
+		"Effect": actionText[a], "Reason": reason, "Allowed": allowed(a, d.Status), "Errs": map[string]string{}}
 	if errMsg != "" {
 		p["Errs"] = map[string]string{"reason": errMsg}
 	}
