@@ -404,6 +404,7 @@ type Store interface {
 	CountPending(ctx context.Context, contact, clientIP string) (PendingCounts, error)
 
 	Lister
+	Editor
 
 	Close() error
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ var listingTests = []struct {
 	{"AuditPage", testAuditPage},
 	{"EventPage", testEventPage},
 	{"RevokeFreesName", testRevokeFreesName},
+	{"EditDevice", testEditDevice},
 }
 
 func pageNames(t *testing.T, s store.Store, q store.DeviceQuery) ([]string, int) {
@@ -229,5 +231,75 @@ func testRevokeFreesName(t *testing.T, s store.Store, _ func() store.Store) {
 	must(t, err)
 	if len(hist) != 4 || hist[0].Action != "register" || hist[0].FromStatus != store.Revoked || hist[1].Action != "revoke" {
 		t.Errorf("history kept: %+v", hist)
+	}
+}
+
+func snapshotSenders(t *testing.T, s store.Store, name string) []string {
+	t.Helper()
+	_, devs, err := s.AllowlistSnapshot(ctx)
+	must(t, err)
+	for _, d := range devs {
+		if d.Name == name {
+			return d.Senders
+		}
+	}
+	t.Fatalf("%s not in the snapshot", name)
+	return nil
+}
+
+func testEditDevice(t *testing.T, s store.Store, _ func() store.Store) {
+	n := "scanner.example.edu"
+	must(t, s.CreateDevice(ctx, dev(n, "a@example.edu"), "owner"))
+	must(t, s.SetSenderConfirmation(ctx, n, "a@example.edu", "tok-a", time.Now()))
+	if _, _, err := s.ConfirmSender(ctx, "tok-a", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	must(t, s.ApproveDevice(ctx, n, "staff:x", "", time.Now().Add(time.Hour)))
+	v := version(t, s)
+	e := store.DeviceEdit{IPs: []string{"10.1.2.4"}, Owner: "Ada Lovelace", Department: "Physics", ContactEmail: "ada@example.edu",
+		Purpose: "scan to mail and fax", Senders: []store.Sender{{Address: "a@example.edu"}, {Address: "b@example.edu"}}, FCrDNS: "ok", FCrDNSOK: true}
+	res, err := s.EditDevice(ctx, n, "staff:bob", e)
+	must(t, err)
+	if !slices.Equal(res.Added, []string{"b@example.edu"}) || res.AllowlistVersion != 0 || version(t, s) != v {
+		t.Errorf("adding a sender: %+v, version %d -> %d", res, v, version(t, s))
+	}
+	if got := snapshotSenders(t, s, n); !slices.Equal(got, []string{"a@example.edu"}) {
+		t.Errorf("an unconfirmed added sender is in the allowlist: %v", got)
+	}
+	d, err := s.Device(ctx, n)
+	must(t, err)
+	if !slices.Equal(d.IPs, []string{"10.1.2.4"}) || d.Purpose != "scan to mail and fax" || !d.FCrDNSOK || len(d.Senders) != 2 || !d.Senders[0].Confirmed() || d.Senders[1].Confirmed() {
+		t.Errorf("after edit: %+v", d)
+	}
+	a, err := s.ListAudit(ctx, store.AuditFilter{Device: n, Limit: 1})
+	must(t, err)
+	if a[0].Action != "edit" || a[0].Actor != "staff:bob" || !strings.Contains(a[0].Reason, `IPs: "10.1.2.3, 2001:db8::3" -> "10.1.2.4"`) ||
+		!strings.Contains(a[0].Reason, "senders added (to be confirmed): b@example.edu") || !strings.Contains(a[0].Reason, "purpose changed") {
+		t.Errorf("edit audit: %+v", a[0])
+	}
+	// Confirming the new sender puts it in the allowlist.
+	must(t, s.SetSenderConfirmation(ctx, n, "b@example.edu", "tok-b", time.Now()))
+	if _, _, err := s.ConfirmSender(ctx, "tok-b", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if version(t, s) != v+1 || !slices.Equal(snapshotSenders(t, s, n), []string{"a@example.edu", "b@example.edu"}) {
+		t.Errorf("confirmed added sender: version %d, senders %v", version(t, s), snapshotSenders(t, s, n))
+	}
+	// Removing a sender changes what edges enforce.
+	e.Senders = []store.Sender{{Address: "b@example.edu"}}
+	res, err = s.EditDevice(ctx, n, "staff:bob", e)
+	must(t, err)
+	if res.AllowlistVersion != v+2 || version(t, s) != v+2 || !slices.Equal(snapshotSenders(t, s, n), []string{"b@example.edu"}) {
+		t.Errorf("removing a sender: %+v, version %d", res, version(t, s))
+	}
+	// The same values again change nothing and write nothing.
+	res, err = s.EditDevice(ctx, n, "staff:bob", e)
+	must(t, err)
+	a2, _ := s.ListAudit(ctx, store.AuditFilter{Device: n})
+	if len(res.Changes) != 0 || len(a2) != 6 {
+		t.Errorf("no-op edit: %+v, %d audit entries", res, len(a2))
+	}
+	if _, err := s.EditDevice(ctx, "none.example.edu", "staff:bob", e); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("edit of an unknown device: %v", err)
 	}
 }

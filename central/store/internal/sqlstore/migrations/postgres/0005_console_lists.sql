@@ -41,3 +41,7 @@ CREATE TABLE device_archive (
 	created_at    BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX device_archive_name ON device_archive (name, id);
+
+-- A sender added by staff editing a registration stays out of the
+-- allowlist until it confirms its address.
+ALTER TABLE senders ADD COLUMN added_later BOOLEAN NOT NULL DEFAULT FALSE;

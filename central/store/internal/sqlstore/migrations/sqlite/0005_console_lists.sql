@@ -38,3 +38,7 @@ CREATE TABLE device_archive (
 	created_at    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX device_archive_name ON device_archive (name, id);
+
+-- A sender added by staff editing a registration stays out of the
+-- allowlist until it confirms its address.
+ALTER TABLE senders ADD COLUMN added_later INTEGER NOT NULL DEFAULT 0;
