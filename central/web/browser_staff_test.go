@@ -137,8 +137,8 @@ func (e *env) seedEvents(n int) {
 // TestBrowserStaffConsole drives the staff console in Chromium at desktop
 // width: sorting and paging the device list, filters, the review queue,
 // Enter in a field submitting only its own form, approval warnings, the
-// deny confirmation with a field error, bulk approval and the events and
-// audit pages.
+// deny confirmation with a field error, editing a registration, bulk
+// approval and the events and audit pages.
 func TestBrowserStaffConsole(t *testing.T) {
 	e := newEnv(t, nil)
 	e.seed(61)
@@ -161,7 +161,8 @@ func TestBrowserStaffConsole(t *testing.T) {
 
 	// Filters: department and DNS result.
 	c.do("filter", chromedp.Navigate(c.base+"/staff"), chromedp.SetValue(chromedp.ID("f-department"), "Chemistry"),
-		chromedp.SetValue(chromedp.ID("f-dns"), "mismatch"), chromedp.Click(chromedp.ID("apply-filters")), chromedp.WaitVisible(chromedp.ID("devices")))
+		chromedp.SetValue(chromedp.ID("f-dns"), "mismatch"), chromedp.Click(chromedp.ID("apply-filters")),
+		chromedp.WaitReady(chromedp.CSS(`#f-dns option[value="mismatch"][selected]`)))
 	c.text("filtered", "#pager-summary", "1–3 of 3")
 	c.shot("03-devices-filtered.png")
 
@@ -199,23 +200,34 @@ func TestBrowserStaffConsole(t *testing.T) {
 	c.do("deny", chromedp.SendKeys(chromedp.ID("reason"), "duplicate of dev7"), chromedp.Click(chromedp.ID("confirm-action")), chromedp.WaitVisible(chromedp.CSS("p.flash")))
 	c.text("denied", "main", "Request denied.", "duplicate of dev7")
 
+	// Edit a registration: a bad address is a field error with the value
+	// kept, then a valid change is saved and shown in the history.
+	c.do("edit", chromedp.Navigate(c.base+"/staff/devices/dev9.dept.example.edu"), chromedp.Click(chromedp.ID("edit")), chromedp.WaitVisible(chromedp.ID("form-edit")),
+		chromedp.SetValue(chromedp.ID("ips"), "10.2.0.300"), chromedp.Click(chromedp.ID("save-edit")), chromedp.WaitVisible(chromedp.ID("err-ips")))
+	c.focusOn("error-summary")
+	c.shot("10-edit-error.png")
+	c.do("edit save", chromedp.SetValue(chromedp.ID("ips"), "10.2.0.10"), chromedp.SetValue(chromedp.ID("purpose"), "scan to mail for the lab"),
+		chromedp.Click(chromedp.ID("save-edit")), chromedp.WaitVisible(chromedp.CSS("p.flash")))
+	c.text("edited", "main", "Registration changed.", "purpose changed", "scan to mail for the lab")
+
 	// Bulk: tick two devices, review, confirm.
 	c.do("bulk select", chromedp.Navigate(c.base+"/staff?status=pending"), chromedp.WaitVisible(chromedp.ID("devices")),
 		chromedp.Click(chromedp.CSS(`input[value="dev1.dept.example.edu"]`)), chromedp.Click(chromedp.CSS(`input[value="dev2.dept.example.edu"]`)),
 		chromedp.SetValue(chromedp.ID("bulk-action"), "approve"), chromedp.Click(chromedp.ID("bulk-selected")), chromedp.WaitVisible(chromedp.ID("bulk-confirm")))
 	c.text("bulk confirm", "#bulk-count", "approve: 2 devices will change")
-	c.shot("10-bulk-confirm.png")
+	c.shot("11-bulk-confirm.png")
 	c.do("bulk apply", chromedp.Click(chromedp.ID("bulk-apply")), chromedp.WaitVisible(chromedp.ID("bulk-results")))
 	c.text("bulk results", "#bulk-summary", "2 of 2 done")
-	c.shot("11-bulk-results.png")
+	c.shot("12-bulk-results.png")
 
 	// Events: the refusals of an unregistered client.
-	c.do("events", chromedp.Navigate(c.base+"/staff/events"), chromedp.SendKeys(chromedp.ID("client_ip"), "10.9.8.7"+kb.Enter), chromedp.WaitVisible(chromedp.ID("events")))
+	c.do("events", chromedp.Navigate(c.base+"/staff/events"), chromedp.SendKeys(chromedp.ID("client_ip"), "10.9.8.7"+kb.Enter),
+		chromedp.WaitReady(chromedp.CSS(`#client_ip[value="10.9.8.7"]`)))
 	c.text("events", "main", "1–8 of 8", "not registered", "client not registered", "printer@dept.example.edu")
-	c.shot("12-events-unregistered-client.png")
+	c.shot("13-events-unregistered-client.png")
 	c.do("audit", chromedp.Navigate(c.base+"/staff/audit?actor=staff:alice"), chromedp.WaitVisible(chromedp.ID("audit")))
 	c.text("audit", "#audit", "approve", "deny", "duplicate of dev7")
-	c.shot("13-audit.png")
+	c.shot("14-audit.png")
 	t.Logf("screenshots in %s", c.dir)
 }
 
@@ -234,6 +246,7 @@ func TestBrowserStaffPhone(t *testing.T) {
 		{"/staff/queue", "21-phone-queue.png", "devices"},
 		{"/staff/devices/dev5.dept.example.edu", "22-phone-device.png", "warnings"},
 		{"/staff/devices/dev5.dept.example.edu/confirm/revoke", "23-phone-revoke.png", "form-confirm"},
+		{"/staff/devices/dev5.dept.example.edu/edit", "27-phone-edit.png", "form-edit"},
 		{"/staff/events", "24-phone-events.png", "events"},
 		{"/staff/audit", "25-phone-audit.png", "audit"},
 		{"/staff/bulk?action=approve&all=1&status=pending", "26-phone-bulk.png", "bulk-confirm"},

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,4 +247,43 @@ func TestBulkActions(t *testing.T) {
 	contains(t, s.post("/staff/bulk", url.Values{"csrf": {"forged-token-forged-token-forged-token"}, "action": {"reinstate"}, "count": {"1"}, "name": {"dev1.dept.example.edu"}}), 403)
 	contains(t, s.get("/staff/bulk?action=frobnicate&all=1"), 400)
 	contains(t, s.get("/staff/bulk?action=renew"), 400, "Tick the devices")
+}
+
+func TestStaffEditsRegistration(t *testing.T) {
+	e := newEnv(t, nil)
+	var changed atomic.Int32
+	e.reg.Changed = func() { changed.Add(1) }
+	ctx := context.Background()
+	d := store.Device{Name: "scanner.dept.example.edu", IPs: []string{"10.1.2.9"}, Owner: "Ada", Department: "Physics", ContactEmail: "ada@dept.example.edu",
+		Purpose: "scan", Senders: []store.Sender{{Address: "scanner@dept.example.edu", ConfirmedAt: time.Now()}}}
+	must(t, e.st.CreateDevice(ctx, d, "owner") == nil, "create")
+	must(t, e.st.ApproveDevice(ctx, d.Name, "staff:x", "", time.Now().Add(time.Hour)) == nil, "approve")
+	s := e.staff("alice")
+	dev := "/staff/devices/scanner.dept.example.edu"
+	contains(t, s.get(dev+"/edit"), 200, `value="10.1.2.9"`, ">scanner@dept.example.edu</textarea>")
+
+	bad := url.Values{"ips": {"10.1.2.x"}, "owner": {"Ada"}, "department": {"Physics"}, "contact_email": {""}, "senders": {"scanner@dept.example.edu"}, "purpose": {"scan"}}
+	contains(t, s.post(dev+"/edit", bad), 422, `id="err-ips"`, `aria-describedby="err-ips"`, `value="10.1.2.x"`, `id="err-contact_email"`)
+
+	// The DNS now matches with the right address; a new sender is added.
+	good := url.Values{"ips": {"10.1.2.3"}, "owner": {"Ada Lovelace"}, "department": {"Physics"}, "contact_email": {"ada@dept.example.edu"},
+		"senders": {"scanner@dept.example.edu\nscan2@dept.example.edu"}, "purpose": {"scan to mail"}}
+	r := s.post(dev+"/edit", good)
+	must(t, r.code == 303, "edit: %d %s", r.code, r.body)
+	contains(t, s.get(r.loc), 200, "Registration changed.", "scan2@dept.example.edu", "senders added (to be confirmed): scan2@dept.example.edu", `id="confirm-links"`)
+	got, _ := e.st.Device(ctx, d.Name)
+	must(t, got.FCrDNSOK && got.Owner == "Ada Lovelace", "after edit: %+v", got)
+	_, snap, _ := e.st.AllowlistSnapshot(ctx)
+	must(t, len(snap) == 1 && len(snap[0].Senders) == 1, "an unconfirmed new sender reached the allowlist: %+v", snap)
+	must(t, changed.Load() == 0, "adding an unconfirmed sender republished the allowlist")
+
+	// Removing the confirmed sender changes what edges enforce.
+	good.Set("senders", "scan2@dept.example.edu")
+	delete(good, "csrf")
+	must(t, s.post(dev+"/edit", good).code == 303, "remove sender")
+	must(t, changed.Load() == 1, "removing a sender did not republish (%d)", changed.Load())
+	delete(good, "csrf")
+	r = s.post(dev+"/edit", good)
+	must(t, r.code == 303 && strings.HasSuffix(r.loc, "done=unchanged"), "no-op edit: %d %s", r.code, r.loc)
+	contains(t, s.get("/staff/devices/none.example.edu/edit"), 404)
 }

@@ -160,7 +160,7 @@ func New(o Options) (*Server, error) {
 	}
 	o.defaults()
 	s := &Server{o: o, log: o.Log.With("component", "web"), mux: http.NewServeMux(), pages: map[string]*template.Template{}}
-	for _, p := range []string{"home", "register", "my", "device", "confirm", "login", "console", "edges", "audit", "error", "owner", "tokens", "account", "requests", "staff_device", "confirm_action", "events", "bulk"} {
+	for _, p := range []string{"home", "register", "my", "device", "confirm", "login", "console", "edges", "audit", "error", "owner", "tokens", "account", "requests", "staff_device", "confirm_action", "events", "bulk", "edit"} {
 		t, err := template.New(p).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+p+".html")
 		if err != nil {
 			return nil, fmt.Errorf("web: template %s: %w", p, err)
@@ -197,6 +197,7 @@ func New(o Options) (*Server, error) {
 	s.routeEvents(m)
 	s.routeAudit(m)
 	s.routeBulk(m)
+	s.routeEdit(m)
 	m.HandleFunc("POST /staff/edges/{id}/revoke", s.staff(s.revokeEdge))
 	return s, nil
 }
@@ -284,6 +285,10 @@ func flash(code string) string {
 		return "Registration renewed."
 	case "limits":
 		return "Limits changed."
+	case "edited":
+		return "Registration changed. New sender addresses were sent a confirmation link; the change is in the history below."
+	case "unchanged":
+		return "Nothing was changed."
 	case "resend":
 		return "Confirmation links sent again."
 	case "request-confirm":
