@@ -180,8 +180,9 @@ func TestPoolKeepsIdleConnections(t *testing.T) {
 	}
 }
 
-// TestListPlansUseIndexes checks with EXPLAIN (sequential scans priced out,
-// so that an empty table does not make them cheapest) that every page
+// TestListPlansUseIndexes checks with EXPLAIN (sequential scans, bitmap
+// scans and sorts priced out, so that an empty table does not make them
+// cheapest) that every page
 // query of the console's lists can walk an index in the list's order: a
 // plan that still has a Seq Scan has no usable index, one with a Sort Key
 // sorts the result.
@@ -197,8 +198,10 @@ func TestListPlansUseIndexes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "SET enable_seqscan = off"); err != nil {
-		t.Fatal(err)
+	for _, set := range []string{"SET enable_seqscan = off", "SET enable_sort = off", "SET enable_bitmapscan = off"} {
+		if _, err := conn.ExecContext(ctx, set); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, q := range storetest.PlanQueries() {
 		rows, err := conn.QueryContext(ctx, "EXPLAIN "+q.SQL, q.Args...)

@@ -31,6 +31,7 @@ func PlanQueries() []PlanQuery {
 	dev("status active by name", store.DeviceQuery{Status: []store.Status{store.Active}})
 	dev("review queue", store.DeviceQuery{Status: []store.Status{store.Pending}, Sort: store.SortRequested})
 	dev("department", store.DeviceQuery{Department: "Physics"})
+	dev("dns mismatch", store.DeviceQuery{DNS: store.DNSMismatch})
 	dev("expiring", store.DeviceQuery{ExpiringBefore: time.Now(), Sort: store.SortExpires})
 	ev := func(name string, q store.EventQuery) {
 		s, a := sqlstore.EventPageSQL(q)

@@ -14,6 +14,7 @@ CREATE INDEX devices_expires ON devices (expires_at, name);
 CREATE INDEX devices_status_expires ON devices (status, expires_at, name);
 CREATE INDEX devices_department ON devices (department, sort_key, name);
 CREATE INDEX devices_owner_sort ON devices (owner, sort_key, name);
+CREATE INDEX devices_dns ON devices (fcrdns_ok, sort_key, name);
 
 CREATE INDEX events_at ON events (at);
 CREATE INDEX events_client ON events (client_ip, at);
