@@ -17,8 +17,8 @@ import (
 )
 
 // seed stores n pending devices dev1…devN (every fourth in Chemistry,
-// every fifth with a mismatching DNS check), created a second apart in a
-// shuffled order, directly in the store.
+// every fifth with a mismatching DNS check), created in a shuffled order,
+// directly in the store.
 func (e *env) seed(n int) {
 	e.t.Helper()
 	ctx := context.Background()
@@ -34,7 +34,9 @@ func (e *env) seed(n int) {
 		if err := e.st.CreateDevice(ctx, d, "owner"); err != nil {
 			e.t.Fatal(err)
 		}
-		e.clock.Add(time.Second)
+		// The store stamps requests with the real time (milliseconds):
+		// keep them apart so that "oldest first" is the creation order.
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 

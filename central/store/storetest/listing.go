@@ -45,6 +45,9 @@ func testDevicePage(t *testing.T, s store.Store, _ func() store.Store) {
 		}
 		d.FCrDNSOK = i%2 == 0
 		must(t, s.CreateDevice(ctx, d, "owner"))
+		// Request times (milliseconds) differ, so "oldest first" is
+		// the creation order.
+		time.Sleep(2 * time.Millisecond)
 	}
 	// dev010 sorts beside dev10 (the same number), before dev11.
 	must(t, s.CreateDevice(ctx, dev("dev010.example.edu", "scan@dev010.example.edu"), "owner"))
