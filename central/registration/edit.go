@@ -12,17 +12,17 @@ import (
 // check is run again for the new IPs, new senders get confirmation links
 // and enter the allowlist once confirmed. FieldErrors non-empty means
 // nothing changed.
-func (s *Service) Edit(ctx context.Context, name, actor string, r Request) (store.EditResult, FieldErrors, error) {
+func (s *Service) Edit(ctx context.Context, name, actor string, r Request) (store.StaffEditResult, FieldErrors, error) {
 	d, err := s.Store.Device(ctx, name)
 	if err != nil {
-		return store.EditResult{}, nil, err
+		return store.StaffEditResult{}, nil, err
 	}
 	r.Name, r.BehindFirewall, r.FirewallAccepted = d.Name, d.BehindFirewall, d.FirewallAccepted
 	c, errs := s.Validate(ctx, r)
 	if len(errs) > 0 {
-		return store.EditResult{}, errs, nil
+		return store.StaffEditResult{}, errs, nil
 	}
-	e := store.DeviceEdit{Owner: strings.TrimSpace(r.Owner), Department: strings.TrimSpace(r.Department),
+	e := store.StaffEdit{Owner: strings.TrimSpace(r.Owner), Department: strings.TrimSpace(r.Department),
 		ContactEmail: strings.TrimSpace(r.ContactEmail), Purpose: strings.TrimSpace(r.Purpose), FCrDNS: c.FCrDNS.Summary(), FCrDNSOK: c.FCrDNS.OK}
 	if s.DNS == nil {
 		e.FCrDNS, e.FCrDNSOK = d.FCrDNS, d.FCrDNSOK
@@ -33,7 +33,7 @@ func (s *Service) Edit(ctx context.Context, name, actor string, r Request) (stor
 	for _, sn := range c.Senders {
 		e.Senders = append(e.Senders, store.Sender{Address: sn.Address, Personal: sn.Personal})
 	}
-	res, err := s.Store.EditDevice(ctx, name, actor, e)
+	res, err := s.Store.StaffEditDevice(ctx, name, actor, e)
 	if err != nil {
 		return res, nil, err
 	}

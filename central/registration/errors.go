@@ -13,12 +13,15 @@ import (
 // does not allow (lifecycle, unconfirmed senders, duplicates), 422 for bad
 // input, 500 for anything else.
 func HTTPStatus(err error) int {
+	if errors.Is(err, ErrUnacknowledged) {
+		return http.StatusConflict
+	}
 	switch {
 	case err == nil:
 		return http.StatusOK
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, ErrUnknownAction), errors.Is(err, ErrBadDecision):
 		return http.StatusNotFound
-	case errors.Is(err, store.ErrTransition), errors.Is(err, store.ErrExists), errors.Is(err, ErrUnconfirmed), errors.Is(err, ErrUnacknowledged):
+	case errors.Is(err, store.ErrTransition), errors.Is(err, store.ErrExists), errors.Is(err, ErrUnconfirmed):
 		return http.StatusConflict
 	case errors.Is(err, ErrReasonRequired), errors.Is(err, ErrReasonTooLong), errors.Is(err, ErrLimitRange), errors.Is(err, ErrReservedEdgeID):
 		return http.StatusUnprocessableEntity

@@ -2,9 +2,9 @@ package store
 
 import "context"
 
-// DeviceEdit is a staff edit of a registration: the new values of the
+// StaffEdit is a staff edit of a registration: the new values of the
 // fields staff may change (limits and status have their own methods).
-type DeviceEdit struct {
+type StaffEdit struct {
 	IPs          []string
 	Owner        string
 	Department   string
@@ -19,8 +19,8 @@ type DeviceEdit struct {
 	FCrDNSOK bool
 }
 
-// EditResult says what an edit changed.
-type EditResult struct {
+// StaffEditResult says what an edit changed.
+type StaffEditResult struct {
 	// Changes describes each changed field (for the audit log); empty:
 	// nothing changed.
 	Changes []string
@@ -33,8 +33,8 @@ type EditResult struct {
 
 // Editor is the editing part of Store.
 type Editor interface {
-	// EditDevice applies a staff edit in one transaction with one audit
+	// StaffEditDevice applies a staff edit in one transaction with one audit
 	// entry (action "edit") listing the changes. Removing a sender of an
 	// active or suspended device bumps the allowlist version.
-	EditDevice(ctx context.Context, name, actor string, e DeviceEdit) (EditResult, error)
+	StaffEditDevice(ctx context.Context, name, actor string, e StaffEdit) (StaffEditResult, error)
 }

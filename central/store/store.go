@@ -272,6 +272,10 @@ type PendingCounts struct {
 // Store is central's registry storage. All methods are safe for concurrent
 // use; see the package comment for the guarantees.
 type Store interface {
+	// Lister and Editor are the staff console's lists and edits.
+	Lister
+	Editor
+
 	// CreateDevice stores a new pending registration (with an audit entry
 	// by actor). ErrExists if the name is taken; a revoked registration of
 	// the name is archived (ArchivedDevices) and replaced.
@@ -402,9 +406,6 @@ type Store interface {
 	// CountPending counts pending registrations with this contact address
 	// (case-insensitive) and from this client address.
 	CountPending(ctx context.Context, contact, clientIP string) (PendingCounts, error)
-
-	Lister
-	Editor
 
 	Close() error
 }

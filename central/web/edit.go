@@ -35,7 +35,7 @@ func (s *Server) editForm(w http.ResponseWriter, r *http.Request, user string) {
 	}
 	f := editFields{IPs: strings.Join(d.IPs, ", "), Owner: d.Owner, Department: d.Department, ContactEmail: d.ContactEmail,
 		Senders: strings.Join(snd, "\n"), Purpose: d.Purpose}
-	s.render(w, r, http.StatusOK, "edit", page{"Title": "Edit " + d.Name, "Staff": user, "D": d, "F": f, "Errs": registration.FieldErrors{}})
+	s.render(w, r, http.StatusOK, "staff_edit", page{"Title": "Edit " + d.Name, "Staff": user, "D": d, "F": f, "Errs": registration.FieldErrors{}})
 }
 
 func (s *Server) editDevice(w http.ResponseWriter, r *http.Request, user string) {
@@ -53,7 +53,7 @@ func (s *Server) editDevice(w http.ResponseWriter, r *http.Request, user string)
 	case err != nil:
 		s.internal(w, r, err)
 	case len(errs) > 0:
-		s.render(w, r, http.StatusUnprocessableEntity, "edit", page{"Title": "Edit " + d.Name, "Staff": user, "D": d, "F": f, "Errs": errs,
+		s.render(w, r, http.StatusUnprocessableEntity, "staff_edit", page{"Title": "Edit " + d.Name, "Staff": user, "D": d, "F": f, "Errs": errs,
 			"Error": "Not saved: some fields need attention (see below)."})
 	case len(res.Changes) == 0:
 		http.Redirect(w, r, "/staff/devices/"+url.PathEscape(d.Name)+"?done=unchanged", http.StatusSeeOther)

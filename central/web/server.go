@@ -160,7 +160,7 @@ func New(o Options) (*Server, error) {
 	}
 	o.defaults()
 	s := &Server{o: o, log: o.Log.With("component", "web"), mux: http.NewServeMux(), pages: map[string]*template.Template{}}
-	for _, p := range []string{"home", "register", "my", "device", "confirm", "login", "console", "edges", "audit", "error", "owner", "tokens", "account", "requests", "staff_device", "confirm_action", "events", "bulk", "edit"} {
+	for _, p := range []string{"home", "register", "my", "device", "confirm", "login", "console", "edges", "audit", "error", "owner", "tokens", "account", "requests", "staff_device", "confirm_action", "events", "bulk", "staff_edit"} {
 		t, err := template.New(p).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+p+".html")
 		if err != nil {
 			return nil, fmt.Errorf("web: template %s: %w", p, err)

@@ -21,7 +21,7 @@ var listingTests = []struct {
 	{"AuditPage", testAuditPage},
 	{"EventPage", testEventPage},
 	{"RevokeFreesName", testRevokeFreesName},
-	{"EditDevice", testEditDevice},
+	{"StaffEditDevice", testEditDevice},
 }
 
 func pageNames(t *testing.T, s store.Store, q store.DeviceQuery) ([]string, int) {
@@ -259,9 +259,9 @@ func testEditDevice(t *testing.T, s store.Store, _ func() store.Store) {
 	}
 	must(t, s.ApproveDevice(ctx, n, "staff:x", "", time.Now().Add(time.Hour)))
 	v := version(t, s)
-	e := store.DeviceEdit{IPs: []string{"10.1.2.4"}, Owner: "Ada Lovelace", Department: "Physics", ContactEmail: "ada@example.edu",
+	e := store.StaffEdit{IPs: []string{"10.1.2.4"}, Owner: "Ada Lovelace", Department: "Physics", ContactEmail: "ada@example.edu",
 		Purpose: "scan to mail and fax", Senders: []store.Sender{{Address: "a@example.edu"}, {Address: "b@example.edu"}}, FCrDNS: "ok", FCrDNSOK: true}
-	res, err := s.EditDevice(ctx, n, "staff:bob", e)
+	res, err := s.StaffEditDevice(ctx, n, "staff:bob", e)
 	must(t, err)
 	if !slices.Equal(res.Added, []string{"b@example.edu"}) || res.AllowlistVersion != 0 || version(t, s) != v {
 		t.Errorf("adding a sender: %+v, version %d -> %d", res, v, version(t, s))
@@ -290,19 +290,19 @@ func testEditDevice(t *testing.T, s store.Store, _ func() store.Store) {
 	}
 	// Removing a sender changes what edges enforce.
 	e.Senders = []store.Sender{{Address: "b@example.edu"}}
-	res, err = s.EditDevice(ctx, n, "staff:bob", e)
+	res, err = s.StaffEditDevice(ctx, n, "staff:bob", e)
 	must(t, err)
 	if res.AllowlistVersion != v+2 || version(t, s) != v+2 || !slices.Equal(snapshotSenders(t, s, n), []string{"b@example.edu"}) {
 		t.Errorf("removing a sender: %+v, version %d", res, version(t, s))
 	}
 	// The same values again change nothing and write nothing.
-	res, err = s.EditDevice(ctx, n, "staff:bob", e)
+	res, err = s.StaffEditDevice(ctx, n, "staff:bob", e)
 	must(t, err)
 	a2, _ := s.ListAudit(ctx, store.AuditFilter{Device: n})
 	if len(res.Changes) != 0 || len(a2) != 6 {
 		t.Errorf("no-op edit: %+v, %d audit entries", res, len(a2))
 	}
-	if _, err := s.EditDevice(ctx, "none.example.edu", "staff:bob", e); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.StaffEditDevice(ctx, "none.example.edu", "staff:bob", e); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("edit of an unknown device: %v", err)
 	}
 }

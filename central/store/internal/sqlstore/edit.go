@@ -11,9 +11,9 @@ import (
 	"github.com/postern/postern/central/store"
 )
 
-// EditDevice implements store.Store.
-func (s *Store) EditDevice(ctx context.Context, name, actor string, e store.DeviceEdit) (store.EditResult, error) {
-	var res store.EditResult
+// StaffEditDevice implements store.Store.
+func (s *Store) StaffEditDevice(ctx context.Context, name, actor string, e store.StaffEdit) (store.StaffEditResult, error) {
+	var res store.StaffEditResult
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		d, err := scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices WHERE name = $1`+s.d.ForUpdate, name))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -83,7 +83,7 @@ func (s *Store) EditDevice(ctx context.Context, name, actor string, e store.Devi
 			Reason: strings.Join(res.Changes, "; "), AllowlistVersion: res.AllowlistVersion})
 	})
 	if err != nil {
-		return store.EditResult{}, err
+		return store.StaffEditResult{}, err
 	}
 	return res, nil
 }
