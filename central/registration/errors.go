@@ -13,6 +13,9 @@ import (
 // does not allow (lifecycle, unconfirmed senders, duplicates), 422 for bad
 // input, 500 for anything else.
 func HTTPStatus(err error) int {
+	if errors.Is(err, ErrUnacknowledged) {
+		return http.StatusConflict
+	}
 	switch {
 	case err == nil:
 		return http.StatusOK

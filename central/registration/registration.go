@@ -8,7 +8,8 @@
 // Guarantees:
 //   - Every successful change that can affect what edges enforce calls
 //     Changed (the fleet publisher's hook); registering a pending device,
-//     confirming a sender or enrolling an edge does not.
+//     confirming a sender of a device edges do not see, or enrolling an
+//     edge does not.
 //   - A device is approved only when every sender address is confirmed,
 //     unless the staff member forces it (recorded in the audit reason).
 //   - Deny, suspend and revoke need a reason (owners see it).
@@ -412,6 +413,11 @@ func (s *Service) Confirm(ctx context.Context, token string) (device, address st
 	delete(s.links[device], address)
 	s.mu.Unlock()
 	s.log().Info("sender confirmed", "device", device, "sender", address)
+	// A sender added to an active or suspended registration by an edit
+	// enters the allowlist with its confirmation.
+	if d, err := s.Store.Device(ctx, device); err == nil && d.Status.Enforced() {
+		s.changed()
+	}
 	return device, address, nil
 }
 

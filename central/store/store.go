@@ -272,8 +272,13 @@ type PendingCounts struct {
 // Store is central's registry storage. All methods are safe for concurrent
 // use; see the package comment for the guarantees.
 type Store interface {
+	// Lister and Editor are the staff console's lists and edits.
+	Lister
+	Editor
+
 	// CreateDevice stores a new pending registration (with an audit entry
-	// by actor). ErrExists if the name is taken.
+	// by actor). ErrExists if the name is taken; a revoked registration of
+	// the name is archived (ArchivedDevices) and replaced.
 	CreateDevice(ctx context.Context, d Device, actor string) error
 	// Device returns one device with its senders.
 	Device(ctx context.Context, name string) (Device, error)

@@ -148,7 +148,8 @@ func TestBrowserRegisterApprove(t *testing.T) {
 	// Approve: the device is active.
 	do("approve",
 		chromedp.Navigate(base+"/staff/devices/scanner.dept.example.edu"),
-		chromedp.SendKeys(id("reason"), "DNS and sender checked"),
+		chromedp.WaitVisible(id("no-warnings")),
+		chromedp.SendKeys(id("approve-reason"), "DNS and sender checked"),
 		chromedp.Click(id("act-approve")),
 		chromedp.WaitVisible(chromedp.CSS("p.flash")),
 	)

@@ -41,6 +41,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -111,6 +112,32 @@ type Server struct {
 }
 
 var funcs = template.FuncMap{
+	"list": func(v ...string) []string { return v },
+	"dict": func(kv ...any) map[string]any {
+		m := map[string]any{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			k, _ := kv[i].(string)
+			m[k] = kv[i+1]
+		}
+		return m
+	},
+	"past": func(a any) string {
+		switch v := fmt.Sprint(a); v {
+		case "deny":
+			return "denied"
+		case "approve", "revoke", "reinstate":
+			return v + "d"
+		default:
+			return v + "ed"
+		}
+	},
+	// limit shows a per-device limit, 0 being the edge's default.
+	"limit": func(n int, unit string) string {
+		if n == 0 {
+			return "edge default"
+		}
+		return strconv.Itoa(n) + " " + unit
+	},
 	"fmtTime": func(t time.Time) string {
 		if t.IsZero() {
 			return ""
@@ -135,7 +162,7 @@ func New(o Options) (*Server, error) {
 	}
 	o.defaults()
 	s := &Server{o: o, log: o.Log.With("component", "web"), mux: http.NewServeMux(), pages: map[string]*template.Template{}}
-	for _, p := range []string{"home", "register", "my", "device", "confirm", "login", "console", "edges", "audit", "error", "owner", "tokens", "account", "requests"} {
+	for _, p := range []string{"home", "register", "my", "device", "confirm", "login", "console", "edges", "audit", "error", "owner", "tokens", "account", "requests", "staff_device", "confirm_action", "events", "bulk", "staff_edit"} {
 		t, err := template.New(p).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+p+".html")
 		if err != nil {
 			return nil, fmt.Errorf("web: template %s: %w", p, err)
@@ -159,22 +186,20 @@ func New(o Options) (*Server, error) {
 	m.HandleFunc("GET /staff/login", s.loginForm)
 	m.HandleFunc("POST /staff/login", s.login)
 	m.HandleFunc("POST /staff/logout", s.logout)
-	m.HandleFunc("GET /staff", s.staff(s.console))
-	m.HandleFunc("GET /staff/devices/{name}", s.staff(s.staffDevice))
-	m.HandleFunc("POST /staff/devices/{name}/act", s.staff(s.staffAct))
-	m.HandleFunc("POST /staff/devices/{name}/limits", s.staff(s.staffLimits))
-	m.HandleFunc("POST /staff/devices/{name}/check", s.staff(s.staffCheck))
-	m.HandleFunc("POST /staff/devices/{name}/resend", s.staff(s.staffResend))
 	m.HandleFunc("GET /staff/edges", s.staff(s.edges))
 	m.HandleFunc("POST /staff/edges", s.staff(s.createEdge))
 	m.HandleFunc("POST /staff/edges/{id}/token", s.staff(s.edgeToken))
-	m.HandleFunc("GET /staff/audit", s.staff(s.audit))
 	m.HandleFunc("GET /staff/tokens", s.staff(s.tokens))
 	m.HandleFunc("POST /staff/tokens", s.staff(s.createToken))
 	m.HandleFunc("POST /staff/tokens/{id}/revoke", s.staff(s.revokeToken))
 	m.HandleFunc("GET /staff/account", s.staff(s.account))
 	m.HandleFunc("POST /staff/account/password", s.staff(s.changePassword))
 	s.routeRequests(m)
+	s.routeStaffDevices(m)
+	s.routeEvents(m)
+	s.routeAudit(m)
+	s.routeBulk(m)
+	s.routeEdit(m)
 	m.HandleFunc("POST /staff/edges/{id}/revoke", s.staff(s.revokeEdge))
 	if err := s.routeOwnerPages(m); err != nil {
 		return nil, err
@@ -265,6 +290,10 @@ func flash(code string) string {
 		return "Registration renewed."
 	case "limits":
 		return "Limits changed."
+	case "edited":
+		return "Registration changed. New sender addresses were sent a confirmation link; the change is in the history below."
+	case "unchanged":
+		return "Nothing was changed."
 	case "resend":
 		return "Confirmation links sent again."
 	case "request-confirm":

@@ -386,7 +386,7 @@ func TestRegisterLimits(t *testing.T) {
 	contains(t, reg("d4.dept.example.edu", "carol@dept.example.edu"), 429, "3 requests from your network address are waiting")
 	// Once staff have handled one, there is room again.
 	s := e.staff("alice")
-	must(t, s.post("/staff/devices/d1.dept.example.edu/act", url.Values{"action": {"deny"}, "reason": {"dup"}}).code == 303, "deny")
+	must(t, s.post("/staff/devices/d1.dept.example.edu/act", url.Values{"action": {"deny"}, "reason": {"dup"}, "confirm": {"1"}}).code == 303, "deny")
 	must(t, reg("d4.dept.example.edu", "carol@dept.example.edu").code == 303, "after a deny")
 }
 

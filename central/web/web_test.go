@@ -290,19 +290,20 @@ func TestStaffConsoleAndActions(t *testing.T) {
 
 	dev := "/staff/devices/scanner.dept.example.edu"
 	r = s.get(dev)
-	contains(t, r, 200, "Staff actions", "Mail is not configured", "act-approve", "act-suspend")
+	contains(t, r, 200, "Staff actions", "Mail is not configured", "act-approve", "act-deny", "act-revoke")
+	must(t, !strings.Contains(r.body, "act-suspend") && !strings.Contains(r.body, "act-reinstate"), "a pending device offers suspend or reinstate")
 	link := regexp.MustCompile(`href="(http://[^"]+/confirm\?token=[^"]+)"`).FindStringSubmatch(r.body)
 	must(t, link != nil, "no confirmation link on the staff page")
 	contains(t, s.get("/staff/devices/copier.dept.example.edu"), 200, "yes — ask for a functional address")
 
 	act := func(action, reason string, force bool) resp {
-		v := url.Values{"action": {action}, "reason": {reason}}
+		v := url.Values{"action": {action}, "reason": {reason}, "confirm": {"1"}}
 		if force {
-			v.Set("force", "1")
+			v["ack"] = []string{"unconfirmed", "personal", "dns"}
 		}
 		return s.post(dev+"/act", v)
 	}
-	contains(t, act("approve", "", false), 409, "not every sender address is confirmed")
+	contains(t, act("approve", "", false), 409, "tick off every warning", `id="ack-unconfirmed"`)
 	// The sender confirms through the link (a page with a button, then POST).
 	u, _ := url.Parse(html.UnescapeString(link[1]))
 	sender := e.browser()
@@ -318,7 +319,7 @@ func TestStaffConsoleAndActions(t *testing.T) {
 	}{
 		{"approve", "", 303, store.Active, "Device approved."},
 		{"deny", "no", 409, store.Active, "not allowed in the device"},
-		{"suspend", "", 422, store.Active, "a reason is required"},
+		{"suspend", "", 422, store.Active, "Give a reason: the owner sees it."},
 		{"suspend", "bounces to scanner@", 303, store.Suspended, "Device suspended."},
 		{"reinstate", "fixed", 303, store.Active, "Device reinstated."},
 		{"renew", "", 303, store.Active, "Registration renewed."},
@@ -340,22 +341,30 @@ func TestStaffConsoleAndActions(t *testing.T) {
 
 	// Forced approval of a device with an unconfirmed personal sender.
 	cop := "/staff/devices/copier.dept.example.edu"
-	r = s.post(cop+"/act", url.Values{"action": {"approve"}, "force": {"1"}, "reason": {"checked by phone"}})
-	must(t, r.code == 303, "forced approve: %d %s", r.code, r.body)
-	contains(t, s.get(cop), 200, "approved with unconfirmed sender mary.smith@dept.example.edu")
+	r = s.post(cop+"/approve", url.Values{"ack": {"unconfirmed", "personal", "dns"}, "reason": {"checked by phone"}})
+	must(t, r.code == 303, "approve with warnings ticked off: %d %s", r.code, r.body)
+	contains(t, s.get(cop), 200, "approved with unconfirmed sender mary.smith@dept.example.edu", "warnings acknowledged: dns, personal, unconfirmed")
 
-	contains(t, s.post(cop+"/limits", url.Values{"mph": {"x"}, "rph": {"1"}}), 422, "whole numbers")
-	contains(t, s.post(cop+"/limits", url.Values{"mph": {"-1"}, "rph": {"1"}}), 422, "between 0 and 1000000")
+	contains(t, s.post(cop+"/limits", url.Values{"mph": {"x"}, "rph": {"1"}}), 422, "whole number", `aria-invalid="true"`, `value="x"`, `aria-describedby="limits-hint err-mph"`)
+	contains(t, s.post(cop+"/limits", url.Values{"mph": {"-1"}, "rph": {"1"}}), 422, "between 1 and 1000000", `value="-1"`)
+	contains(t, s.post(cop+"/limits", url.Values{"mph": {"0"}, "rph": {"1"}}), 422, "0 would mean the edge&#39;s default")
 	r = s.post(cop+"/limits", url.Values{"mph": {"5"}, "rph": {"7"}})
 	must(t, r.code == 303, "limits: %d", r.code)
 	contains(t, s.get(r.loc), 200, "5 messages/hour, 7 recipients/hour", "Limits changed.")
+	r = s.post(cop+"/limits", url.Values{"mph": {""}, "rph": {"7"}})
+	must(t, r.code == 303, "default limit: %d", r.code)
+	contains(t, s.get(r.loc), 200, "edge default, 7 recipients/hour")
+	d, _ := e.st.Device(context.Background(), "copier.dept.example.edu")
+	must(t, d.MessagesPerHour == 0 && d.RecipientsPerHour == 7, "default limit stored as %d", d.MessagesPerHour)
 	contains(t, s.post(cop+"/check", nil), 200, "copier.dept.example.edu resolves to 10.1.2.9, not 10.1.2.4")
 	r = s.post(cop+"/resend", nil)
 	must(t, r.code == 303, "resend: %d", r.code)
 
 	for _, p := range []string{"/staff/devices/none.example.edu"} {
 		contains(t, s.get(p), 404)
-		contains(t, s.post(p+"/act", url.Values{"action": {"approve"}, "force": {"1"}}), 404)
+		contains(t, s.post(p+"/act", url.Values{"action": {"approve"}, "ack": {"dns"}}), 404)
+		contains(t, s.post(p+"/act", url.Values{"action": {"revoke"}, "reason": {"x"}, "confirm": {"1"}}), 404)
+		contains(t, s.get(p+"/confirm/revoke"), 404)
 		contains(t, s.post(p+"/limits", url.Values{"mph": {"1"}, "rph": {"1"}}), 404)
 		contains(t, s.post(p+"/check", nil), 404)
 		contains(t, s.post(p+"/resend", nil), 404)

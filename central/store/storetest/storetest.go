@@ -56,6 +56,7 @@ func Run(t *testing.T, open Opener) {
 		{"DeviceReportsAndDailyCounts", testDeviceReports},
 		{"EdgeSamples", testEdgeSamples},
 	}
+	tests = append(tests, listingTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := open(t)

@@ -27,12 +27,13 @@ func (s *Store) AllowlistSnapshot(ctx context.Context) (int64, []store.Allowlist
 	if err := tx.QueryRowContext(ctx, `SELECT value FROM counters WHERE name = 'allowlist_version'`).Scan(&ver); err != nil {
 		return 0, nil, fmt.Errorf("allowlist snapshot: version: %w", err)
 	}
-	// The reinstatement epoch is the allowlist version recorded with the
+	// Senders added by an edit count once confirmed (added_later). The
+	// reinstatement epoch is the allowlist version recorded with the
 	// device's latest reinstate in the audit trail (audit_reinstate).
 	rows, err := tx.QueryContext(ctx, `SELECT d.name, d.status, d.status_reason, d.messages_per_hour, d.recipients_per_hour, COALESCE(s.address, ''),
 			COALESCE((SELECT MAX(a.allowlist_version) FROM audit a WHERE a.action = 'reinstate' AND a.device = d.name), 0)
-		FROM devices d LEFT JOIN senders s ON s.device = d.name
-		WHERE d.status IN ('active', 'suspended') ORDER BY d.name, s.address`)
+		FROM devices d LEFT JOIN senders s ON s.device = d.name AND (s.confirmed_at <> 0 OR s.added_later = $1)
+		WHERE d.status IN ('active', 'suspended') ORDER BY d.name, s.address`, false)
 	if err != nil {
 		return 0, nil, fmt.Errorf("allowlist snapshot: devices: %w", err)
 	}

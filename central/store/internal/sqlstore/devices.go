@@ -44,11 +44,15 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device, actor string) 
 	}
 	now := s.now()
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
+		replaced, err := s.archiveRevoked(ctx, tx, d.Name)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`, sort_key)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
 			d.Name, strings.Join(d.IPs, ","), d.Owner, d.Department, d.ContactEmail, d.Purpose, d.BehindFirewall, d.FirewallAccepted,
 			d.MessagesPerHour, d.RecipientsPerHour, string(d.Status), d.StatusReason, d.OwnerKeyHash, d.FCrDNS, d.FCrDNSOK,
-			ms(d.ExpiresAt), ms(now), ms(now))
+			ms(d.ExpiresAt), ms(now), ms(now), naturalKey(d.Name))
 		if err != nil {
 			if isUnique(err) {
 				return fmt.Errorf("device %s: %w", d.Name, store.ErrExists)
@@ -69,7 +73,12 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device, actor string) 
 				return err
 			}
 		}
-		return s.audit(ctx, tx, store.AuditEntry{Actor: actor, Action: "register", Device: d.Name, ToStatus: d.Status, Reason: d.Purpose, AllowlistVersion: ver})
+		a := store.AuditEntry{Actor: actor, Action: "register", Device: d.Name, ToStatus: d.Status, Reason: d.Purpose, AllowlistVersion: ver}
+		if replaced {
+			a.FromStatus = store.Revoked
+			a.Reason = "new request for a revoked name (the revoked registration is archived): " + d.Purpose
+		}
+		return s.audit(ctx, tx, a)
 	})
 }
 

@@ -58,6 +58,9 @@ func New(ctx context.Context, db *sql.DB, d Dialect, clock func() time.Time) (*S
 	if err := s.migrate(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.fillSortKeys(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
