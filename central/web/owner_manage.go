@@ -25,6 +25,8 @@ var ownerTemplates = map[string][]string{
 	"withdraw": {"withdraw.html"},
 	"overview": {"overview.html", "stats.html"},
 	"edge":     {"edge.html", "stats.html"},
+	// The staff device page shows the same stats as the owner's.
+	"staff_device": {"staff_device.html", "stats.html"},
 }
 
 // routeOwnerPages parses the owner and overview templates, binds the time

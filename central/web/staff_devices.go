@@ -303,6 +303,10 @@ func (s *Server) staffDeviceWith(w http.ResponseWriter, r *http.Request, user st
 	p["Allowed"] = acts
 	p["Warnings"] = registration.Warnings(d)
 	p["Archive"] = arch
+	if p["Stats"], err = s.deviceStats(r.Context(), d.Name); err != nil {
+		s.internal(w, r, err)
+		return
+	}
 	if check != nil {
 		p["Check"] = check
 	}

@@ -150,7 +150,7 @@ func scanEvents(rows *sql.Rows) ([]event.Event, error) {
 
 // DeviceReports implements store.Store. Each branch of the union reads
 // one index range: the device's (events_device) and the addresses'
-// (events_client_at; "device || ”" keeps the planner off the device
+// (events_client; "device || ”" keeps the planner off the device
 // index, whose ” range holds every unregistered client's events).
 func (s *Store) DeviceReports(ctx context.Context, device string, ips []string, since time.Time, limit int) ([]event.Event, error) {
 	q, args := deviceReportsSQL(device, ips, since, limit)

@@ -34,6 +34,4 @@ CREATE TABLE edge_samples (
 	PRIMARY KEY (edge, slot)
 );
 
-CREATE INDEX IF NOT EXISTS events_client_at ON events (client_ip, at);
 CREATE INDEX IF NOT EXISTS events_device_kind_at ON events (device, kind, at);
-CREATE INDEX IF NOT EXISTS devices_status_expires ON devices (status, expires_at);
