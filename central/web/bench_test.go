@@ -154,6 +154,12 @@ func benchPages(b *testing.B, st store.Store, db *sql.DB, pg bool) {
 	for _, pg := range []struct{ name, path, cookie string }{
 		{"device-list", "/staff", web.SessionCookie + "=" + sid},
 		{"device-list-pending", "/staff?status=pending", web.SessionCookie + "=" + sid},
+		{"device-list-page-1000", "/staff?page=1000", web.SessionCookie + "=" + sid},
+		{"review-queue", "/staff/queue", web.SessionCookie + "=" + sid},
+		{"events", "/staff/events", web.SessionCookie + "=" + sid},
+		{"events-device", "/staff/events?device=dev42.dept.example.edu", web.SessionCookie + "=" + sid},
+		{"events-kind-edge", "/staff/events?kind=refusal&edge=bldg-3", web.SessionCookie + "=" + sid},
+		{"audit", "/staff/audit", web.SessionCookie + "=" + sid},
 		{"overview", "/staff/overview", web.SessionCookie + "=" + sid},
 		{"edge", "/staff/edges/bldg-3", web.SessionCookie + "=" + sid},
 		{"owner-device", "/my/devices/dev42.dept.example.edu", web.OwnerCookie + "=" + benchOwnerKey},
