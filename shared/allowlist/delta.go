@@ -303,17 +303,9 @@ func DecodeDelta(b []byte, pub ed25519.PublicKey) (Delta, error) {
 	if !ed25519.Verify(pub, deltaSigned(b[4], b[headerLen:]), b[5:headerLen]) {
 		return d, ErrBadSignature
 	}
-	payload := b[headerLen:]
-	switch b[4] {
-	case compNone:
-	case compZstd:
-		var err error
-		payload, err = decompress(payload)
-		if err != nil {
-			return d, fmt.Errorf("%w: decompress delta: %v", ErrFormat, err)
-		}
-	default:
-		return d, fmt.Errorf("%w: unknown compression %d", ErrFormat, b[4])
+	payload, err := openPayload(b)
+	if err != nil {
+		return d, fmt.Errorf("delta: %w", err)
 	}
 	if err := json.Unmarshal(payload, &d); err != nil {
 		return d, fmt.Errorf("%w: delta: %v", ErrFormat, err)

@@ -79,6 +79,26 @@ func decompress(payload []byte) ([]byte, error) {
 	return d.DecodeAll(payload, nil)
 }
 
+// openPayload returns the payload of a verified wire form (snapshot or
+// delta), decompressed as its header says and at most MaxDecoded bytes.
+func openPayload(b []byte) ([]byte, error) {
+	payload := b[headerLen:]
+	switch b[4] {
+	case compNone:
+	case compZstd:
+		var err error
+		if payload, err = decompress(payload); err != nil {
+			return nil, fmt.Errorf("%w: decompress: %v", ErrFormat, err)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown compression %d", ErrFormat, b[4])
+	}
+	if len(payload) > MaxDecoded {
+		return nil, fmt.Errorf("%w: payload of %d bytes exceeds the limit", ErrFormat, len(payload))
+	}
+	return payload, nil
+}
+
 // Encode normalizes, compresses and signs s with priv, returning the wire
 // form.
 func Encode(s Snapshot, priv ed25519.PrivateKey) ([]byte, error) {
@@ -126,20 +146,9 @@ func Decode(b []byte, pub ed25519.PublicKey) (Snapshot, error) {
 	if err := Verify(b, pub); err != nil {
 		return s, err
 	}
-	payload := b[headerLen:]
-	switch b[4] {
-	case compNone:
-	case compZstd:
-		var err error
-		payload, err = decompress(payload)
-		if err != nil {
-			return s, fmt.Errorf("%w: decompress: %v", ErrFormat, err)
-		}
-	default:
-		return s, fmt.Errorf("%w: unknown compression %d", ErrFormat, b[4])
-	}
-	if len(payload) > MaxDecoded {
-		return s, fmt.Errorf("%w: payload of %d bytes exceeds the limit", ErrFormat, len(payload))
+	payload, err := openPayload(b)
+	if err != nil {
+		return s, err
 	}
 	if err := json.Unmarshal(payload, &s); err != nil {
 		return s, fmt.Errorf("%w: %v", ErrFormat, err)
