@@ -2,12 +2,13 @@ package web
 
 import (
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/url"
 	"slices"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/postern/postern/central/store"
@@ -137,7 +138,7 @@ func (s *Server) edgeDetailWith(w http.ResponseWriter, r *http.Request, user str
 		"Chart": barChart("chart-queue", "Queue of edge "+e.ID+", last 24 hours",
 			"Messages queued for delivery and events waiting to reach central, every five minutes. The table below has the numbers.",
 			labels, []series{{"queued", "c-del", depth}, {"outbox", "c-ref", outbox}})}
-	if tok, ok := s.o.tokens().take(r.URL.Query().Get("shown"), user, id); ok {
+	if tok, ok := s.takeShown(w, r, id); ok {
 		p["Token"] = tok
 	} else if r.URL.Query().Get("shown") != "" {
 		p["Error"] = "The enrolment token was shown once already. Issue a new one if it was not copied."
@@ -155,59 +156,57 @@ func (s *Server) loc() *time.Location {
 	return time.UTC
 }
 
-// shownTokens hands an enrolment token from the POST that made it to the
-// one GET it redirects to (POST-redirect-GET): a reload shows it no more,
-// and no form is re-posted. Slots are per process, bound to the staff
-// user and the edge, and expire after a minute.
-type shownTokens struct {
-	mu    sync.Mutex
-	slots map[string]tokenSlot
-}
+// ShownCookie carries a new enrolment token from the POST that made it to
+// the one GET it redirects to (POST-redirect-GET): a reload shows it no
+// more and no form is re-posted. It is HttpOnly, SameSite=Strict, scoped
+// to the edge's page and lives a minute; the GET clears it. Keeping the
+// hand-over in the browser, not in one instance's memory, lets any
+// instance behind a load balancer show it.
+const ShownCookie = "postern_shown"
 
-type tokenSlot struct {
-	user, edge, token string
-	expires           time.Time
-}
-
-var tokenStores sync.Map // *Options -> *shownTokens
-
-func (o *Options) tokens() *shownTokens {
-	v, _ := tokenStores.LoadOrStore(o, &shownTokens{slots: map[string]tokenSlot{}})
-	return v.(*shownTokens)
-}
-
-func (t *shownTokens) put(user, edge, token string) string {
+// showToken redirects to the edge's page, which shows the token once.
+func (s *Server) showToken(w http.ResponseWriter, r *http.Request, _, edge, token string) {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	id := hex.EncodeToString(b)
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := time.Now()
-	for k, s := range t.slots {
-		if now.After(s.expires) {
-			delete(t.slots, k)
+	http.SetCookie(w, s.shownCookie(edge, id+"."+token, time.Minute))
+	http.Redirect(w, r, "/staff/edges/"+url.PathEscape(edge)+"?shown="+id, http.StatusSeeOther)
+}
+
+func (s *Server) shownCookie(edge, value string, maxAge time.Duration) *http.Cookie {
+	c := &http.Cookie{Name: ShownCookie, Value: value, Path: "/staff/edges/" + edge, HttpOnly: true, Secure: s.o.SecureCookies,
+		SameSite: http.SameSiteStrictMode, MaxAge: int(maxAge.Seconds())}
+	if maxAge <= 0 {
+		c.MaxAge = -1
+	}
+	return c
+}
+
+// takeShown returns the token the redirect with ?shown=id carries in its
+// cookie (false if none, another id or not a token), and clears the cookie.
+func (s *Server) takeShown(w http.ResponseWriter, r *http.Request, edge string) (string, bool) {
+	id := r.URL.Query().Get("shown")
+	c, err := r.Cookie(ShownCookie)
+	if id == "" || err != nil {
+		return "", false
+	}
+	http.SetCookie(w, s.shownCookie(edge, "", 0))
+	gotID, tok, ok := strings.Cut(c.Value, ".")
+	if !ok || subtle.ConstantTimeCompare([]byte(gotID), []byte(id)) != 1 || !validEnrolToken(tok) {
+		return "", false
+	}
+	return tok, true
+}
+
+// validEnrolToken: what auth.NewToken makes (43 base64url characters).
+func validEnrolToken(t string) bool {
+	if len(t) != 43 {
+		return false
+	}
+	for _, c := range t {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
 		}
 	}
-	t.slots[id] = tokenSlot{user: user, edge: edge, token: token, expires: now.Add(time.Minute)}
-	return id
-}
-
-func (t *shownTokens) take(id, user, edge string) (string, bool) {
-	if id == "" {
-		return "", false
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	s, ok := t.slots[id]
-	if !ok || s.user != user || s.edge != edge || time.Now().After(s.expires) {
-		return "", false
-	}
-	delete(t.slots, id)
-	return s.token, true
-}
-
-// showToken redirects to the edge's page, which shows the token once.
-func (s *Server) showToken(w http.ResponseWriter, r *http.Request, user, edge, token string) {
-	id := s.o.tokens().put(user, edge, token)
-	http.Redirect(w, r, "/staff/edges/"+url.PathEscape(edge)+"?shown="+id, http.StatusSeeOther)
+	return true
 }

@@ -429,9 +429,9 @@ func TestNoStickiness(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/staff/edges/e7?shown=") {
 		t.Fatalf("create edge on instance 2 with instance 1's CSRF token: %d (Location %q)", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	// The token is handed over in the memory of the instance that made it
-	// (see central/README.md), so this GET goes to the same instance.
-	if resp, body = staff.do(two, http.MethodGet, resp.Header.Get("Location"), nil); resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="enrol-token"`) {
+	// The redirect's GET lands on the other instance: the token travels in
+	// the browser's one-minute cookie, not in instance 2's memory.
+	if resp, body = staff.do(one, http.MethodGet, resp.Header.Get("Location"), nil); resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="enrol-token"`) {
 		t.Fatalf("edge page after creating e7: %d, token shown: %v", resp.StatusCode, strings.Contains(body, `id="enrol-token"`))
 	}
 	if resp, _ := staff.post(two, "/staff/edges", url.Values{"id": {"e8"}}, "wrong-token-0123456789abcdef0123456789"); resp.StatusCode != http.StatusForbidden {
