@@ -135,7 +135,7 @@ func (s *Store) addEvent(ctx context.Context, e event.Event) (bool, error) {
 			return err
 		}
 		inserted = true
-		return countDay(ctx, tx, e)
+		return countDays(ctx, tx, []event.Event{e})
 	})
 	if err != nil {
 		return false, fmt.Errorf("add event %s: %w", e.ID, err)

@@ -17,24 +17,9 @@ const day = 24 * time.Hour
 // dayOf is the start (00:00 UTC) of t's day in Unix milliseconds.
 func dayOf(t time.Time) int64 { return t.UnixMilli() / day.Milliseconds() * day.Milliseconds() }
 
-// countDay adds an inserted event to the per-day counts of its device and
-// of the fleet, inside the event's transaction.
-func countDay(ctx context.Context, tx *sql.Tx, e event.Event) error {
-	n := int64(e.Count)
-	if n <= 0 {
-		n = 1
-	}
-	for _, dev := range []string{strings.ToLower(e.Device), store.DeviceAll} {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO event_days (device, day, kind, n) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (device, day, kind) DO UPDATE SET n = event_days.n + excluded.n`, dev, dayOf(e.Time), string(e.Kind), n); err != nil {
-			return fmt.Errorf("event %s: daily count: %w", e.ID, err)
-		}
-	}
-	return nil
-}
-
-// countDays adds a batch of stored events to the per-day counts: one
-// upsert per device, day and kind, not one per event.
+// countDays adds stored events to the per-day counts of their devices and
+// of the fleet, inside the events' transaction: one upsert per device, day
+// and kind, not one per event.
 func countDays(ctx context.Context, tx *sql.Tx, es []event.Event) error {
 	type key struct {
 		dev  string
