@@ -33,6 +33,7 @@
 #   BENCH_WARMUP     warm-up messages per system            (default 200)
 #   BENCH_TIMEOUT    seconds to wait for the sink per round (default 240)
 #   BENCH_BASE_PORT  first of the loopback ports used      (default 10025)
+#   BENCH_DNS_IP     loopback address of the DNS server, port 53 (default 127.0.0.153)
 #   BENCH_PKG_DIR    where the Exim/OpenSMTPD .debs are unpacked
 #                    (default /var/tmp/postern-bench-pkgs)
 #
@@ -58,7 +59,7 @@ EX_SMTPD=$((BASE + 6))      # Exim
 EX_SINK=$((BASE + 7))
 OS_SMTPD=$((BASE + 8))      # OpenSMTPD
 OS_SINK=$((BASE + 9))
-DNS_IP=127.0.0.153          # loopback DNS server for example.edu
+DNS_IP=${BENCH_DNS_IP:-127.0.0.153}  # loopback DNS server for example.edu
 DNS_ADDR=$DNS_IP:53
 WARMUP=${BENCH_WARMUP:-200}
 TIMEOUT_S=${BENCH_TIMEOUT:-240}
