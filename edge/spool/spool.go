@@ -158,6 +158,9 @@ type Spool struct {
 	dueFloor   uint64
 	duePending uint64
 	dueSeq     uint64
+	// dueFeeds are the open DueFeeds; the committer lowers their low
+	// marks as it does dueFloor (see DueFeed.Scan).
+	dueFeeds []*DueFeed
 
 	idMu   sync.Mutex
 	lastID uint64 // low 64 bits of the last id; see NewID
