@@ -227,3 +227,51 @@ func TestDomainBackoffOn421(t *testing.T) {
 		return e.runner.domainLimit("dead.example.org") == e.cfg.PerDomainConcurrency
 	})
 }
+
+// countingSpool counts the envelope reads the runner makes.
+type countingSpool struct {
+	*spool.Spool
+	gets atomic.Int64
+}
+
+func (c *countingSpool) Get(id string) (*spool.Envelope, error) {
+	c.gets.Add(1)
+	return c.Spool.Get(id)
+}
+
+// TestParkedBacklogNotReloaded: with a backlog for a domain at its
+// connection limit (its attempts hang), the dispatches that mail to
+// another domain causes (one on arrival, one per finished delivery) do
+// not read the backlog's envelopes: the runner reads an envelope to start
+// its delivery, and the backlog waits parked behind its domain.
+func TestParkedBacklogNotReloaded(t *testing.T) {
+	e := newEnv(t)
+	var cs *countingSpool
+	e.wrap = func(s *spool.Spool) Spool { cs = &countingSpool{Spool: s}; return cs }
+	e.deadMX("")
+	mx := e.sink("127.0.0.2", deliverytest.Behaviour{})
+	const backlog, healthy = 500, 30
+	e.putMany(backlog, "x@dead.example.org", e.clock.Now().Add(-time.Second))
+	e.start()
+	for i := range healthy {
+		e.put("a@example.com")
+		mx.Wait(t, i+1, 30*time.Second)
+	}
+	// Each healthy message is read once to start it, each message to the
+	// dead domain started (at most per_domain_concurrency while its
+	// attempts hang, then none while it is backed off) once.
+	if n, most := cs.gets.Load(), int64(healthy+e.cfg.PerDomainConcurrency); n > most {
+		t.Errorf("%d envelope reads for %d deliveries to the healthy domain, want at most %d", n, healthy, most)
+	}
+	e.runner.mu.Lock()
+	parked := 0
+	for _, it := range e.runner.parked["dead.example.org"] {
+		if !it.dead {
+			parked++
+		}
+	}
+	e.runner.mu.Unlock()
+	if parked < backlog-e.cfg.PerDomainConcurrency {
+		t.Errorf("%d messages parked behind the dead domain, want at least %d", parked, backlog-e.cfg.PerDomainConcurrency)
+	}
+}
