@@ -82,7 +82,7 @@ func (r *Runner) learnLocked(e spool.DueEntry) {
 		}
 		// Written while the message is in flight (its outcome, when the
 		// attempt has just been recorded): it starts after the attempt.
-		r.later[e.ID] = &item{id: e.ID, stamp: e.Stamp, key: e.Stamp, domains: e.Domains, pos: -1}
+		r.later[e.ID] = &item{id: e.ID, stamp: e.Stamp, key: e.Stamp, domains: r.internLocked(e.Domains), pos: -1}
 		return
 	}
 	if old := r.items[e.ID]; old != nil {
@@ -91,7 +91,27 @@ func (r *Runner) learnLocked(e spool.DueEntry) {
 		}
 		r.dropLocked(old)
 	}
-	r.addLocked(&item{id: e.ID, stamp: e.Stamp, key: e.Stamp, domains: e.Domains, pos: -1})
+	r.addLocked(&item{id: e.ID, stamp: e.Stamp, key: e.Stamp, domains: r.internLocked(e.Domains), pos: -1})
+}
+
+// maxInterned bounds the single-domain lists internLocked shares.
+const maxInterned = 4096
+
+// internLocked returns a shared copy of a one-domain list (most mail has
+// one recipient domain), so that a backlog of any size holds each domain
+// once; other lists are returned as they are. The lists are never
+// modified. r.mu must be held.
+func (r *Runner) internLocked(ds []string) []string {
+	if len(ds) != 1 {
+		return ds
+	}
+	if shared, ok := r.interned[ds[0]]; ok {
+		return shared
+	}
+	if len(r.interned) < maxInterned {
+		r.interned[ds[0]] = ds
+	}
+	return ds
 }
 
 // addLocked makes it a known due message, in due. r.mu must be held.
@@ -289,6 +309,11 @@ func (r *Runner) dispatch(ctx context.Context) time.Time {
 	return time.Time{}
 }
 
+// resolveBatch bounds the envelopes one round of dispatch reads to place
+// messages (entries written before the index listed domains, after an
+// upgrade), so that one dispatch stays short.
+const resolveBatch = 4096
+
 // pick takes from due, earliest first, the messages that get their slots
 // now and reserves them; it parks those whose domain has no slot. It
 // returns them, the messages whose envelope must be read first, whether
@@ -320,6 +345,10 @@ func (r *Runner) pick(now time.Time) (start, resolve []*item, waiting bool, soon
 			// Unknown (an old index entry), or none pending (a crash
 			// after the last update but before the delete).
 			resolve = append(resolve, it)
+			if len(resolve) >= resolveBatch {
+				waiting = true
+				break
+			}
 			continue
 		}
 		if d, blocked := r.blockingLocked(it.domains, now); blocked {
@@ -372,8 +401,14 @@ func (r *Runner) resolve(it *item, now time.Time) {
 		}
 	}
 	r.mu.Unlock()
-	if mine && current && len(domains) == 0 {
-		r.finishStale(env)
+	if mine && current && len(domains) == 0 && !r.finishStale(env) {
+		// Backed off; look at it again after the backoff.
+		r.mu.Lock()
+		if r.items[it.id] == nil {
+			it.domains = nil
+			r.addLocked(it)
+		}
+		r.mu.Unlock()
 	}
 }
 

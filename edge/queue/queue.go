@@ -12,9 +12,11 @@
 //   - Bounded concurrency: at most delivery.concurrency connections in
 //     total and delivery.per_domain_concurrency per destination domain.
 //   - Fair across domains: a domain at its connection limit does not hold
-//     up the others. The due scan passes over its messages by id, so mail
-//     for other domains due behind a backlog of any size (a dead MX) starts
-//     in the same dispatch round as it would without the backlog.
+//     up the others. Its messages wait parked behind it, in memory, until
+//     it has a free slot (dispatch.go), so mail for other domains due
+//     behind a backlog (a dead MX) starts in the same dispatch round as it
+//     would without the backlog, and a finished delivery costs about what
+//     it starts, not what is queued.
 //   - A domain that cannot be reached (no answer, 4xx at connection level,
 //     DNS failure) is backed off as a whole, not message by message: its
 //     connection limit halves (to one at least) and its other messages are
@@ -161,13 +163,15 @@ type Runner struct {
 	// entry each message in flight was started from, and later an entry
 	// written for a message while it was in flight (taken in when the
 	// attempt ends).
-	feed    *spool.DueFeed
-	items   map[string]*item
-	due     itemHeap
-	parked  map[string][]*item
-	flight  map[string]*item
-	later   map[string]*item
-	waiting bool // the last dispatch left due messages waiting for a slot
+	feed   *spool.DueFeed
+	items  map[string]*item
+	due    itemHeap
+	parked map[string][]*item
+	flight map[string]*item
+	later  map[string]*item
+	// interned: shared one-domain lists (see internLocked).
+	interned map[string][]string
+	waiting  bool // the last dispatch left due messages waiting for a slot
 
 	// limits: per-domain connection limits lowered below
 	// delivery.per_domain_concurrency because the domain refused
@@ -254,6 +258,7 @@ func New(o Options) (*Runner, error) {
 		parked:      map[string][]*item{},
 		flight:      map[string]*item{},
 		later:       map[string]*item{},
+		interned:    map[string][]string{},
 		done:        make(chan struct{}, 1),
 		kick:        make(chan struct{}, 1),
 	}, nil

@@ -265,19 +265,22 @@ func (r *Runner) commit(ctx context.Context, o *outcome, log *slog.Logger) bool 
 var crashPoint = func(string) {}
 
 // finishStale removes a due message whose recipients are all final.
-func (r *Runner) finishStale(env *spool.Envelope) {
+// It reports false when the removal failed (the message is backed off and
+// must be looked at again).
+func (r *Runner) finishStale(env *spool.Envelope) bool {
 	r.mu.Lock()
 	busy := r.inflight[env.ID]
 	r.mu.Unlock()
 	if busy {
-		return
+		return true
 	}
 	if err := r.sp.Record(env); err != nil && !errors.Is(err, spool.ErrNotFound) {
 		r.backOff(env.ID, "removing a finished message failed", err)
-		return
+		return false
 	}
 	r.recovered(env.ID)
 	r.log.Info("removed from queue", "queue_id", env.ID, "attempts", env.Attempts)
+	return true
 }
 
 // failureReport adds to o the NDR for the recipients that just failed,
