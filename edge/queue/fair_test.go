@@ -275,3 +275,23 @@ func TestParkedBacklogNotReloaded(t *testing.T) {
 		t.Errorf("%d messages parked behind the dead domain, want at least %d", parked, backlog-e.cfg.PerDomainConcurrency)
 	}
 }
+
+// TestFinishedMessageRemoved: a due message whose recipients are all
+// final (a crash after its last update, before its removal) is removed
+// without a delivery, and its removal does not hold up the others.
+func TestFinishedMessageRemoved(t *testing.T) {
+	e := newEnv(t)
+	mx := e.sink("127.0.0.2", deliverytest.Behaviour{})
+	m := &spool.Envelope{From: "scanner@example.edu", Device: device, ReceivedAt: e.clock.Now(), NextAttempt: e.clock.Now(),
+		Recipients: []spool.Recipient{{Addr: "a@example.com", State: spool.Delivered}, {Addr: "b@example.com", State: spool.Failed}}}
+	if err := e.sp.Put(context.Background(), m, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	other := e.put("c@example.com")
+	e.start()
+	mx.Wait(t, 1, 10*time.Second)
+	e.eventually("the finished message removed", func() bool { return e.attemptsOf(m.ID) == -1 && e.attemptsOf(other.ID) == -1 })
+	if got := mx.Messages(); len(got) != 1 || len(got[0].To) != 1 || got[0].To[0] != "c@example.com" {
+		t.Errorf("MX got %+v, want only the message to c@example.com", got)
+	}
+}
