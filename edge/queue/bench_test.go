@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/edge/delivery"
 	"github.com/postern/postern/edge/delivery/deliverytest"
 	"github.com/postern/postern/edge/spool"
 )
@@ -52,4 +53,47 @@ func BenchmarkDrain(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// blockingDeliverer holds every attempt until its context ends, so that
+// the messages started stay in flight.
+type blockingDeliverer struct{ started atomic.Int64 }
+
+func (d *blockingDeliverer) Deliver(ctx context.Context, _ *delivery.Job) delivery.Outcome {
+	d.started.Add(1)
+	<-ctx.Done()
+	return delivery.Outcome{}
+}
+
+// BenchmarkDispatchBacklog measures one dispatch round with a backlog of
+// 10,000 due messages for one domain whose per_domain_concurrency
+// connections are all busy: the cost every finished delivery elsewhere
+// (or every new message) pays while the backlog waits.
+func BenchmarkDispatchBacklog(b *testing.B) {
+	e := newEnv(b)
+	e.putMany(10000, "x@backlog.example.org", e.clock.Now().Add(-time.Second))
+	bd := &blockingDeliverer{}
+	r, err := New(Options{Spool: e.sp, Deliverer: bd, Hostname: "edge.example.edu", Delivery: e.cfg,
+		Clock: e.clock, Jitter: func() float64 { return 0.5 }, Log: testLogger(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() {
+		cancel()
+		r.wg.Wait()
+	}()
+	// The first rounds start per_domain_concurrency deliveries and learn
+	// the backlog.
+	for range 4 {
+		r.dispatch(ctx)
+	}
+	if n := bd.started.Load(); n > int64(e.cfg.PerDomainConcurrency) {
+		b.Fatalf("%d deliveries started, want at most %d", n, e.cfg.PerDomainConcurrency)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		r.dispatch(ctx)
+	}
 }

@@ -227,3 +227,71 @@ func TestDomainBackoffOn421(t *testing.T) {
 		return e.runner.domainLimit("dead.example.org") == e.cfg.PerDomainConcurrency
 	})
 }
+
+// countingSpool counts the envelope reads the runner makes.
+type countingSpool struct {
+	*spool.Spool
+	gets atomic.Int64
+}
+
+func (c *countingSpool) Get(id string) (*spool.Envelope, error) {
+	c.gets.Add(1)
+	return c.Spool.Get(id)
+}
+
+// TestParkedBacklogNotReloaded: with a backlog for a domain at its
+// connection limit (its attempts hang), the dispatches that mail to
+// another domain causes (one on arrival, one per finished delivery) do
+// not read the backlog's envelopes: the runner reads an envelope to start
+// its delivery, and the backlog waits parked behind its domain.
+func TestParkedBacklogNotReloaded(t *testing.T) {
+	e := newEnv(t)
+	var cs *countingSpool
+	e.wrap = func(s *spool.Spool) Spool { cs = &countingSpool{Spool: s}; return cs }
+	e.deadMX("")
+	mx := e.sink("127.0.0.2", deliverytest.Behaviour{})
+	const backlog, healthy = 500, 30
+	e.putMany(backlog, "x@dead.example.org", e.clock.Now().Add(-time.Second))
+	e.start()
+	for i := range healthy {
+		e.put("a@example.com")
+		mx.Wait(t, i+1, 30*time.Second)
+	}
+	// Each healthy message is read once to start it, each message to the
+	// dead domain started (at most per_domain_concurrency while its
+	// attempts hang, then none while it is backed off) once.
+	if n, most := cs.gets.Load(), int64(healthy+e.cfg.PerDomainConcurrency); n > most {
+		t.Errorf("%d envelope reads for %d deliveries to the healthy domain, want at most %d", n, healthy, most)
+	}
+	e.runner.mu.Lock()
+	parked := 0
+	for _, it := range e.runner.parked["dead.example.org"] {
+		if !it.dead {
+			parked++
+		}
+	}
+	e.runner.mu.Unlock()
+	if parked < backlog-e.cfg.PerDomainConcurrency {
+		t.Errorf("%d messages parked behind the dead domain, want at least %d", parked, backlog-e.cfg.PerDomainConcurrency)
+	}
+}
+
+// TestFinishedMessageRemoved: a due message whose recipients are all
+// final (a crash after its last update, before its removal) is removed
+// without a delivery, and its removal does not hold up the others.
+func TestFinishedMessageRemoved(t *testing.T) {
+	e := newEnv(t)
+	mx := e.sink("127.0.0.2", deliverytest.Behaviour{})
+	m := &spool.Envelope{From: "scanner@example.edu", Device: device, ReceivedAt: e.clock.Now(), NextAttempt: e.clock.Now(),
+		Recipients: []spool.Recipient{{Addr: "a@example.com", State: spool.Delivered}, {Addr: "b@example.com", State: spool.Failed}}}
+	if err := e.sp.Put(context.Background(), m, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	other := e.put("c@example.com")
+	e.start()
+	mx.Wait(t, 1, 10*time.Second)
+	e.eventually("the finished message removed", func() bool { return e.attemptsOf(m.ID) == -1 && e.attemptsOf(other.ID) == -1 })
+	if got := mx.Messages(); len(got) != 1 || len(got[0].To) != 1 || got[0].To[0] != "c@example.com" {
+		t.Errorf("MX got %+v, want only the message to c@example.com", got)
+	}
+}

@@ -12,9 +12,11 @@
 //   - Bounded concurrency: at most delivery.concurrency connections in
 //     total and delivery.per_domain_concurrency per destination domain.
 //   - Fair across domains: a domain at its connection limit does not hold
-//     up the others. The due scan passes over its messages by id, so mail
-//     for other domains due behind a backlog of any size (a dead MX) starts
-//     in the same dispatch round as it would without the backlog.
+//     up the others. Its messages wait parked behind it, in memory, until
+//     it has a free slot (dispatch.go), so mail for other domains due
+//     behind a backlog (a dead MX) starts in the same dispatch round as it
+//     would without the backlog, and a finished delivery costs about what
+//     it starts, not what is queued.
 //   - A domain that cannot be reached (no answer, 4xx at connection level,
 //     DNS failure) is backed off as a whole, not message by message: its
 //     connection limit halves (to one at least) and its other messages are
@@ -58,8 +60,6 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -83,7 +83,7 @@ type Spool interface {
 	Update(env *spool.Envelope) error
 	Record(env *spool.Envelope, news ...spool.NewMessage) error
 	Delete(id string) error
-	ScanDue(now time.Time, fn func(id string, load func() (*spool.Envelope, error)) bool) (time.Time, bool, error)
+	DueFeed() *spool.DueFeed
 	Wake() <-chan struct{}
 	Iterate(fn func(*spool.Envelope) error) error
 }
@@ -156,11 +156,22 @@ type Runner struct {
 	slots    int             // connections in use
 	domains  map[string]int  // connections per domain
 
-	// blocked: due messages the last scan could not start, with their
-	// pending domains; the next scan passes over them by id while those
-	// domains are still at their limit. Only dispatch uses it.
-	blocked map[string][]string
-	waiting bool // the last scan left due messages waiting for a slot
+	// What the runner knows of the due index (see dispatch.go): feed
+	// reads it incrementally (dispatch only); items are the due messages
+	// taken in and not in flight, each either in due (earliest first) or
+	// parked behind the domain that had no slot for it; flight is the
+	// entry each message in flight was started from, and later an entry
+	// written for a message while it was in flight (taken in when the
+	// attempt ends).
+	feed   *spool.DueFeed
+	items  map[string]*item
+	due    itemHeap
+	parked map[string][]*item
+	flight map[string]*item
+	later  map[string]*item
+	// interned: shared one-domain lists (see internLocked).
+	interned map[string][]string
+	waiting  bool // the last dispatch left due messages waiting for a slot
 
 	// limits: per-domain connection limits lowered below
 	// delivery.per_domain_concurrency because the domain refused
@@ -185,23 +196,10 @@ type Runner struct {
 	wg   sync.WaitGroup
 }
 
-// dueBatch bounds the index entries one due-scan walks that it may have
-// to decode, and loadBatch the envelopes it decodes to start them;
-// messages waiting behind them are seen on a later scan (every finished
-// delivery starts one). Entries the scan passes over by id alone (in
-// flight, backing off, or waiting for a domain still at its limit) cost
-// a key comparison and count against maxSkip only, and envelopes decoded
-// only to find their domain at its limit count against blockedLoads: so
-// a backlog for one domain (a dead MX) does not hide the messages due
-// behind it for other domains. The first scans after the backlog forms
-// decode it (blockedLoads per scan); after that a scan reaches every
-// due message.
-const (
-	dueBatch     = 256
-	loadBatch    = 64
-	blockedLoads = 4096
-	maxSkip      = 1 << 17
-)
+// maxKnown bounds the due messages the runner keeps in memory (about
+// 150 bytes each); the due feed is read further as they start. Mail due
+// behind more than that many messages is seen when the backlog shrinks.
+const maxKnown = 1 << 17
 
 // maxHistory bounds the attempts kept per message (queue show).
 const maxHistory = 30
@@ -256,6 +254,11 @@ func New(o Options) (*Runner, error) {
 		limits:      map[string]int{},
 		backoff:     map[string]backoffState{},
 		domainUntil: map[string]time.Time{},
+		items:       map[string]*item{},
+		parked:      map[string][]*item{},
+		flight:      map[string]*item{},
+		later:       map[string]*item{},
+		interned:    map[string][]string{},
 		done:        make(chan struct{}, 1),
 		kick:        make(chan struct{}, 1),
 	}, nil
@@ -265,6 +268,11 @@ func New(o Options) (*Runner, error) {
 // stop and record their results.
 func (r *Runner) Run(ctx context.Context) error {
 	r.log.Info("queue runner started", "concurrency", r.o.Delivery.Concurrency, "per_domain", r.o.Delivery.PerDomainConcurrency)
+	defer func() {
+		if r.feed != nil {
+			r.feed.Close()
+		}
+	}()
 	defer r.wg.Wait()
 	for {
 		next := r.dispatch(ctx)
@@ -311,170 +319,6 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// dispatch starts deliveries for due messages while slots are free and
-// returns when to look again (zero: only when woken).
-//
-// Starting a delivery writes nothing to the spool: the runner's in-flight
-// set is what keeps a message from being handed out twice, and a message
-// being delivered stays due on disk, so a crash mid-delivery leaves it to
-// be retried as soon as the edge starts again. (A durable lease per
-// message would cost two fsyncs on the dispatch path, one message at a
-// time.)
-//
-// The walk over the due index decodes only what it may start: ids in
-// flight are passed over by key, and so are ids that last time waited for
-// a domain that is still at its connection limit.
-func (r *Runner) dispatch(ctx context.Context) time.Time {
-	if ctx.Err() != nil {
-		return time.Time{}
-	}
-	now := r.clock.Now()
-	r.mu.Lock()
-	paused := r.pausedUntil
-	r.mu.Unlock()
-	if now.Before(paused) {
-		// The spool refused the last outcome write: start nothing until
-		// it is due again (deliveries in flight keep retrying their
-		// writes and wake us when one succeeds).
-		return paused
-	}
-	type candidate struct {
-		env     *spool.Envelope
-		domains []string
-	}
-	var (
-		start   []candidate
-		stale   []*spool.Envelope
-		waiting bool      // due messages wait for a slot
-		soonest time.Time // earliest end of a backoff passed over
-		walked  int
-		skipped int
-		loaded  int
-		parked  int // decoded, but their domains were at their limit
-	)
-	// Sized for the last scan's: under a backlog for one domain it holds every
-	// due message, and growing it anew on every scan dominated allocations.
-	blocked := make(map[string][]string, len(r.blocked))
-	next, ok, err := r.sp.ScanDue(now, func(id string, load func() (*spool.Envelope, error)) bool {
-		if skipped > maxSkip {
-			waiting = true
-			return false
-		}
-		r.mu.Lock()
-		busy, full := r.inflight[id], r.slots >= r.o.Delivery.Concurrency
-		prev, was := r.blocked[id]
-		still := was && !r.fitsLocked(prev, now)
-		bo, backing := r.backoff[id]
-		r.mu.Unlock()
-		switch {
-		case full:
-			waiting = true
-			return false
-		case busy:
-			skipped++
-			return true
-		case backing && now.Before(bo.until):
-			skipped++
-			if soonest.IsZero() || bo.until.Before(soonest) {
-				soonest = bo.until
-			}
-			return true
-		case still:
-			skipped++
-			blocked[id] = prev
-			waiting = true
-			return true
-		}
-		if walked++; walked-parked > dueBatch || loaded >= loadBatch || parked >= blockedLoads {
-			waiting = true
-			return false
-		}
-		env, err := load()
-		if err != nil {
-			r.backOff(id, "due message unreadable", err)
-			return true
-		}
-		if env.Held {
-			return true
-		}
-		domains := pendingDomains(env)
-		if len(domains) == 0 {
-			// Everything is final (a crash after the last update but
-			// before the delete): finish the job after the walk.
-			stale = append(stale, env)
-			return true
-		}
-		if !r.reserve(id, domains, now) {
-			parked++
-			blocked[id] = domains
-			waiting = true
-			return true
-		}
-		loaded++
-		start = append(start, candidate{env, domains})
-		return true
-	})
-	r.blocked = blocked
-	for _, env := range stale {
-		r.finishStale(env)
-	}
-	for _, c := range start {
-		// The walk read a snapshot; now that the id is reserved (operator
-		// actions wait for it), read what is stored: a delivery that just
-		// finished, or an operator, may have changed it since.
-		env, gerr := r.sp.Get(c.env.ID)
-		if gerr != nil || env.Held || env.NextAttempt.After(now) || !slices.Equal(pendingDomains(env), c.domains) {
-			r.freeSlots(c.domains)
-			r.finish(c.env.ID)
-			if gerr != nil && !errors.Is(gerr, spool.ErrNotFound) {
-				r.backOff(c.env.ID, "reading envelope failed", gerr)
-			}
-			waiting = true
-			continue
-		}
-		domains := c.domains
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			defer func() {
-				if r.finish(env.ID) && ctx.Err() == nil {
-					// An operator asked for a retry during the attempt.
-					if err := r.Retry(env.ID); err != nil && !errors.Is(err, spool.ErrNotFound) {
-						r.log.Warn("queue: deferred operator retry failed", "queue_id", env.ID, "err", err)
-					}
-				}
-				signal(r.done)
-			}()
-			r.deliver(ctx, env, domains)
-		}()
-	}
-	r.mu.Lock()
-	r.waiting = waiting
-	r.mu.Unlock()
-	if p := r.domainsPaused(now); !p.IsZero() && (soonest.IsZero() || p.Before(soonest)) {
-		soonest = p
-	}
-	if !soonest.IsZero() && (!ok || soonest.Before(next)) {
-		next, ok = soonest, true
-	}
-	switch {
-	case err != nil:
-		r.log.Error("queue: due scan failed", "err", err)
-		return now.Add(r.o.Recheck)
-	case waiting:
-		// Due messages wait for a slot: deliveries finishing wake us;
-		// look again soon regardless.
-		if ok && next.Before(now.Add(r.o.Recheck)) {
-			return next
-		}
-		return now.Add(r.o.Recheck)
-	case ok:
-		return next
-	}
-	// Nothing due later; whatever is in flight wakes us when it ends.
-	return time.Time{}
-}
-
 // backoffState is one message's in-memory backoff.
 type backoffState struct {
 	until time.Time
@@ -514,39 +358,6 @@ func (r *Runner) pause() time.Duration {
 	d := min(time.Second<<min(r.pauses-1, 6), time.Minute)
 	r.pausedUntil = r.clock.Now().Add(d)
 	return d
-}
-
-// reserve takes a connection slot per pending domain of message id, if all
-// are free.
-func (r *Runner) reserve(id string, domains []string, now time.Time) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.inflight[id] || !r.fitsLocked(domains, now) {
-		return false
-	}
-	r.inflight[id] = true
-	r.slots += len(domains)
-	for _, d := range domains {
-		r.domains[d]++
-	}
-	return true
-}
-
-// fitsLocked reports whether a message with these pending domains would
-// get its slots now. r.mu must be held.
-func (r *Runner) fitsLocked(domains []string, now time.Time) bool {
-	if r.slots > 0 && r.slots+len(domains) > r.o.Delivery.Concurrency {
-		return false
-	}
-	for _, d := range domains {
-		if r.domains[d] >= r.limitLocked(d) {
-			return false
-		}
-		if until, ok := r.domainUntil[d]; ok && now.Before(until) {
-			return false
-		}
-	}
-	return true
 }
 
 // domainLimit is domain d's connection limit now.
@@ -631,17 +442,6 @@ func (r *Runner) freeSlots(domains []string) {
 	}
 }
 
-// finish ends id's time in flight and reports whether an operator asked
-// for a retry meanwhile.
-func (r *Runner) finish(id string) (retry bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	retry = r.retry[id]
-	delete(r.retry, id)
-	delete(r.inflight, id)
-	return retry
-}
-
 // domainOf returns the lower-cased domain of addr.
 func domainOf(addr string) string {
 	i := strings.LastIndexByte(addr, '@')
@@ -651,22 +451,10 @@ func domainOf(addr string) string {
 	return strings.ToLower(addr[i+1:])
 }
 
-// pendingDomains lists the distinct domains with pending recipients.
+// pendingDomains lists, sorted, the distinct domains with pending
+// recipients (the spool's due index lists the same).
 func pendingDomains(env *spool.Envelope) []string {
-	var ds []string
-	seen := map[string]bool{}
-	for _, rc := range env.Recipients {
-		if rc.State.Final() {
-			continue
-		}
-		d := domainOf(rc.Addr)
-		if !seen[d] {
-			seen[d] = true
-			ds = append(ds, d)
-		}
-	}
-	sort.Strings(ds)
-	return ds
+	return env.PendingDomains()
 }
 
 // nextAttempt is the retry time after attempt number env.Attempts:

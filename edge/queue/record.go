@@ -20,8 +20,10 @@ import (
 
 // deliver runs one attempt for every pending domain of env concurrently,
 // frees the connection slots, and records the outcome. env stays in
-// flight until the outcome is written (or the runner stops).
-func (r *Runner) deliver(ctx context.Context, env *spool.Envelope, domains []string) {
+// flight until the outcome is written (or the runner stops). It reports
+// whether what is stored moved on: the outcome was written, or the
+// message was gone.
+func (r *Runner) deliver(ctx context.Context, env *spool.Envelope, domains []string) bool {
 	log := r.log.With("queue_id", env.ID)
 	// Take the message's bytes from the in-flight bound before reading
 	// it; they are given back once the outcome is recorded (the NDR, if
@@ -29,14 +31,14 @@ func (r *Runner) deliver(ctx context.Context, env *spool.Envelope, domains []str
 	need := min(max(env.Size, 1), r.o.DataInFlight)
 	if err := r.data.Acquire(ctx, need); err != nil {
 		r.freeSlots(domains) // stopping: the message stays due on disk
-		return
+		return false
 	}
 	defer r.data.Release(need)
 	data, err := r.sp.Data(env.ID)
 	if err != nil {
 		r.freeSlots(domains)
 		r.backOff(env.ID, "reading message failed", err)
-		return
+		return errors.Is(err, spool.ErrNotFound)
 	}
 	dctx, cancel := context.WithTimeout(ctx, r.o.AttemptTimeout)
 	defer cancel()
@@ -78,7 +80,7 @@ func (r *Runner) deliver(ctx context.Context, env *spool.Envelope, domains []str
 	r.freeSlots(domains)
 	signal(r.done)
 	o := r.record(env, data, outcomes, ctx.Err() != nil)
-	r.commit(ctx, o, log)
+	return r.commit(ctx, o, log)
 }
 
 // outcome is what one attempt changes, ready to be written in one step.
@@ -207,8 +209,9 @@ func (r *Runner) record(env *spool.Envelope, data []byte, outcomes []delivery.Ou
 // is left out (its recipients stay queued and are reported on a later
 // attempt); any other failure keeps o in memory and writes it again with
 // backoff while new deliveries pause, until it succeeds or ctx ends. The
-// message stays in flight meanwhile, so it is not delivered again.
-func (r *Runner) commit(ctx context.Context, o *outcome, log *slog.Logger) {
+// message stays in flight meanwhile, so it is not delivered again. It
+// reports whether the outcome was written or the message was gone.
+func (r *Runner) commit(ctx context.Context, o *outcome, log *slog.Logger) bool {
 	env := o.env
 	for {
 		crashPoint("before-record")
@@ -225,10 +228,10 @@ func (r *Runner) commit(ctx context.Context, o *outcome, log *slog.Logger) {
 			} else {
 				log.Debug("queued for retry", "next_attempt", env.NextAttempt)
 			}
-			return
+			return true
 		case errors.Is(err, spool.ErrNotFound):
 			log.Warn("queue: message gone before its outcome was recorded", "err", err)
-			return
+			return true
 		case errors.Is(err, spool.ErrFull) && len(o.news) > 0:
 			log.Warn("queue: no room to spool the report; its recipients stay queued and are reported when space is back", "err", err, "reports", len(o.news))
 			for _, i := range o.reported {
@@ -251,7 +254,7 @@ func (r *Runner) commit(ctx context.Context, o *outcome, log *slog.Logger) {
 		case <-ctx.Done():
 			stop()
 			log.Error("queue: outcome not recorded before shutdown; the message is tried again at the next start (recipients delivered in this attempt may get a second copy)")
-			return
+			return false
 		case <-timer:
 		}
 	}
@@ -262,19 +265,22 @@ func (r *Runner) commit(ctx context.Context, o *outcome, log *slog.Logger) {
 var crashPoint = func(string) {}
 
 // finishStale removes a due message whose recipients are all final.
-func (r *Runner) finishStale(env *spool.Envelope) {
+// It reports false when the removal failed (the message is backed off and
+// must be looked at again).
+func (r *Runner) finishStale(env *spool.Envelope) bool {
 	r.mu.Lock()
 	busy := r.inflight[env.ID]
 	r.mu.Unlock()
 	if busy {
-		return
+		return true
 	}
 	if err := r.sp.Record(env); err != nil && !errors.Is(err, spool.ErrNotFound) {
 		r.backOff(env.ID, "removing a finished message failed", err)
-		return
+		return false
 	}
 	r.recovered(env.ID)
 	r.log.Info("removed from queue", "queue_id", env.ID, "attempts", env.Attempts)
+	return true
 }
 
 // failureReport adds to o the NDR for the recipients that just failed,

@@ -40,7 +40,7 @@ func (s *Spool) Put(ctx context.Context, env *Envelope, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("spool: put %s: encode envelope: %w", env.ID, err)
 	}
-	id, held, next := env.ID, env.Held, env.NextAttempt
+	id, held, next, dv := env.ID, env.Held, env.NextAttempt, dueValue(env)
 	err = s.submit(&request{
 		need:  spaceMinimum,
 		bytes: int64(len(data) + len(ej)),
@@ -50,7 +50,7 @@ func (s *Spool) Put(ctx context.Context, env *Envelope, data []byte) error {
 			} else if !errors.Is(err, badger.ErrKeyNotFound) {
 				return nil, fmt.Errorf("spool: put %s: %w", id, err)
 			}
-			return s.insertion(id, ej, data, held, next), nil
+			return s.insertion(id, ej, data, held, next, dv), nil
 		},
 	})
 	if err != nil {
@@ -157,7 +157,7 @@ func reindex(old, new *Envelope, ej []byte) []mutation {
 	}
 	muts = append(muts, mutation{key: envKey(new.ID), val: ej})
 	if !new.Held {
-		muts = append(muts, mutation{key: dueKey(new.NextAttempt, new.ID), val: []byte{}})
+		muts = append(muts, mutation{key: dueKey(new.NextAttempt, new.ID), val: dueValue(new)})
 	}
 	return muts
 }
@@ -193,6 +193,7 @@ func (s *Spool) Record(env *Envelope, news ...NewMessage) error {
 		data []byte
 		held bool
 		next time.Time
+		dv   []byte
 	}
 	var (
 		adds  []staged
@@ -210,7 +211,7 @@ func (s *Spool) Record(env *Envelope, news ...NewMessage) error {
 		if err != nil {
 			return fmt.Errorf("spool: record %s: encode envelope: %w", id, err)
 		}
-		adds = append(adds, staged{id: n.Env.ID, ej: ej, data: n.Data, held: n.Env.Held, next: n.Env.NextAttempt})
+		adds = append(adds, staged{id: n.Env.ID, ej: ej, data: n.Data, held: n.Env.Held, next: n.Env.NextAttempt, dv: dueValue(n.Env)})
 		bytes += int64(len(n.Data) + len(ej))
 	}
 	stored := *env
@@ -247,7 +248,7 @@ func (s *Spool) Record(env *Envelope, news ...NewMessage) error {
 				} else if !errors.Is(err, badger.ErrKeyNotFound) {
 					return nil, fmt.Errorf("spool: record %s: %w", id, err)
 				}
-				muts = append(muts, s.insertion(a.id, a.ej, a.data, a.held, a.next)...)
+				muts = append(muts, s.insertion(a.id, a.ej, a.data, a.held, a.next, a.dv)...)
 			}
 			return muts, nil
 		},
@@ -274,15 +275,16 @@ func (s *Spool) Record(env *Envelope, news ...NewMessage) error {
 	return nil
 }
 
-// insertion returns the writes that spool a new message.
-func (s *Spool) insertion(id string, ej, data []byte, held bool, next time.Time) []mutation {
+// insertion returns the writes that spool a new message; dv is its
+// due-index value.
+func (s *Spool) insertion(id string, ej, data []byte, held bool, next time.Time, dv []byte) []mutation {
 	muts := []mutation{{key: envKey(id), val: ej}}
 	for n, off := 0, 0; off < len(data); n, off = n+1, off+s.chunk {
 		end := min(off+s.chunk, len(data))
 		muts = append(muts, mutation{key: bodyKey(id, n), val: data[off:end]})
 	}
 	if !held {
-		muts = append(muts, mutation{key: dueKey(next, id), val: []byte{}})
+		muts = append(muts, mutation{key: dueKey(next, id), val: dv})
 	}
 	return muts
 }
@@ -433,6 +435,9 @@ func (s *Spool) lowerDueFloor(ts uint64) {
 	s.dueMu.Lock()
 	s.dueFloor = min(s.dueFloor, ts)
 	s.duePending = min(s.duePending, ts)
+	for _, f := range s.dueFeeds {
+		f.low = min(f.low, ts)
+	}
 	s.dueMu.Unlock()
 }
 

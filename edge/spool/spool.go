@@ -14,7 +14,10 @@
 //   - A due-scan (Due, NextDue, ScanDue) walks a separate index ordered by
 //     next attempt time and never reads message bodies; ScanDue reads an
 //     envelope only when its caller asks, and starts past the entries of
-//     messages already gone.
+//     messages already gone. Index entries list the message's pending
+//     domains, and a DueFeed hands a reader that keeps them in memory (the
+//     queue runner) only the entries it has not seen, so it need not walk
+//     a backlog again on every look.
 //   - Record writes a delivery attempt's outcome and the reports it
 //     generated (NDRs, delay notices) in one transaction: after a crash
 //     either both are on disk or neither, so a report is never spooled
@@ -158,6 +161,9 @@ type Spool struct {
 	dueFloor   uint64
 	duePending uint64
 	dueSeq     uint64
+	// dueFeeds are the open DueFeeds; the committer lowers their low
+	// marks as it does dueFloor (see DueFeed.Scan).
+	dueFeeds []*DueFeed
 
 	idMu   sync.Mutex
 	lastID uint64 // low 64 bits of the last id; see NewID
