@@ -56,11 +56,14 @@ func TestQueueCrashHelper(t *testing.T) {
 	if err != nil {
 		fail(err)
 	}
-	res, err := resolver.New(resolver.Options{Servers: []string{os.Getenv(crashDNSEnv)}, Timeout: time.Second, Attempts: 1, CacheSize: -1})
+	// Generous timeouts (they only bound a hang): a lookup or reply that
+	// timed out on a loaded machine would make the first outcome a retry
+	// instead of the permanent failure this test crashes around.
+	res, err := resolver.New(resolver.Options{Servers: []string{os.Getenv(crashDNSEnv)}, Timeout: 5 * time.Second, Attempts: 1, CacheSize: -1})
 	if err != nil {
 		fail(err)
 	}
-	dc, err := delivery.New(delivery.Options{Hostname: "edge.example.edu", Resolver: res, MXPort: port, ConnectTimeout: time.Second, CommandTimeout: time.Second})
+	dc, err := delivery.New(delivery.Options{Hostname: "edge.example.edu", Resolver: res, MXPort: port, ConnectTimeout: 10 * time.Second, CommandTimeout: 10 * time.Second})
 	if err != nil {
 		fail(err)
 	}
@@ -116,7 +119,7 @@ func TestCrashAroundOutcomeWrite(t *testing.T) {
 				if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 					t.Fatalf("child ended with %v, not killed at %s; stderr: %s", err, stage, stderr.String())
 				}
-			case <-time.After(20 * time.Second):
+			case <-time.After(2 * time.Minute): // bounds a hang only
 				cmd.Process.Kill()
 				t.Fatalf("child never reached %s; stderr: %s", stage, stderr.String())
 			}
@@ -128,7 +131,7 @@ func TestCrashAroundOutcomeWrite(t *testing.T) {
 			e.openSpool()
 			e.clock.Set(time.Now())
 			e.start()
-			senderMX.Wait(t, 1, 10*time.Second)
+			senderMX.Wait(t, 1, 30*time.Second)
 			e.eventually("spool empty", func() bool { return len(e.all()) == 0 })
 			time.Sleep(200 * time.Millisecond)
 			if n := len(senderMX.Messages()); n != 1 {

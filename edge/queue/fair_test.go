@@ -104,6 +104,7 @@ func BenchmarkFairness(b *testing.B) {
 	for range b.N {
 		b.StopTimer()
 		e := newEnv(b)
+		e.cfg.ConnectTimeout, e.cfg.CommandTimeout = time.Second, time.Second
 		e.deadMX("")
 		mx := e.sink("127.0.0.2", deliverytest.Behaviour{})
 		e.putMany(10000, "x@dead.example.org", e.clock.Now().Add(-time.Second))

@@ -90,13 +90,19 @@ func newEnv(t testing.TB) *env {
 	e := &env{t: t, dir: t.TempDir(), clock: testkit.NewClock(), events: &recorder{}, metrics: metrics.New()}
 	e.dns = dnstest.Start(t)
 	var err error
-	e.res, err = resolver.New(resolver.Options{Servers: []string{e.dns.Addr}, Timeout: 300 * time.Millisecond, Attempts: 1, CacheSize: -1})
+	// The timeouts only bound a hang: the test DNS server and the sinks
+	// answer at once, but under -race on a loaded machine an answer can
+	// take over a second, and an attempt that times out is retried only
+	// when the test's clock moves (minutes later), so a short timeout
+	// made tests wait forever for a delivery. Tests about timeouts set
+	// their own.
+	e.res, err = resolver.New(resolver.Options{Servers: []string{e.dns.Addr}, Timeout: 5 * time.Second, Attempts: 1, CacheSize: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.port = deliverytest.SharedPort(t, "127.0.0.2", "127.0.0.3", "127.0.0.4")
 	e.cfg = config.Default(false).Delivery
-	e.cfg.ConnectTimeout, e.cfg.CommandTimeout = time.Second, time.Second
+	e.cfg.ConnectTimeout, e.cfg.CommandTimeout = 10*time.Second, 10*time.Second
 	e.openSpool()
 	// example.com (recipients) -> 127.0.0.2; example.edu (the device's
 	// sender domain, where NDRs go) -> 127.0.0.3.
@@ -208,7 +214,7 @@ func (e *env) all() []*spool.Envelope {
 // eventually polls cond (the runner works in other goroutines).
 func (e *env) eventually(what string, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // bounds a hang only
 	for !cond() {
 		if time.Now().After(deadline) {
 			e.t.Fatalf("timed out waiting for %s; spool: %s", what, e.dump())

@@ -543,7 +543,7 @@ func TestSpoolEmptiesAndDiskComesBack(t *testing.T) {
 	}
 	peak = e.sp.Stats().VlogBytes
 	e.start()
-	mx.Wait(t, 60, 20*time.Second)
+	mx.Wait(t, 60, time.Minute)
 	e.eventually("spool empty", func() bool { return e.sp.Stats().Messages == 0 })
 	if err := e.sp.GC(); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -349,35 +348,38 @@ func TestBudgetOneClientManyConnections(t *testing.T) {
 		c.SMTP.MaxConnectionsIP = 10
 	}})
 	limit := e.srv.opts.SMTP.MaxInflightBytes
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	refused := 0
-	for i := 0; i < 10; i++ {
+	maxSize := e.srv.opts.SMTP.MaxMessageSize
+	refused0 := e.srv.Stats().Refused
+	var conns []*client
+	for range 10 {
 		c := e.dial(20)
 		c.hello()
 		c.expect("MAIL FROM:<a@example.edu>", "250")
 		c.expect("RCPT TO:<x@example.edu>", "250")
 		c.expect("DATA", "354")
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// A slow upload: most of the message, then hold.
-			c.send("From: a@example.edu\r\n\r\n" + strings.Repeat("x\r\n", 20000))
-			time.Sleep(300 * time.Millisecond)
-			c.send(".\r\n")
-			if r := c.reply(); strings.HasPrefix(r, "452 4.3.1") {
-				mu.Lock()
-				refused++
-				mu.Unlock()
-			}
-		}()
+		// A slow upload: most of the message, then hold.
+		c.send("From: a@example.edu\r\n\r\n" + strings.Repeat("x\r\n", 20000))
+		conns = append(conns, c)
 	}
+	// No transfer ends (and returns its reservation) before every one of
+	// them has reserved or been refused: each admitted transfer holds a
+	// little more than the maximum size (the size, its Received header,
+	// one octet), so the reservations are InflightBytes/maxSize.
 	peak := int64(0)
-	for range 20 {
-		peak = max(peak, e.srv.Stats().InflightBytes)
-		time.Sleep(10 * time.Millisecond)
+	waitFor(t, func() bool {
+		st := e.srv.Stats()
+		peak = max(peak, st.InflightBytes)
+		return int64(st.Refused-refused0)+st.InflightBytes/maxSize == 10
+	})
+	refused := 0
+	for _, c := range conns {
+		c.send(".\r\n")
+		if r := c.reply(); strings.HasPrefix(r, "452 4.3.1") {
+			refused++
+		} else if !strings.HasPrefix(r, "250") {
+			t.Errorf("end of data: %q, want 250 or 452 4.3.1", r)
+		}
 	}
-	wg.Wait()
 	peak = max(peak, e.srv.budget.maxUse())
 	if peak > limit {
 		t.Fatalf("reserved %d bytes, budget %d", peak, limit)

@@ -452,8 +452,12 @@ func TestConcurrentLookupsCollapse(t *testing.T) {
 	s := dnstest.Start(t)
 	s.AddA("busy.test", "192.0.2.1")
 	s.SetDelay("busy.test", 200*time.Millisecond)
-	r := newResolver(t, nil, s.Addr)
-	r.timeout = 2 * time.Second
+	// A timeout well above the delay, so only a hang fails: the query
+	// clients take it from Options when the resolver is made.
+	r, err := New(Options{Servers: []string{s.Addr}, Timeout: 5 * time.Second, Attempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)
