@@ -252,6 +252,13 @@ const headerReserve = 1 << 10
 // declare SIZE.
 const undeclaredReserve = 64 << 10
 
+// undeclaredBuffer is the first buffer of a message without SIZE. Most
+// such messages from devices are either small notices, which fit, or
+// scans far larger than undeclaredReserve, which grow past it anyway: a
+// smaller first buffer saves allocating and clearing 64 KiB per small
+// message at the cost of one 16 KiB copy for a large one.
+const undeclaredBuffer = 16 << 10
+
 // reservation is the memory a message with a declared SIZE of declared
 // bytes (0: none) reserves when its data starts.
 func (s *session) reservation(declared int64) int64 {
@@ -396,8 +403,8 @@ func (s *session) Data(r io.Reader) (err error) {
 	}
 	defer res.release()
 	// With a declared SIZE the buffer is allocated once; without one it
-	// grows, within the reservation.
-	initial := min(want, int64(len(hdr))+64<<10)
+	// starts at undeclaredBuffer and grows, within the reservation.
+	initial := min(want, int64(len(hdr))+undeclaredBuffer)
 	if declared > 0 {
 		initial = min(want, int64(len(hdr))+declared+2)
 	}
