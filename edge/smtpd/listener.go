@@ -140,6 +140,7 @@ type gatedConn struct {
 	closeAfterWrite atomic.Bool
 	ended           atomic.Pointer[policy.Reply]
 	state           connState
+	ra              readAhead // see readahead.go
 }
 
 func (c *gatedConn) Write(b []byte) (int, error) {

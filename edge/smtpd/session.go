@@ -378,6 +378,9 @@ func (s *session) Data(r io.Reader) (err error) {
 		defer t.Stop()
 	} else {
 		s.gc.SetReadDeadline(time.Now().Add(srv.opts.SMTP.DataTimeout)) // real time: a network deadline
+		// Data runs on the goroutine that reads the connection.
+		s.gc.setReadAhead(true)
+		defer s.gc.setReadAhead(false)
 	}
 
 	rcpt := ""
