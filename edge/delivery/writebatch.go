@@ -40,6 +40,7 @@ const batchSize = 64 << 10
 type batchConn struct {
 	net.Conn
 	mu  sync.Mutex
+	pb  *[]byte // from batchPool while buf is in use
 	buf []byte
 	err error // the first failed write; every later call returns it
 }
@@ -57,9 +58,6 @@ func (b *batchConn) Write(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	if b.buf == nil {
-		b.buf = (*batchPool.Get().(*[]byte))[:0]
-	}
 	if len(b.buf)+len(p) > batchSize {
 		if err := b.flushLocked(); err != nil {
 			return 0, err
@@ -71,6 +69,10 @@ func (b *batchConn) Write(p []byte) (int, error) {
 			}
 			return n, err
 		}
+	}
+	if b.pb == nil {
+		b.pb = batchPool.Get().(*[]byte)
+		b.buf = (*b.pb)[:0]
 	}
 	b.buf = append(b.buf, p...)
 	return len(p), nil
@@ -96,16 +98,16 @@ func (b *batchConn) flushLocked() error {
 	if b.err != nil {
 		return b.err
 	}
-	if b.buf == nil {
+	if b.pb == nil {
 		return nil
 	}
 	var err error
 	if len(b.buf) > 0 {
 		_, err = b.Conn.Write(b.buf)
 	}
-	buf := b.buf[:0]
-	b.buf = nil
-	batchPool.Put(&buf)
+	*b.pb = b.buf[:0]
+	batchPool.Put(b.pb)
+	b.pb, b.buf = nil, nil
 	if err != nil {
 		b.err = err
 	}
