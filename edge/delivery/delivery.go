@@ -249,7 +249,16 @@ func (c *Client) Deliver(ctx context.Context, job *Job) Outcome {
 }
 
 func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
-	log := c.log.With("queue_id", job.QueueID, "domain", job.Domain)
+	// The logger with the message's attributes is made only when a line
+	// is written: a delivery that succeeds writes none at info, and With
+	// formats its attributes at once.
+	var logWith *slog.Logger
+	log := func() *slog.Logger {
+		if logWith == nil {
+			logWith = c.log.With("queue_id", job.QueueID, "domain", job.Domain)
+		}
+		return logWith
+	}
 	out := Outcome{Results: make([]Result, len(job.Rcpts))}
 	fail := func(st Status, code int, enh smtpstatus.Code, text, host string) Outcome {
 		for i, r := range job.Rcpts {
@@ -260,7 +269,7 @@ func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 	}
 	hosts, rerr := c.route(ctx, job.Domain)
 	if rerr != nil {
-		log.Info("delivery routing failed", "status", rerr.status.String(), "err", rerr.text)
+		log().Info("delivery routing failed", "status", rerr.status.String(), "err", rerr.text)
 		o := fail(rerr.status, rerr.code, rerr.enhanced, rerr.text, "")
 		o.Unreachable = rerr.status == Temporary
 		return o
@@ -277,7 +286,7 @@ func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 				if h.implicit && errors.Is(err, resolver.ErrNotFound) {
 					return fail(Permanent, 550, smtpstatus.BadDestinationSystem, fmt.Sprintf("domain %s has no MX and no address records", job.Domain), "")
 				}
-				log.Info("delivery host lookup failed", "host", h.name, "err", err)
+				log().Info("delivery host lookup failed", "host", h.name, "err", err)
 				continue
 			}
 		}
@@ -296,13 +305,15 @@ func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 				out.Results, out.TLS, out.Verification, out.TLSNote = results, ts.desc, ts.verif, ts.note
 				out.Summary = summarize(results)
 				// Debug: the queue logs the outcome once per message at info.
-				log.Debug("delivery attempt", "host", out.Host, "tls", tlsinfo.OrNone(ts.desc), "verification", ts.verif, "result", out.Summary)
+				if c.log.Enabled(ctx, slog.LevelDebug) {
+					log().Debug("delivery attempt", "host", out.Host, "tls", tlsinfo.OrNone(ts.desc), "verification", ts.verif, "result", out.Summary)
+				}
 				if ts.note != "" {
-					log.Warn("TLS verification failed, delivered under a report-only policy", "host", out.Host, "note", ts.note)
+					log().Warn("TLS verification failed, delivered under a report-only policy", "host", out.Host, "note", ts.note)
 				}
 				return out
 			}
-			log.Info("delivery host failed", "host", out.Host, "tls", tlsinfo.OrNone(ts.desc), "err", aerr.text)
+			log().Info("delivery host failed", "host", out.Host, "tls", tlsinfo.OrNone(ts.desc), "err", aerr.text)
 			last = aerr
 			out.TLS, out.Verification, out.TLSNote = ts.desc, ts.verif, ts.note
 			if aerr.tlsPolicy {
