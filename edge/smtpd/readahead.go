@@ -32,8 +32,12 @@ type readAhead struct {
 	resErr error   // the error that came with rest, returned once it is drained
 }
 
-// Read hands out what was read ahead before reading the connection again.
+// Read sends the reply lines Write holds, if any, then hands out what was
+// read ahead before reading the connection again.
 func (c *gatedConn) Read(p []byte) (int, error) {
+	if err := c.flushPending(); err != nil {
+		return 0, err
+	}
 	ra := &c.ra
 	if len(ra.rest) > 0 {
 		n := copy(p, ra.rest)
