@@ -34,9 +34,10 @@ import (
 const batchSize = 64 << 10
 
 // batchConn buffers writes until the next Read or until batchSize bytes
-// are pending. It is used by one goroutine at a time (the SMTP client is
-// not concurrent); mu guards the buffer against a Close racing a write
-// from the context's AfterFunc path, which only touches the net.Conn.
+// are pending. The SMTP client uses it from one goroutine at a time (a
+// cached connection passes from one Deliver to the next through the
+// cache); mu keeps the buffer consistent should that ever change. The
+// context's AfterFunc closes the connection under it, never the buffer.
 type batchConn struct {
 	net.Conn
 	mu  sync.Mutex
