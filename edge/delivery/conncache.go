@@ -60,7 +60,8 @@ type connKey struct {
 // cachedConn is an idle connection that finished a transaction.
 type cachedConn struct {
 	sc     *smtp.Client
-	conn   net.Conn // what to close (the TLS connection when there is one)
+	w      *batchConn // under sc (transaction)
+	conn   net.Conn   // what to close (the TLS connection when there is one)
 	tls    tlsState
 	opened time.Time
 	uses   int
@@ -179,7 +180,7 @@ func (c *Client) Close() error {
 // caller opens a new one for the job, as if the cache had been empty.
 func (c *Client) reuse(ctx context.Context, k connKey, cc *cachedConn, job *Job, h host) (res []Result, aerr *attemptError, ok bool) {
 	stop := context.AfterFunc(ctx, func() { cc.conn.Close() })
-	res, aerr, clean := c.transaction(cc.sc, job, h)
+	res, aerr, clean := c.transaction(cc.sc, cc.w, job, h)
 	alive := stop() // false: ctx ended and closed the connection
 	switch {
 	case aerr != nil:

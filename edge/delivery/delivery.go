@@ -249,7 +249,16 @@ func (c *Client) Deliver(ctx context.Context, job *Job) Outcome {
 }
 
 func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
-	log := c.log.With("queue_id", job.QueueID, "domain", job.Domain)
+	// The logger with the message's attributes is made only when a line
+	// is written: a delivery that succeeds writes none at info, and With
+	// formats its attributes at once.
+	var logWith *slog.Logger
+	log := func() *slog.Logger {
+		if logWith == nil {
+			logWith = c.log.With("queue_id", job.QueueID, "domain", job.Domain)
+		}
+		return logWith
+	}
 	out := Outcome{Results: make([]Result, len(job.Rcpts))}
 	fail := func(st Status, code int, enh smtpstatus.Code, text, host string) Outcome {
 		for i, r := range job.Rcpts {
@@ -260,7 +269,7 @@ func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 	}
 	hosts, rerr := c.route(ctx, job.Domain)
 	if rerr != nil {
-		log.Info("delivery routing failed", "status", rerr.status.String(), "err", rerr.text)
+		log().Info("delivery routing failed", "status", rerr.status.String(), "err", rerr.text)
 		o := fail(rerr.status, rerr.code, rerr.enhanced, rerr.text, "")
 		o.Unreachable = rerr.status == Temporary
 		return o
@@ -277,7 +286,7 @@ func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 				if h.implicit && errors.Is(err, resolver.ErrNotFound) {
 					return fail(Permanent, 550, smtpstatus.BadDestinationSystem, fmt.Sprintf("domain %s has no MX and no address records", job.Domain), "")
 				}
-				log.Info("delivery host lookup failed", "host", h.name, "err", err)
+				log().Info("delivery host lookup failed", "host", h.name, "err", err)
 				continue
 			}
 		}
@@ -296,13 +305,15 @@ func (c *Client) deliver(ctx context.Context, job *Job) Outcome {
 				out.Results, out.TLS, out.Verification, out.TLSNote = results, ts.desc, ts.verif, ts.note
 				out.Summary = summarize(results)
 				// Debug: the queue logs the outcome once per message at info.
-				log.Debug("delivery attempt", "host", out.Host, "tls", tlsinfo.OrNone(ts.desc), "verification", ts.verif, "result", out.Summary)
+				if c.log.Enabled(ctx, slog.LevelDebug) {
+					log().Debug("delivery attempt", "host", out.Host, "tls", tlsinfo.OrNone(ts.desc), "verification", ts.verif, "result", out.Summary)
+				}
 				if ts.note != "" {
-					log.Warn("TLS verification failed, delivered under a report-only policy", "host", out.Host, "note", ts.note)
+					log().Warn("TLS verification failed, delivered under a report-only policy", "host", out.Host, "note", ts.note)
 				}
 				return out
 			}
-			log.Info("delivery host failed", "host", out.Host, "tls", tlsinfo.OrNone(ts.desc), "err", aerr.text)
+			log().Info("delivery host failed", "host", out.Host, "tls", tlsinfo.OrNone(ts.desc), "err", aerr.text)
 			last = aerr
 			out.TLS, out.Verification, out.TLSNote = ts.desc, ts.verif, ts.note
 			if aerr.tlsPolicy {
@@ -534,7 +545,8 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 		}
 	}()
 
-	sc := c.newSMTP(bounded(conn))
+	bw := batched(bounded(conn))
+	sc := c.newSMTP(bw)
 	if err := sc.Hello(c.o.Hostname); err != nil {
 		return nil, tlsState{}, c.connErr(h, "greeting/EHLO", err), false
 	}
@@ -556,7 +568,8 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 		}
 		ts = tlsState{desc: tlsinfo.Describe(state), verif: verification(req, note), note: note, noteType: FailureType(noteErr)}
 		btc := bounded(tc)
-		sc = c.newSMTP(&greetedConn{Conn: btc, r: io.MultiReader(strings.NewReader("220 after STARTTLS\r\n"), btc)})
+		bw = batched(&greetedConn{Conn: btc, r: io.MultiReader(strings.NewReader("220 after STARTTLS\r\n"), btc)})
+		sc = c.newSMTP(bw)
 		if err := sc.Hello(c.o.Hostname); err != nil {
 			return nil, ts, c.connErr(h, "EHLO after STARTTLS", err), false
 		}
@@ -580,10 +593,10 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 			return nil, ts, c.connErr(h, "AUTH", err), false
 		}
 	}
-	res, aerr, clean := c.transaction(sc, job, h)
+	res, aerr, clean := c.transaction(sc, bw, job, h)
 	if aerr == nil {
 		if clean && c.cache != nil && !key.uncacheable && stop() {
-			c.cache.put(key, &cachedConn{sc: sc, conn: cur, tls: ts, opened: opened, uses: 1})
+			c.cache.put(key, &cachedConn{sc: sc, w: bw, conn: cur, tls: ts, opened: opened, uses: 1})
 			cur = nil
 		} else {
 			sc.Quit()
@@ -646,11 +659,12 @@ type greetedConn struct {
 
 func (g *greetedConn) Read(p []byte) (int, error) { return g.r.Read(p) }
 
-// transaction runs MAIL, RCPT and DATA. A nil attemptError means the
-// results are final for this attempt. clean reports that the server gave
-// its final reply to DATA, so the connection is idle and may carry
-// another message.
-func (c *Client) transaction(sc *smtp.Client, job *Job, h host) (_ []Result, _ *attemptError, clean bool) {
+// transaction runs MAIL, RCPT and DATA. bw is the batchConn under sc, to
+// which a CRLF-clean message is written dot-stuffed (writeStuffed). A nil
+// attemptError means the results are final for this attempt. clean
+// reports that the server gave its final reply to DATA, so the connection
+// is idle and may carry another message.
+func (c *Client) transaction(sc *smtp.Client, bw *batchConn, job *Job, h host) (_ []Result, _ *attemptError, clean bool) {
 	res := make([]Result, len(job.Rcpts))
 	for i, r := range job.Rcpts {
 		res[i] = Result{Addr: r.Addr, Status: Temporary, RemoteMTA: h.name}
@@ -723,7 +737,7 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) (_ []Result, _ *
 		}
 		return nil, c.connErr(h, "DATA", err), false
 	}
-	if _, err := w.Write(job.Data); err != nil {
+	if err := writeData(w, bw, job.Data); err != nil {
 		return some(Temporary, 451, smtpstatus.BadConnection, fmt.Sprintf("connection to %s lost during DATA: %v", h.name, unwrapNet(err))), nil, false
 	}
 	resp, err := w.CloseWithResponse()
@@ -747,6 +761,21 @@ func (c *Client) transaction(sc *smtp.Client, job *Job, h host) (_ []Result, _ *
 		}
 	}
 	return res, nil, true
+}
+
+// writeData writes the message through the DataCommand w, whose writer
+// is under bw: dot-stuffed straight to bw when it is CRLF-clean, through
+// w's DotWriter byte by byte otherwise.
+func writeData(w io.Writer, bw *batchConn, data []byte) error {
+	if stuffable(data) {
+		tail, err := writeStuffed(bw, data)
+		if err != nil {
+			return err
+		}
+		data = tail
+	}
+	_, err := w.Write(data)
+	return err
 }
 
 func rcptOptions(r Rcpt) *smtp.RcptOptions {

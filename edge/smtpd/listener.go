@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -140,15 +141,68 @@ type gatedConn struct {
 	closeAfterWrite atomic.Bool
 	ended           atomic.Pointer[policy.Reply]
 	state           connState
+	ra              readAhead // see readahead.go
+
+	wmu  sync.Mutex
+	pend []byte // continuation lines of a reply not yet written
 }
 
+// maxHeldReply bounds the continuation lines held for one reply.
+const maxHeldReply = 4 << 10
+
+// Write sends b, together with the continuation lines held before it.
+// go-smtp writes a multi-line reply (EHLO's, a policy refusal's) one line
+// per write call, each its own system call and TCP segment: a complete
+// continuation line ("250-SIZE ...\r\n") is held instead and goes out
+// with the reply's final line, which go-smtp always writes right after
+// it. Read also sends what is held, so nothing waits while the client is
+// waited for. Anything else is written at once.
 func (c *gatedConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
+	c.wmu.Lock()
+	if continuationLine(b) && len(c.pend)+len(b) <= maxHeldReply {
+		c.pend = append(c.pend, b...)
+		c.wmu.Unlock()
+		return len(b), nil // the reply is not complete: no closeAfterWrite yet
+	}
+	var n int
+	var err error
+	if held := len(c.pend); held > 0 {
+		c.pend = append(c.pend, b...)
+		n, err = c.Conn.Write(c.pend)
+		n = max(0, n-held)
+		c.pend = c.pend[:0]
+	} else {
+		n, err = c.Conn.Write(b)
+	}
+	c.wmu.Unlock()
 	if c.closeAfterWrite.Load() {
 		c.Close()
 	}
 	return n, err
 }
+
+// flushPending writes the continuation lines held, if any.
+func (c *gatedConn) flushPending() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(c.pend) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.pend)
+	c.pend = c.pend[:0]
+	return err
+}
+
+// continuationLine reports whether b is exactly one reply line that is
+// not a reply's last: three digits, a hyphen, text, CRLF.
+func continuationLine(b []byte) bool {
+	n := len(b)
+	return n >= 6 && b[3] == '-' && b[n-2] == '\r' && b[n-1] == '\n' &&
+		isDigit(b[0]) && isDigit(b[1]) && isDigit(b[2]) &&
+		bytes.IndexByte(b[:n-1], '\n') < 0
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // end makes r the answer to every later command and closes the connection
 // after the next reply is written.
