@@ -162,3 +162,48 @@ func TestWrittenBodiesDoNotStayResident(t *testing.T) {
 		t.Errorf("value log resident after reading %d MiB: %d KiB, want at most 10 MiB", n*size>>20, kib)
 	}
 }
+
+// TestTrimMappingsWAL: commits write the memtable's WAL through Badger's
+// mapping of the .mem file; trimMappings drops those pages from the
+// process, and the spool carries on (more writes, reads, a reopen that
+// replays the WAL) with nothing lost.
+func TestTrimMappingsWAL(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("mapping trim is Linux only")
+	}
+	dir := t.TempDir()
+	abs, _ := filepath.Abs(dir)
+	s := openTest(t, testOptions(dir))
+	var ids []string
+	put := func(n int) {
+		for range n {
+			env := testEnv(t0, "someone@example.org", strings.Repeat("r", 200)+"@example.org")
+			if err := s.Put(t.Context(), env, body(2<<10, uint64(len(ids)))); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, env.ID)
+		}
+	}
+	put(500)
+	before := mappedRSS(t, abs, ".mem")
+	if before < 64 {
+		t.Fatalf("memtable WAL resident after 500 writes: %d KiB, expected it mapped", before)
+	}
+	if n := trimMappings(dir); n == 0 {
+		t.Fatal("trimMappings trimmed no mapping")
+	}
+	if after := mappedRSS(t, abs, ".mem"); after > before/4 {
+		t.Errorf("memtable WAL resident: %d KiB before trim, %d KiB after", before, after)
+	}
+	put(100)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, testOptions(dir))
+	for i, id := range ids {
+		got, err := s.Data(id)
+		if err != nil || !bytes.Equal(got, body(2<<10, uint64(i))) {
+			t.Fatalf("body %d (%s) after trim and reopen: %v", i, id, err)
+		}
+	}
+}
