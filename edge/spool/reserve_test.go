@@ -17,11 +17,12 @@ import (
 func TestAutoMinFree(t *testing.T) {
 	const mib = 1 << 20
 	for _, tc := range []struct{ total, vlog, want int64 }{
-		{0, 64 * mib, 48 * mib},         // size unknown: 2 memtables + half a value-log file
-		{3 << 30, 64 * mib, 48 * mib},   // an SD card's /perm
-		{128 * mib, 64 * mib, 32 * mib}, // small: a quarter of the volume
-		{32 * mib, 64 * mib, 8 * mib},   // never below one memtable
-		{16 * mib, 1 * mib, 8 * mib},
+		{0, 64 * mib, 2*memTableSize + 32*mib},       // size unknown: 2 memtables + half a value-log file
+		{3 << 30, 64 * mib, 2*memTableSize + 32*mib}, // an SD card's /perm
+		{128 * mib, 64 * mib, 32 * mib},              // small: a quarter of the volume
+		{32 * mib, 64 * mib, 8 * mib},
+		{16 * mib, 1 * mib, max(4*mib, memTableSize)},
+		{memTableSize, 1 * mib, memTableSize}, // never below one memtable
 	} {
 		if got := AutoMinFree(tc.total, tc.vlog); got != tc.want {
 			t.Errorf("AutoMinFree(%d MiB, %d MiB) = %d MiB, want %d MiB", tc.total/mib, tc.vlog/mib, got/mib, tc.want/mib)

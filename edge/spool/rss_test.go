@@ -47,7 +47,11 @@ func TestHelperIdleRSS(t *testing.T) {
 
 // TestIdleRSS measures the resident memory of a process that has the
 // spool open with 1,000 queued 10 KB messages and idles. The target for an
-// idle edge is under 40 MB.
+// idle edge is under 25 MB, of which the spool should take well under
+// that. The Go heap in use is checked on its own: Badger's memtable arena
+// (1.3 x memTableSize) counts there in full however little of it is
+// touched, and the collector lets garbage grow to as much as is live, so
+// the arena is paid about twice (8 MiB memtables had 12.9 MiB in use).
 func TestIdleRSS(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("RSS measurement skipped in -short mode and under -race (shadow memory)")
@@ -83,8 +87,11 @@ func TestIdleRSS(t *testing.T) {
 	}
 	t.Logf("idle with 1000 queued 10 KB messages: RSS %.1f MiB (anonymous %.1f, file-backed %.1f; peak %.1f), Go heap in use %.1f MiB, Go sys %.1f MiB",
 		float64(rss)/1024, float64(anon)/1024, float64(file)/1024, float64(hwm)/1024, float64(heap)/1024, float64(sys)/1024)
-	if rss > 40<<10 {
-		t.Errorf("idle RSS %d KiB exceeds the 40 MiB target", rss)
+	if rss > 25<<10 {
+		t.Errorf("idle RSS %d KiB exceeds the 25 MiB target", rss)
+	}
+	if heap > 10<<10 {
+		t.Errorf("Go heap in use while idle: %d KiB, want at most 10 MiB", heap)
 	}
 }
 
@@ -160,5 +167,50 @@ func TestWrittenBodiesDoNotStayResident(t *testing.T) {
 	// Reading (what deliveries do) maps pages too; they go back as well.
 	if kib := mappedRSS(t, abs, ".vlog"); kib > 10<<10 {
 		t.Errorf("value log resident after reading %d MiB: %d KiB, want at most 10 MiB", n*size>>20, kib)
+	}
+}
+
+// TestTrimMappingsWAL: commits write the memtable's WAL through Badger's
+// mapping of the .mem file; trimMappings drops those pages from the
+// process, and the spool carries on (more writes, reads, a reopen that
+// replays the WAL) with nothing lost.
+func TestTrimMappingsWAL(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("mapping trim is Linux only")
+	}
+	dir := t.TempDir()
+	abs, _ := filepath.Abs(dir)
+	s := openTest(t, testOptions(dir))
+	var ids []string
+	put := func(n int) {
+		for range n {
+			env := testEnv(t0, "someone@example.org", strings.Repeat("r", 200)+"@example.org")
+			if err := s.Put(t.Context(), env, body(2<<10, uint64(len(ids)))); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, env.ID)
+		}
+	}
+	put(500)
+	before := mappedRSS(t, abs, ".mem")
+	if before < 64 {
+		t.Fatalf("memtable WAL resident after 500 writes: %d KiB, expected it mapped", before)
+	}
+	if n := trimMappings(dir); n == 0 {
+		t.Fatal("trimMappings trimmed no mapping")
+	}
+	if after := mappedRSS(t, abs, ".mem"); after > before/4 {
+		t.Errorf("memtable WAL resident: %d KiB before trim, %d KiB after", before, after)
+	}
+	put(100)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, testOptions(dir))
+	for i, id := range ids {
+		got, err := s.Data(id)
+		if err != nil || !bytes.Equal(got, body(2<<10, uint64(i))) {
+			t.Fatalf("body %d (%s) after trim and reopen: %v", i, id, err)
+		}
 	}
 }

@@ -98,9 +98,17 @@ type Options struct {
 // Tuning that is not configurable: chosen for a Raspberry Pi edge whose
 // LSM tree holds only small envelopes, index keys and value pointers.
 const (
-	// memTableSize: 8 MiB holds thousands of envelopes; each memtable is an
-	// arena in memory plus a WAL file, so this bounds idle RSS (default 64).
-	memTableSize = 8 << 20
+	// memTableSize: 2 MiB still holds a few thousand messages' envelopes
+	// and index keys. Each memtable is an arena of 1.3 times this size,
+	// allocated on the Go heap, plus a WAL file of twice it. The arena
+	// counts as live heap however little of it is used, and the collector
+	// lets garbage grow to as much as is live, so every MiB here costs
+	// about two resident MiB of heap (with 8 MiB an idle edge held 10 MiB
+	// of garbage more). Smaller memtables flush more often, but an
+	// SSTable flush is one sync per few thousand messages. Commit batches
+	// stay below 7.5% of this (ErrTxnTooBig), which is 150 KiB of
+	// envelopes and value pointers (default 64 MiB).
+	memTableSize = 2 << 20
 	// numMemtables: one active and one being flushed (default 5).
 	numMemtables = 2
 	// numLevelZeroTables: compact every flushed memtable straight away; the

@@ -9,11 +9,14 @@ import (
 	"syscall"
 )
 
-// trimMappings drops the spool's value-log and SSTable pages from this
-// process's page tables (madvise MADV_DONTNEED on Badger's shared file
-// mappings). Badger reads the whole last value-log file through mmap when it
-// opens (to find its end), and every body read maps pages; those pages
-// count as RSS until the kernel reclaims them. For a MAP_SHARED file mapping
+// trimMappings drops the spool's value-log, memtable-WAL and SSTable pages
+// from this process's page tables (madvise MADV_DONTNEED on Badger's shared
+// file mappings). Badger reads the whole last value-log file through mmap
+// when it opens (to find its end), every body read maps pages, and every
+// commit writes the memtable's WAL (a .mem file of twice the memtable size)
+// through its mapping; those pages count as RSS until the kernel reclaims
+// them, so a WAL near the end of its memtable alone would add megabytes to
+// the edge's resident set. For a MAP_SHARED file mapping
 // MADV_DONTNEED keeps the data (dirty pages stay dirty in the page cache)
 // and the next access simply faults the page back in, so this is safe while
 // Badger runs. It reports how many mappings it trimmed.
@@ -36,7 +39,7 @@ func trimMappings(dir string) int {
 			continue
 		}
 		path := strings.Join(fs[5:], " ")
-		if filepath.Dir(path) != abs || !(strings.HasSuffix(path, ".vlog") || strings.HasSuffix(path, ".sst")) {
+		if filepath.Dir(path) != abs || !trimmable(path) {
 			continue
 		}
 		lo, hi, ok := strings.Cut(fs[0], "-")
@@ -53,4 +56,10 @@ func trimMappings(dir string) int {
 		}
 	}
 	return n
+}
+
+// trimmable reports whether path names one of Badger's files that it maps
+// shared: value-log files, memtable WALs and SSTables.
+func trimmable(path string) bool {
+	return strings.HasSuffix(path, ".vlog") || strings.HasSuffix(path, ".mem") || strings.HasSuffix(path, ".sst")
 }

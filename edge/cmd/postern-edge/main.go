@@ -91,6 +91,9 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		log.Info("postern-edge starting", "version", version.String(), "config", *cfgPath)
+		// Give the heap's free pages back whenever a burst of mail ends, so
+		// an idle edge stays small (the runtime alone keeps them).
+		go app.ReleaseIdleMemory(ctx, log)
 		if err := app.Run(ctx, cfg, log); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("postern-edge failed", "err", err)
 			return 1
