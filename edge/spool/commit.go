@@ -288,7 +288,17 @@ func (s *Spool) flushBatch(b *batchState) {
 		r.answer(err)
 	}
 	s.touched(b.body)
+	if s.sinceAdvise += b.size + b.body; s.sinceAdvise >= adviseEvery {
+		s.sinceAdvise = 0
+		adviseLogs(s.dir)
+	}
 }
+
+// adviseEvery is how many bytes the committer writes between two
+// adviseLogs calls (one read of /proc/self/maps and a madvise per log
+// file): a value-log file or memtable WAL that Badger created meanwhile
+// gets its advice after at most this much of it was written.
+const adviseEvery = 512 << 10
 
 // trimEvery is how many body bytes are written or read between two
 // trimMappings calls (each costs a read of /proc/self/maps and a few
