@@ -9,8 +9,9 @@ import (
 	"syscall"
 )
 
-// adviseLogs marks Badger's shared mappings of the value log and the
-// memtable WALs in dir MADV_RANDOM, and reports how many it marked.
+// adviseLogs marks Badger's shared mappings of the memtable WALs and of
+// the newest value-log file in dir MADV_RANDOM, gives older value-log files
+// back the normal advice, and reports how many mappings it marked random.
 //
 // Badger appends to these files through mmap and msyncs them on every
 // commit. Without the advice a write fault into a file's hole goes through
@@ -23,6 +24,9 @@ import (
 // the advice. MADV_RANDOM only turns off readahead on faults: single pages
 // are faulted in, already cached neighbours are still mapped around a
 // fault, and the data and its durability are unchanged.
+//
+// Older value-log files are only read (deliveries of a backlog, value-log
+// GC reading a file from start to end), so they keep the readahead.
 //
 // The advice belongs to a mapping, so the committer calls this after
 // Open and regularly after commits, to reach the files Badger creates as
@@ -37,7 +41,12 @@ func adviseLogs(dir string) int {
 		return 0
 	}
 	defer f.Close()
-	n := 0
+	type mapping struct {
+		start, end uintptr
+		name       string
+	}
+	var maps []mapping
+	newest := ""
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// 7f10...-7f10... rw-s 00000000 fe:00 9987789   /path/000001.vlog
@@ -58,7 +67,21 @@ func adviseLogs(dir string) int {
 		if err1 != nil || err2 != nil || end <= start {
 			continue
 		}
-		if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, uintptr(start), uintptr(end-start), syscall.MADV_RANDOM); e == 0 {
+		name := filepath.Base(path)
+		// Badger numbers value-log files with zero-padded ids, so the
+		// newest sorts last.
+		if strings.HasSuffix(name, ".vlog") && name > newest {
+			newest = name
+		}
+		maps = append(maps, mapping{uintptr(start), uintptr(end), name})
+	}
+	n := 0
+	for _, m := range maps {
+		advice := syscall.MADV_RANDOM
+		if strings.HasSuffix(m.name, ".vlog") && m.name != newest {
+			advice = syscall.MADV_NORMAL
+		}
+		if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, m.start, m.end-m.start, uintptr(advice)); e == 0 && advice == syscall.MADV_RANDOM {
 			n++
 		}
 	}
