@@ -21,8 +21,9 @@ import (
 // the batch shares those syncs. While a batch is being synced the next one
 // accumulates in the channel: the more concurrent writers, the bigger the
 // batch. When recent batches show several writers at once, the committer
-// also waits briefly for one more (see linger). (Relying on Badger's own write-loop batching alone is not enough:
-// it syncs the value log once per batch but the WAL once per transaction.)
+// also waits briefly for one more (see linger). (Relying on Badger's own
+// write-loop batching alone is not enough: it syncs the value log once per
+// batch but the WAL once per transaction.)
 //
 // Requests see the writes of earlier requests in the same batch (the
 // transaction reads its own pending writes), so a batch behaves exactly like
@@ -138,8 +139,9 @@ func (s *Spool) commitLoop() {
 	}
 }
 
-// Lingering. A batch that carries a write someone waits for (a Put) is
-// committed as soon as the committer has drained what is waiting, unless
+// Lingering. A batch that is not only lazy removals (it holds a Put, an
+// Update, a bucket write) is committed as soon as the committer has
+// drained what is waiting, unless
 // recent batches show several writers at once: then the committer waits
 // up to lingerMax for the batch to reach one more request than their
 // average size. Under load the next writers arrive within that time and
