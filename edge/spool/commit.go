@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -129,7 +128,7 @@ func (s *Spool) commitLoop() {
 			}
 			timer.Stop()
 			batch = s.drain(batch)
-		} else if want := lingerTarget(avg); len(batch) < want || s.arriving.Load() > 0 {
+		} else if want := lingerTarget(avg); len(batch) < want {
 			batch = s.linger(batch, want, timer)
 		}
 		if !onlyLazy(batch) {
@@ -165,45 +164,23 @@ func lingerTarget(avg float64) int {
 	return min(int(math.Ceil(avg))+1, maxBatchOps)
 }
 
-// linger adds requests to batch until it holds want of them and no write
-// announced by Arriving is still on its way, or until lingerMax has
-// passed, then whatever else is waiting.
+// linger adds requests to batch until it holds want of them or lingerMax
+// has passed, then whatever else is waiting.
 func (s *Spool) linger(batch []*request, want int, timer *time.Timer) []*request {
-	timer.Reset(s.lingerMax)
+	timer.Reset(lingerMax)
 	defer timer.Stop()
-	for len(batch) < want || s.arriving.Load() > 0 {
+	for len(batch) < want {
 		select {
 		case r, ok := <-s.reqs:
 			if !ok {
 				return batch
 			}
 			batch = append(batch, r)
-		case <-s.arrived:
 		case <-timer.C:
 			return s.drain(batch)
 		}
 	}
 	return s.drain(batch)
-}
-
-// Arriving announces a write that is on its way: the intake calls it when
-// a message's DATA transfer starts, and calls the returned function (once
-// or more; only the first call counts) when the transfer ended, just
-// before its Put or when it failed. While announced writes are on their
-// way the committer holds a batch up to lingerMax for them, so that they
-// share its sync instead of each paying for the next one.
-func (s *Spool) Arriving() (done func()) {
-	s.arriving.Add(1)
-	var once atomic.Bool
-	return func() {
-		if once.CompareAndSwap(false, true) {
-			s.arriving.Add(-1)
-			select {
-			case s.arrived <- struct{}{}:
-			default:
-			}
-		}
-	}
 }
 
 // drain adds the requests already waiting to batch, up to maxBatchOps.

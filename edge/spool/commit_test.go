@@ -96,7 +96,7 @@ func TestLingerTarget(t *testing.T) {
 // everything else already waiting, and returns what it has when the
 // channel is closed.
 func TestLingerTakesWaitingRequests(t *testing.T) {
-	s := &Spool{reqs: make(chan *request, 8), arrived: make(chan struct{}, 1), lingerMax: time.Hour}
+	s := &Spool{reqs: make(chan *request, 8)}
 	for range 5 {
 		s.reqs <- &request{}
 	}
@@ -110,28 +110,5 @@ func TestLingerTakesWaitingRequests(t *testing.T) {
 	close(s.reqs)
 	if batch = s.linger(batch[:1], 10, timer); len(batch) != 2 {
 		t.Fatalf("batch of %d after close, want 2", len(batch))
-	}
-}
-
-// While a write announced by Arriving is on its way, linger holds the
-// batch for it even when the batch is big enough, and lets go once the
-// announcement is done; done counts once however often it is called.
-func TestLingerWaitsForArrivingWrites(t *testing.T) {
-	s := &Spool{reqs: make(chan *request, 8), arrived: make(chan struct{}, 1), lingerMax: time.Hour}
-	done := s.Arriving()
-	late := &request{}
-	go func() {
-		s.reqs <- late
-		done()
-		done()
-	}()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	batch := s.linger([]*request{{}}, 0, timer)
-	if len(batch) != 2 || batch[1] != late {
-		t.Fatalf("batch of %d, want the first request and the announced one", len(batch))
-	}
-	if n := s.arriving.Load(); n != 0 {
-		t.Fatalf("%d writes still announced after done, want 0", n)
 	}
 }

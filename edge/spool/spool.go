@@ -134,9 +134,6 @@ type Spool struct {
 	chunk   int
 
 	reqs      chan *request
-	arriving  atomic.Int64  // writes announced by Arriving and not yet done
-	arrived   chan struct{} // an announced write's transfer ended (see linger)
-	lingerMax time.Duration // lingerMax; tests that must not time out raise it
 	closeMu   sync.RWMutex
 	closed    bool
 	committed chan struct{} // closed when the committer exits
@@ -225,8 +222,6 @@ func Open(opts Options) (*Spool, error) {
 		vlogMax:   opts.ValueLogFileSize,
 		chunk:     int(min(chunkMax, opts.ValueLogFileSize/2)),
 		reqs:      make(chan *request, 256),
-		arrived:   make(chan struct{}, 1),
-		lingerMax: lingerMax,
 		committed: make(chan struct{}),
 		gcStop:    make(chan struct{}),
 		gcDone:    make(chan struct{}),
