@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -19,8 +20,10 @@ import (
 // writeRequests/writeToLSM, value.go valueLog.write), so every request in
 // the batch shares those syncs. While a batch is being synced the next one
 // accumulates in the channel: the more concurrent writers, the bigger the
-// batch. (Relying on Badger's own write-loop batching alone is not enough:
-// it syncs the value log once per batch but the WAL once per transaction.)
+// batch. When recent batches show several writers at once, the committer
+// also waits briefly for one more (see linger). (Relying on Badger's own
+// write-loop batching alone is not enough: it syncs the value log once per
+// batch but the WAL once per transaction.)
 //
 // Requests see the writes of earlier requests in the same batch (the
 // transaction reads its own pending writes), so a batch behaves exactly like
@@ -101,6 +104,7 @@ func (s *Spool) commitLoop() {
 	batch := make([]*request, 0, maxBatchOps)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	avg := 1.0 // requests per batch, recent average (see linger)
 	for r := range s.reqs {
 		batch = s.drain(append(batch[:0], r))
 		if onlyLazy(batch) && len(batch) < maxBatchOps {
@@ -124,10 +128,59 @@ func (s *Spool) commitLoop() {
 			}
 			timer.Stop()
 			batch = s.drain(batch)
+		} else if want := lingerTarget(avg); len(batch) < want {
+			batch = s.linger(batch, want, timer)
+		}
+		if !onlyLazy(batch) {
+			avg += (float64(len(batch)) - avg) / lingerAverage
 		}
 		s.commitBatch(batch)
 		clear(batch)
 	}
+}
+
+// Lingering. A batch that is not only lazy removals (it holds a Put, an
+// Update, a bucket write) is committed as soon as the committer has
+// drained what is waiting, unless
+// recent batches show several writers at once: then the committer waits
+// up to lingerMax for the batch to reach one more request than their
+// average size. Under load the next writers arrive within that time and
+// share the sync instead of paying for the next one; a lone writer (an
+// average below lingerMin) never waits. The average follows the batches
+// as committed, so when writers stop arriving within lingerMax the batches
+// and with them the target shrink again.
+const (
+	lingerMax     = time.Millisecond
+	lingerMin     = 2.0 // average batch size from which batches linger
+	lingerAverage = 8   // the average weighs the last batches about 1/8 each
+)
+
+// lingerTarget is the batch size worth waiting for after batches of avg
+// requests on average (0: do not wait).
+func lingerTarget(avg float64) int {
+	if avg < lingerMin {
+		return 0
+	}
+	return min(int(math.Ceil(avg))+1, maxBatchOps)
+}
+
+// linger adds requests to batch until it holds want of them or lingerMax
+// has passed, then whatever else is waiting.
+func (s *Spool) linger(batch []*request, want int, timer *time.Timer) []*request {
+	timer.Reset(lingerMax)
+	defer timer.Stop()
+	for len(batch) < want {
+		select {
+		case r, ok := <-s.reqs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+		case <-timer.C:
+			return s.drain(batch)
+		}
+	}
+	return s.drain(batch)
 }
 
 // drain adds the requests already waiting to batch, up to maxBatchOps.
@@ -288,7 +341,17 @@ func (s *Spool) flushBatch(b *batchState) {
 		r.answer(err)
 	}
 	s.touched(b.body)
+	if s.sinceAdvise += b.size + b.body; s.sinceAdvise >= adviseEvery {
+		s.sinceAdvise = 0
+		adviseLogs(s.dir)
+	}
 }
+
+// adviseEvery is how many bytes the committer writes between two
+// adviseLogs calls (one read of /proc/self/maps and a madvise per log
+// file): a value-log file or memtable WAL that Badger created meanwhile
+// gets its advice after at most this much of it was written.
+const adviseEvery = 512 << 10
 
 // trimEvery is how many body bytes are written or read between two
 // trimMappings calls (each costs a read of /proc/self/maps and a few

@@ -74,3 +74,41 @@ func waitQueued(t *testing.T, s *Spool, n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestLingerTarget(t *testing.T) {
+	for _, c := range []struct {
+		avg  float64
+		want int
+	}{
+		{1, 0},    // a lone writer never waits
+		{1.9, 0},  // nor do two that rarely meet
+		{2, 3},    // several writers at once: one more than usual
+		{4.25, 6}, // the average rounded up, plus one
+		{500, maxBatchOps},
+	} {
+		if got := lingerTarget(c.avg); got != c.want {
+			t.Errorf("lingerTarget(%v) = %d, want %d", c.avg, got, c.want)
+		}
+	}
+}
+
+// linger takes requests until the batch reaches its target and then
+// everything else already waiting, and returns what it has when the
+// channel is closed.
+func TestLingerTakesWaitingRequests(t *testing.T) {
+	s := &Spool{reqs: make(chan *request, 8)}
+	for range 5 {
+		s.reqs <- &request{}
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	batch := s.linger([]*request{{}}, 3, timer)
+	if len(batch) != 6 || len(s.reqs) != 0 {
+		t.Fatalf("batch of %d with %d left waiting, want 6 and 0", len(batch), len(s.reqs))
+	}
+	s.reqs <- &request{}
+	close(s.reqs)
+	if batch = s.linger(batch[:1], 10, timer); len(batch) != 2 {
+		t.Fatalf("batch of %d after close, want 2", len(batch))
+	}
+}

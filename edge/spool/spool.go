@@ -181,8 +181,9 @@ type Spool struct {
 	bytes      atomic.Int64
 	deletedSum atomic.Int64 // body bytes deleted since the last reclaim
 
-	sinceTrim atomic.Int64 // body bytes written or read since the last trimMappings
-	trimMu    sync.Mutex   // one trim at a time
+	sinceTrim   atomic.Int64 // body bytes written or read since the last trimMappings
+	sinceAdvise int64        // bytes committed since the last adviseLogs (committer only)
+	trimMu      sync.Mutex   // one trim at a time
 
 	freeMu  sync.Mutex // the free-space estimate (see free)
 	freeVal int64
@@ -257,6 +258,7 @@ func Open(opts Options) (*Spool, error) {
 	}
 	// Opening read the whole last value-log file; give those pages back.
 	trimMappings(s.dir)
+	adviseLogs(s.dir)
 	s.checkVolume()
 	go s.commitLoop()
 	go s.gcLoop(opts.GCInterval)

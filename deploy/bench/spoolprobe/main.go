@@ -5,16 +5,25 @@
 // prints, for each pattern, the rate and how many Badger commits carried
 // how many writes:
 //
-//   - put: N messages spooled by 20 concurrent writers (the SMTP intake);
+//   - put: N messages spooled by 20 concurrent writers (the SMTP intake;
+//     -writers changes the number);
 //   - sequential lease: lease record + an Update moving the next attempt
 //     per message, one after the other in one goroutine (what an earlier
 //     queue runner's dispatch did before every delivery);
 //   - sequential finish: lease-record delete + Delete, one goroutine;
-//   - parallel lease: the same lease pair from 16 goroutines at once.
+//   - parallel lease: the same lease pair from 16 goroutines at once;
+//   - steady: the same writers spool while 8 deliverers remove what was spooled
+//     (the edge under a sustained load: Puts and lazy Deletes share
+//     commits, memtables fill and flush, the value log is written).
+//
+// Each line also gives the process's CPU time (user+system) and the bytes
+// it made the kernel write to disk (/proc/self/io write_bytes), per
+// message: figures less noisy than the rate on a shared machine. Count
+// syncs per message with strace -f -c -e trace=msync,fsync,fdatasync.
 //
 // Usage:
 //
-//	go run ./deploy/bench/spoolprobe [-n 1000] [-size 10700] [-dir /tmp]
+//	go run ./deploy/bench/spoolprobe [-n 1000] [-size 10700] [-dir /tmp] [-seq=false]
 package main
 
 import (
@@ -22,7 +31,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/postern/postern/edge/spool"
@@ -32,14 +45,34 @@ func main() {
 	n := flag.Int("n", 1000, "messages")
 	size := flag.Int("size", 10700, "message size in bytes")
 	parent := flag.String("dir", os.TempDir(), "parent folder of the temporary spool")
+	seq := flag.Bool("seq", true, "run the sequential patterns (the finish pattern waits for lazy removals: slow)")
+	writers := flag.Int("writers", 20, "concurrent writers of the put and steady patterns")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
-	if err := run(*n, *size, *parent); err != nil {
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "spoolprobe:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "spoolprobe:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	putWriters = *writers
+	if err := run(*n, *size, *parent, *seq); err != nil {
 		fmt.Fprintln(os.Stderr, "spoolprobe:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
 
-func run(n, size int, parent string) error {
+// putWriters is how many goroutines spool at once (-writers).
+var putWriters = 20
+
+func run(n, size int, parent string, seq bool) error {
 	dir, err := os.MkdirTemp(parent, "spoolprobe")
 	if err != nil {
 		return fmt.Errorf("temp dir: %w", err)
@@ -56,12 +89,15 @@ func run(n, size int, parent string) error {
 	half := n / 2
 
 	last := sp.Stats()
+	lastCPU, lastIO := cpuTime(), writeBytes()
 	report := func(what string, count int, start time.Time) {
 		el := time.Since(start)
 		st := sp.Stats()
-		fmt.Printf("%-38s %5d in %8.3fs = %6.0f/s   commits=%d writes=%d\n", what, count, el.Seconds(),
-			float64(count)/el.Seconds(), st.Commits-last.Commits, st.Writes-last.Writes)
-		last = st
+		c, w := cpuTime(), writeBytes()
+		fmt.Printf("%-38s %5d in %8.3fs = %6.0f/s   commits=%d writes=%d   cpu=%.0fus/msg disk=%.0fB/msg\n",
+			what, count, el.Seconds(), float64(count)/el.Seconds(), st.Commits-last.Commits, st.Writes-last.Writes,
+			float64((c-lastCPU).Microseconds())/float64(count), float64(w-lastIO)/float64(count))
+		last, lastCPU, lastIO = st, c, w
 	}
 	lease := func(id string) error {
 		until := time.Now().Add(time.Hour)
@@ -80,7 +116,7 @@ func run(n, size int, parent string) error {
 	}
 
 	start := time.Now()
-	if err := parallel(20, n, func(i int) error {
+	if err := parallel(putWriters, n, func(i int) error {
 		env := &spool.Envelope{From: "sender@example.edu", Recipients: []spool.Recipient{{Addr: "rcpt@example.edu"}},
 			ReceivedAt: time.Now(), NextAttempt: time.Now()}
 		if err := sp.Put(context.Background(), env, body); err != nil {
@@ -91,26 +127,28 @@ func run(n, size int, parent string) error {
 	}); err != nil {
 		return err
 	}
-	report("put, 20 writers", n, start)
+	report(fmt.Sprintf("put, %d writers", putWriters), n, start)
 
-	start = time.Now()
-	for _, id := range ids[:half] {
-		if err := lease(id); err != nil {
-			return err
+	if seq {
+		start = time.Now()
+		for _, id := range ids[:half] {
+			if err := lease(id); err != nil {
+				return err
+			}
 		}
-	}
-	report("sequential lease record + Lease", half, start)
+		report("sequential lease record + Lease", half, start)
 
-	start = time.Now()
-	for _, id := range ids[:half] {
-		if err := leases.Delete(id); err != nil {
-			return fmt.Errorf("drop lease %s: %w", id, err)
+		start = time.Now()
+		for _, id := range ids[:half] {
+			if err := leases.Delete(id); err != nil {
+				return fmt.Errorf("drop lease %s: %w", id, err)
+			}
+			if err := sp.Delete(id); err != nil {
+				return fmt.Errorf("delete %s: %w", id, err)
+			}
 		}
-		if err := sp.Delete(id); err != nil {
-			return fmt.Errorf("delete %s: %w", id, err)
-		}
+		report("sequential lease delete + Delete", half, start)
 	}
-	report("sequential lease delete + Delete", half, start)
 
 	start = time.Now()
 	rest := ids[half:]
@@ -118,7 +156,67 @@ func run(n, size int, parent string) error {
 		return err
 	}
 	report("16 parallel lease record + Lease", len(rest), start)
+
+	start = time.Now()
+	if err := steady(sp, n, body); err != nil {
+		return err
+	}
+	report(fmt.Sprintf("steady: %d writers, 8 deliverers", putWriters), n, start)
 	return nil
+}
+
+// steady spools n messages from putWriters writers while 8 deliverers Delete each
+// one after it is spooled, as the edge does under a sustained load.
+func steady(sp *spool.Spool, n int, body []byte) error {
+	spooled := make(chan string, n)
+	done := make(chan error, 1)
+	go func() {
+		done <- parallel(8, n, func(int) error {
+			id := <-spooled
+			if err := sp.Delete(id); err != nil {
+				return fmt.Errorf("steady delete %s: %w", id, err)
+			}
+			return nil
+		})
+	}()
+	err := parallel(putWriters, n, func(int) error {
+		env := &spool.Envelope{From: "sender@example.edu", Recipients: []spool.Recipient{{Addr: "rcpt@example.edu"}},
+			ReceivedAt: time.Now(), NextAttempt: time.Now()}
+		if err := sp.Put(context.Background(), env, body); err != nil {
+			return fmt.Errorf("steady put: %w", err)
+		}
+		spooled <- env.ID
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return <-done
+}
+
+// cpuTime is the CPU time (user and system) this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// writeBytes is the bytes this process caused to be written to storage
+// (/proc/self/io write_bytes; 0 where that is not available).
+func writeBytes() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "write_bytes: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // parallel runs fn(0..count-1) on workers goroutines and returns the first
