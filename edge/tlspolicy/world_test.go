@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,12 +37,30 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	val, err := resolver.NewValidating(resolver.ValidatingOptions{Servers: []string{d.Addr}, Timeout: 300 * time.Millisecond, Attempts: 1, MaxTTL: time.Millisecond})
+	val, err := resolver.NewValidating(resolver.ValidatingOptions{Servers: []string{d.Addr}, Timeout: 300 * time.Millisecond, Attempts: 1,
+		MaxTTL: time.Millisecond, Clock: uncachedClock()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &world{t: t, dns: d, res: res, val: val, ca: deliverytest.NewCA(t, "test CA"),
 		port: deliverytest.SharedPort(t, "127.0.0.2", "127.0.0.3")}
+}
+
+// uncachedClock is the validating resolver's clock: every reading is a
+// second after the one before, beyond the 1 ms cap on cached answers, so
+// no answer is still fresh at the next lookup and every lookup asks the
+// test DNS server. Tests change records between deliveries and expect the
+// next delivery to see the change; with the real clock, a lookup less
+// than 1 ms after the one before would take the old answer from the cache.
+func uncachedClock() func() time.Time {
+	var mu sync.Mutex
+	now := time.Now()
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(time.Second)
+		return now
+	}
 }
 
 // mx publishes name as an MX host of example.com at ip and starts a sink
