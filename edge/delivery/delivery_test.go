@@ -28,14 +28,32 @@ type world struct {
 	port int
 }
 
+// The world's DNS and SMTP timeouts only bound a hang: the test DNS
+// server and the sinks answer at once, and a short timeout would turn a
+// stall of a loaded machine into a failed attempt. Tests about timeouts
+// set short ones of their own (w.resolver, Options.CommandTimeout).
+const (
+	worldDNSTimeout  = 5 * time.Second
+	worldSMTPTimeout = 10 * time.Second
+)
+
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	d := dnstest.Start(t)
-	res, err := resolver.New(resolver.Options{Servers: []string{d.Addr}, Timeout: 300 * time.Millisecond, Attempts: 1, CacheSize: -1})
+	w := &world{t: t, dns: d, port: deliverytest.SharedPort(t, "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")}
+	w.res = w.resolver(worldDNSTimeout)
+	return w
+}
+
+// resolver makes a resolver on the world's DNS server that gives up on a
+// query after timeout.
+func (w *world) resolver(timeout time.Duration) *resolver.Resolver {
+	w.t.Helper()
+	res, err := resolver.New(resolver.Options{Servers: []string{w.dns.Addr}, Timeout: timeout, Attempts: 1, CacheSize: -1})
 	if err != nil {
-		t.Fatal(err)
+		w.t.Fatal(err)
 	}
-	return &world{t: t, dns: d, res: res, port: deliverytest.SharedPort(t, "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")}
+	return res
 }
 
 // sink starts a sink on ip at the shared port.
@@ -49,7 +67,7 @@ func (w *world) sink(ip, name string, b deliverytest.Behaviour, tlsNames ...stri
 
 func (w *world) client(mod func(*Options)) *Client {
 	o := Options{Hostname: "edge.example.edu", Resolver: w.res, MXPort: w.port,
-		ConnectTimeout: time.Second, CommandTimeout: time.Second,
+		ConnectTimeout: worldSMTPTimeout, CommandTimeout: worldSMTPTimeout,
 		Shuffle: func(int, func(i, j int)) {}}
 	if mod != nil {
 		mod(&o)
@@ -71,7 +89,7 @@ func job(rcpts ...string) *Job {
 
 func deliver(t *testing.T, c *Client, j *Job) Outcome {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out := c.Deliver(ctx, j)
 	if len(out.Results) != len(j.Rcpts) {
@@ -185,7 +203,10 @@ func TestRouting(t *testing.T) {
 	w.dns.Drop("timeout.example")
 	w.dns.AddMX("noaddr.example", 10, "mx.nowhere.example")
 	s := w.sink("127.0.0.2", "implicit.example", deliverytest.Behaviour{})
-	c := w.client(nil)
+	// timeout.example's queries are dropped: the lookup must time out
+	// within the 30 s of deliver's context.
+	res := w.resolver(300 * time.Millisecond)
+	c := w.client(func(o *Options) { o.Resolver = res })
 	for _, tc := range []struct {
 		domain string
 		want   Status
@@ -219,6 +240,9 @@ func TestReplies(t *testing.T) {
 	w.dns.AddA("mx1.example.com", "127.0.0.2")
 	s := w.sink("127.0.0.2", "mx1.example.com", deliverytest.Behaviour{})
 	c := w.client(nil)
+	// A slow server (Behaviour.Delay) answers after 1.5 s, past this
+	// client's command timeout.
+	impatient := w.client(func(o *Options) { o.CommandTimeout = time.Second })
 	e := func(code int, a, b, cc int, m string) *smtp.SMTPError {
 		return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode{a, b, cc}, Message: m}
 	}
@@ -260,7 +284,11 @@ func TestReplies(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(s.Messages())
 			s.SetBehaviour(tc.b)
-			out := deliver(t, c, job(tc.rcpts...))
+			cl := c
+			if tc.b.Delay > 0 {
+				cl = impatient
+			}
+			out := deliver(t, cl, job(tc.rcpts...))
 			for i, r := range out.Results {
 				if r.Status != tc.want[i] || r.Enhanced != tc.enh[i] {
 					t.Errorf("%s: %s %d %s %q, want %s %s", r.Addr, r.Status, r.Code, r.Enhanced, r.Text, tc.want[i], tc.enh[i])

@@ -39,7 +39,9 @@ func startDaemon(t *testing.T) *daemon {
 		Rcpt: func(string) *smtp.SMTPError {
 			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "not now"}
 		}}})
-	dc, err := delivery.New(delivery.Options{Hostname: "edge.test", Smarthost: sink.Addr, ConnectTimeout: time.Second, CommandTimeout: time.Second})
+	// The timeouts only bound a hang: the sink answers at once, and every
+	// attempt must get to its 451 reply, which the test then looks for.
+	dc, err := delivery.New(delivery.Options{Hostname: "edge.test", Smarthost: sink.Addr, ConnectTimeout: 10 * time.Second, CommandTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,6 +79,24 @@ func (d *daemon) run(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
+// waitTimeout bounds the waits for the queue: an attempt to the sink
+// takes milliseconds, but far longer under -race on a loaded machine.
+const waitTimeout = 30 * time.Second
+
+// runUntilOK repeats a command that fails while an attempt is running
+// (409, the message is busy) until it succeeds or waitTimeout passes,
+// and returns the last result.
+func (d *daemon) runUntilOK(t *testing.T, args ...string) (code int, out, errs string) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		if code, out, errs = d.run(t, args...); code == 0 || time.Now().After(deadline) {
+			return code, out, errs
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestQueueCommands(t *testing.T) {
 	d := startDaemon(t)
 	env := &spool.Envelope{From: "scanner@example.edu", ReceivedAt: time.Now(), NextAttempt: time.Now(),
@@ -87,7 +107,7 @@ func TestQueueCommands(t *testing.T) {
 	}
 	id := env.ID
 	// Wait for the first (deferred) attempt.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(waitTimeout)
 	for {
 		e, _ := d.sp.Get(id)
 		if e != nil && e.Attempts == 1 {
@@ -130,29 +150,19 @@ func TestQueueCommands(t *testing.T) {
 		t.Error("release failed")
 	}
 	sessions := d.sink.Sessions()
-	deadline = time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(waitTimeout)
 	for d.sink.Sessions() == sessions && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if d.sink.Sessions() == sessions {
 		t.Error("release did not trigger an attempt")
 	}
-	for range 100 {
-		if code, out, _ = d.run(t, "retry", "-all"); code == 0 {
-			break
-		}
-	}
+	code, out, _ = d.runUntilOK(t, "retry", "-all")
 	if code != 0 || !strings.Contains(out, "scheduled") {
 		t.Errorf("retry -all: %d %s", code, out)
 	}
 	// Delete with an NDR: the message goes, an NDR from <> comes.
-	var errOut string
-	for range 200 {
-		if code, _, errOut = d.run(t, "delete", id, "-ndr"); code == 0 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond) // busy while an attempt runs
-	}
+	code, _, errOut := d.runUntilOK(t, "delete", id, "-ndr")
 	if code != 0 {
 		t.Fatalf("delete: %s", errOut)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/postern/postern/edge/delivery"
 	"github.com/postern/postern/edge/delivery/deliverytest"
@@ -27,7 +26,7 @@ func (w *world) deliverJob(p delivery.TLSPolicy, requireTLS bool, data string) d
 	w.t.Helper()
 	c := w.client(p, -1)
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), worldDeliverTime)
 	defer cancel()
 	return c.Deliver(ctx, &delivery.Job{QueueID: "Q1", From: "scanner@example.edu", Domain: "example.com", RequireTLS: requireTLS,
 		Rcpts: []delivery.Rcpt{{Addr: "a@example.com"}}, Data: []byte(data)})

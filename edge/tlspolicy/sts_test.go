@@ -82,7 +82,7 @@ func (s *stsServer) client(ca *x509.CertPool) *http.Client {
 func (w *world) sts(s *stsServer, store tlspolicy.KV, clock func() time.Time) *tlspolicy.STS {
 	w.t.Helper()
 	sts, err := tlspolicy.NewSTS(tlspolicy.STSOptions{TXT: w.res.LookupTXT, HTTPClient: s.client(w.ca.Pool), Store: store,
-		FetchTimeout: 2 * time.Second, Clock: clock})
+		FetchTimeout: worldFetchTimeout, Clock: clock})
 	if err != nil {
 		w.t.Fatal(err)
 	}

@@ -152,7 +152,7 @@ func TestTLSResultsPolicyFetchFailures(t *testing.T) {
 		{"untrusted policy host", delivery.ResultSTSWebPKIInvalid, func(w *world) *tlspolicy.STS {
 			s := w.stsServer(enforceMX2)
 			sts, err := tlspolicy.NewSTS(tlspolicy.STSOptions{TXT: w.res.LookupTXT, HTTPClient: s.client(deliverytest.NewCA(t, "other").Pool),
-				FetchTimeout: 2 * time.Second})
+				FetchTimeout: worldFetchTimeout})
 			if err != nil {
 				t.Fatal(err)
 			}

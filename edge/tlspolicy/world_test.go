@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,19 +30,48 @@ type world struct {
 	port int
 }
 
+// The world's timeouts only bound a hang: the test DNS server, the sinks
+// and the policy servers answer at once, and no test here waits for a
+// timeout. A short one would turn a stall of a loaded machine into a
+// failed lookup or attempt.
+const (
+	worldDNSTimeout   = 5 * time.Second
+	worldSMTPTimeout  = 10 * time.Second
+	worldFetchTimeout = 10 * time.Second // MTA-STS policy fetches
+	worldDeliverTime  = 30 * time.Second // one Deliver call
+)
+
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	d := dnstest.Start(t)
-	res, err := resolver.New(resolver.Options{Servers: []string{d.Addr}, Timeout: 300 * time.Millisecond, Attempts: 1, CacheSize: -1})
+	res, err := resolver.New(resolver.Options{Servers: []string{d.Addr}, Timeout: worldDNSTimeout, Attempts: 1, CacheSize: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	val, err := resolver.NewValidating(resolver.ValidatingOptions{Servers: []string{d.Addr}, Timeout: 300 * time.Millisecond, Attempts: 1, MaxTTL: time.Millisecond})
+	val, err := resolver.NewValidating(resolver.ValidatingOptions{Servers: []string{d.Addr}, Timeout: worldDNSTimeout, Attempts: 1,
+		MaxTTL: time.Millisecond, Clock: uncachedClock()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &world{t: t, dns: d, res: res, val: val, ca: deliverytest.NewCA(t, "test CA"),
 		port: deliverytest.SharedPort(t, "127.0.0.2", "127.0.0.3")}
+}
+
+// uncachedClock is the validating resolver's clock: every reading is a
+// second after the one before, beyond the 1 ms cap on cached answers, so
+// no answer is still fresh at the next lookup and every lookup asks the
+// test DNS server. Tests change records between deliveries and expect the
+// next delivery to see the change; with the real clock, a lookup less
+// than 1 ms after the one before would take the old answer from the cache.
+func uncachedClock() func() time.Time {
+	var mu sync.Mutex
+	now := time.Now()
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(time.Second)
+		return now
+	}
 }
 
 // mx publishes name as an MX host of example.com at ip and starts a sink
@@ -108,7 +138,7 @@ func (w *world) deliver(p delivery.TLSPolicy) delivery.Outcome {
 func (w *world) client(p delivery.TLSPolicy, idle time.Duration) *delivery.Client {
 	w.t.Helper()
 	c, err := delivery.New(delivery.Options{Hostname: "edge.example.edu", Resolver: w.res, TLS: p, MXPort: w.port,
-		ConnectTimeout: time.Second, CommandTimeout: 2 * time.Second, ConnIdle: idle,
+		ConnectTimeout: worldSMTPTimeout, CommandTimeout: worldSMTPTimeout, ConnIdle: idle,
 		Shuffle: func(int, func(i, j int)) {}})
 	if err != nil {
 		w.t.Fatal(err)
@@ -118,7 +148,7 @@ func (w *world) client(p delivery.TLSPolicy, idle time.Duration) *delivery.Clien
 
 func (w *world) deliverWith(c *delivery.Client) delivery.Outcome {
 	w.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), worldDeliverTime)
 	defer cancel()
 	return c.Deliver(ctx, &delivery.Job{QueueID: "Q1", From: "scanner@example.edu", Domain: "example.com",
 		Rcpts: []delivery.Rcpt{{Addr: "a@example.com"}}, Data: []byte("Subject: scan\r\n\r\nhello\r\n")})
