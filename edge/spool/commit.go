@@ -356,7 +356,7 @@ const adviseEvery = 512 << 10
 // trimEvery is how many body bytes are written or read between two
 // trimMappings calls (each costs a read of /proc/self/maps and a few
 // madvise calls).
-const trimEvery = 4 << 20
+const trimEvery = 1 << 20
 
 // touched counts n body bytes written or read. Bodies go through Badger's
 // shared mapping of the value log, so every page written or read stays
