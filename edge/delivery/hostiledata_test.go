@@ -129,3 +129,88 @@ func TestHostileMXDuringBatchedWrite(t *testing.T) {
 		})
 	}
 }
+
+// startIdleTimeoutMX is a raw TCP MX that accepts messages and, after
+// each one, ends the connection the way go-smtp and Postfix end an idle
+// one: a 421 4.4.2 reply, then close. The reply is waiting when the
+// client next uses the connection. It counts sessions and messages.
+func startIdleTimeoutMX(t *testing.T, addr string) (sessions, messages *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessions, messages = new(atomic.Int64), new(atomic.Int64)
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			sessions.Add(1)
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				r := bufio.NewReader(c)
+				say := func(s string) { c.Write([]byte(s + "\r\n")) }
+				say("220 idle.example.com ESMTP")
+				for {
+					l, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					switch strings.ToUpper(strings.Fields(l + " x")[0]) {
+					case "EHLO", "HELO":
+						say("250-idle.example.com\r\n250 PIPELINING")
+					case "MAIL", "RSET":
+						say("250 2.1.0 ok")
+					case "RCPT":
+						say("250 2.1.5 ok")
+					case "DATA":
+						say("354 go on")
+						for {
+							d, err := r.ReadString('\n')
+							if err != nil {
+								return
+							}
+							if d == ".\r\n" {
+								break
+							}
+						}
+						messages.Add(1)
+						say("250 2.0.0 queued")
+						say("421 4.4.2 idle.example.com Idle timeout, bye bye")
+						return
+					case "QUIT":
+						say("221 bye")
+						return
+					default:
+						say("502 5.5.2 no")
+					}
+				}
+			}()
+		}
+	}()
+	return sessions, messages
+}
+
+// TestReuseAfterServerIdleTimeout: a cached connection that the server
+// has meanwhile ended with 421 (its idle timeout) is not a failed
+// attempt: the message goes over a new connection and is delivered.
+func TestReuseAfterServerIdleTimeout(t *testing.T) {
+	w := newWorld(t)
+	w.dns.AddMX("example.com", 10, "mx.example.com")
+	w.dns.AddA("mx.example.com", "127.0.0.5")
+	sessions, messages := startIdleTimeoutMX(t, fmt.Sprintf("127.0.0.5:%d", w.port))
+	c := w.client(func(o *Options) { o.ConnIdle = time.Minute })
+	defer c.Close()
+	for i := range 3 {
+		expect(t, deliver(t, c, job(fmt.Sprintf("r%d@example.com", i))), Delivered)
+	}
+	if s, m := sessions.Load(), messages.Load(); m != 3 || s != 3 {
+		t.Errorf("%d sessions and %d messages, want 3 of each", s, m)
+	}
+}
