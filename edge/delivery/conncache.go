@@ -183,7 +183,10 @@ func (c *Client) reuse(ctx context.Context, k connKey, cc *cachedConn, job *Job,
 	res, aerr, clean := c.transaction(cc.sc, cc.w, job, h)
 	alive := stop() // false: ctx ended and closed the connection
 	switch {
-	case aerr != nil:
+	case aerr != nil, !clean && alive && closing(res):
+		// A 421 on a connection that waited in the cache is the server
+		// ending it (an idle timeout, a restart), not an answer about
+		// the job: nothing was taken, so a new connection carries it.
 		cc.conn.Close()
 		return nil, nil, false
 	case clean && alive:
@@ -195,4 +198,15 @@ func (c *Client) reuse(ctx context.Context, k connKey, cc *cachedConn, job *Job,
 		cc.conn.Close()
 	}
 	return res, nil, true
+}
+
+// closing reports whether every result is a 421 (RFC 5321 §3.8: the
+// server is closing the transmission channel).
+func closing(res []Result) bool {
+	for _, r := range res {
+		if r.Code != 421 {
+			return false
+		}
+	}
+	return len(res) > 0
 }
