@@ -214,3 +214,26 @@ func TestReuseAfterServerIdleTimeout(t *testing.T) {
 		t.Errorf("%d sessions and %d messages, want 3 of each", s, m)
 	}
 }
+
+// TestWriteStallEndsAttempt: a server that accepts DATA and then stops
+// reading fills the socket buffers while the message is written. The
+// write deadline of the batching wrapper (the command timeout) ends the
+// attempt as a temporary failure; it does not wait for the attempt's
+// context, which here is far longer.
+func TestWriteStallEndsAttempt(t *testing.T) {
+	w := newWorld(t)
+	w.dns.AddMX("example.com", 10, "mx.example.com")
+	w.dns.AddA("mx.example.com", "127.0.0.5")
+	startDataHostile(t, fmt.Sprintf("127.0.0.5:%d", w.port), func(c net.Conn, quit <-chan struct{}) { <-quit })
+	c := w.client(func(o *Options) { o.CommandTimeout = 300 * time.Millisecond })
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out := c.Deliver(ctx, bigJob())
+	if err := ctx.Err(); err != nil {
+		t.Fatalf("the attempt ended only with its context (%v): no write deadline while the message was sent", err)
+	}
+	if r := out.Results[0]; r.Status != Temporary {
+		t.Fatalf("%v (%d %s %q), want temporary", r.Status, r.Code, r.Enhanced, r.Text)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // Write coalescing.
@@ -44,11 +45,25 @@ type batchConn struct {
 	pb  *[]byte // from batchPool while buf is in use
 	buf []byte
 	err error // the first failed write; every later call returns it
+	// stall bounds each write to the connection (0: no deadline of ours).
+	stall time.Duration
 }
 
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, batchSize); return &b }}
 
 func batched(c net.Conn) *batchConn { return &batchConn{Conn: c} }
+
+// batchedStall is batched with a stall limit: every write to the
+// connection must complete within stall (a write deadline set before
+// it), so a server that stops reading while the message is sent ends the
+// attempt after stall, not only at the attempt's own timeout. go-smtp sets
+// deadlines around each command and its reply, but none while the
+// message body is written, and every write of the client goes through
+// this wrapper, so this deadline is the one that counts for writes.
+// RFC 5321 4.5.3.2 suggests 3 minutes for a data block.
+func batchedStall(c net.Conn, stall time.Duration) *batchConn {
+	return &batchConn{Conn: c, stall: stall}
+}
 
 // Write buffers p, writing out what is pending first when p does not fit.
 // A p of at least batchSize bytes goes straight to the connection after
@@ -64,6 +79,7 @@ func (b *batchConn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 		if len(p) >= batchSize {
+			b.deadline()
 			n, err := b.Conn.Write(p)
 			if err != nil {
 				b.err = err
@@ -104,6 +120,7 @@ func (b *batchConn) flushLocked() error {
 	}
 	var err error
 	if len(b.buf) > 0 {
+		b.deadline()
 		_, err = b.Conn.Write(b.buf)
 	}
 	*b.pb = b.buf[:0]
@@ -113,6 +130,13 @@ func (b *batchConn) flushLocked() error {
 		b.err = err
 	}
 	return err
+}
+
+// deadline gives the next write to the connection stall to complete.
+func (b *batchConn) deadline() {
+	if b.stall > 0 {
+		_ = b.Conn.SetWriteDeadline(time.Now().Add(b.stall))
+	}
 }
 
 // pending reports how many bytes wait for the next flush (tests).
