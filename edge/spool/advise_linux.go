@@ -1,10 +1,6 @@
 package spool
 
 import (
-	"bufio"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 )
@@ -32,48 +28,16 @@ import (
 // Open and regularly after commits, to reach the files Badger creates as
 // the value log and the memtables rotate (see adviseEvery).
 func adviseLogs(dir string) int {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return 0
-	}
-	f, err := os.Open("/proc/self/maps")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	type mapping struct {
-		start, end uintptr
-		name       string
-	}
-	var maps []mapping
+	maps := sharedMappings(dir, func(path string) bool {
+		return strings.HasSuffix(path, ".vlog") || strings.HasSuffix(path, ".mem")
+	})
 	newest := ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// 7f10...-7f10... rw-s 00000000 fe:00 9987789   /path/000001.vlog
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 6 || len(fs[1]) < 4 || fs[1][3] != 's' {
-			continue
-		}
-		path := strings.Join(fs[5:], " ")
-		if filepath.Dir(path) != abs || !(strings.HasSuffix(path, ".vlog") || strings.HasSuffix(path, ".mem")) {
-			continue
-		}
-		lo, hi, ok := strings.Cut(fs[0], "-")
-		if !ok {
-			continue
-		}
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 != nil || err2 != nil || end <= start {
-			continue
-		}
-		name := filepath.Base(path)
+	for _, m := range maps {
 		// Badger numbers value-log files with zero-padded ids, so the
 		// newest sorts last.
-		if strings.HasSuffix(name, ".vlog") && name > newest {
-			newest = name
+		if strings.HasSuffix(m.name, ".vlog") && m.name > newest {
+			newest = m.name
 		}
-		maps = append(maps, mapping{uintptr(start), uintptr(end), name})
 	}
 	n := 0
 	for _, m := range maps {
@@ -81,7 +45,7 @@ func adviseLogs(dir string) int {
 		if strings.HasSuffix(m.name, ".vlog") && m.name != newest {
 			advice = syscall.MADV_NORMAL
 		}
-		if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, m.start, m.end-m.start, uintptr(advice)); e == 0 && advice == syscall.MADV_RANDOM {
+		if m.advise(advice) && advice == syscall.MADV_RANDOM {
 			n++
 		}
 	}

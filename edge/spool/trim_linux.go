@@ -21,16 +21,41 @@ import (
 // and the next access simply faults the page back in, so this is safe while
 // Badger runs. It reports how many mappings it trimmed.
 func trimMappings(dir string) int {
+	n := 0
+	for _, m := range sharedMappings(dir, trimmable) {
+		if m.advise(syscall.MADV_DONTNEED) {
+			n++
+		}
+	}
+	return n
+}
+
+// mapping is one of this process's shared file mappings of a spool file.
+type mapping struct {
+	start, end uintptr
+	name       string // the file's base name
+}
+
+// advise applies madvise advice to the whole mapping and reports success.
+func (m mapping) advise(advice int) bool {
+	_, _, e := syscall.Syscall(syscall.SYS_MADVISE, m.start, m.end-m.start, uintptr(advice))
+	return e == 0
+}
+
+// sharedMappings lists this process's shared mappings (/proc/self/maps)
+// of the files in dir whose path want accepts. It returns nothing when
+// the table cannot be read: callers only give the kernel hints.
+func sharedMappings(dir string, want func(path string) bool) []mapping {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return 0
+		return nil
 	}
 	f, err := os.Open("/proc/self/maps")
 	if err != nil {
-		return 0
+		return nil
 	}
 	defer f.Close()
-	n := 0
+	var maps []mapping
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// 7f10...-7f10... rw-s 00000000 fe:00 9987789   /path/000001.vlog
@@ -39,7 +64,7 @@ func trimMappings(dir string) int {
 			continue
 		}
 		path := strings.Join(fs[5:], " ")
-		if filepath.Dir(path) != abs || !trimmable(path) {
+		if filepath.Dir(path) != abs || !want(path) {
 			continue
 		}
 		lo, hi, ok := strings.Cut(fs[0], "-")
@@ -51,11 +76,9 @@ func trimMappings(dir string) int {
 		if err1 != nil || err2 != nil || end <= start {
 			continue
 		}
-		if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, uintptr(start), uintptr(end-start), syscall.MADV_DONTNEED); e == 0 {
-			n++
-		}
+		maps = append(maps, mapping{uintptr(start), uintptr(end), filepath.Base(path)})
 	}
-	return n
+	return maps
 }
 
 // trimmable reports whether path names one of Badger's files that it maps
