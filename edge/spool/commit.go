@@ -215,7 +215,7 @@ type batchState struct {
 	size     int64
 	count    int64
 	body     int64 // bytes of Puts (value-log space)
-	dueWrite bool  // adds due-index entries (see dueFloor)
+	dueWrite bool  // adds due-index entries (see duePending)
 }
 
 func (s *Spool) commitBatch(batch []*request) {
@@ -282,7 +282,7 @@ func (s *Spool) commitBatch(batch []*request) {
 		}
 		for _, m := range muts {
 			if !m.del && len(m.key) >= len(pDue)+8 && string(m.key[:len(pDue)]) == pDue {
-				s.lowerDueFloor(binary.BigEndian.Uint64(m.key[len(pDue):]))
+				s.dueWriting(binary.BigEndian.Uint64(m.key[len(pDue):]))
 				b.dueWrite = true
 			}
 		}

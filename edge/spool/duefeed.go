@@ -41,7 +41,7 @@ func DueStamp(t time.Time) uint64 { return dueNanos(t) }
 // on its own.
 //
 // How no entry is missed: the committer lowers the feed's low mark to
-// the time of every due entry it is about to commit (lowerDueFloor),
+// the time of every due entry it is about to commit (dueWriting),
 // before the commit. Scan takes the mark and resets it to the lowest
 // entry of the batch being committed (duePending), then opens its
 // snapshot and walks from min(cursor, mark). An entry committed before
@@ -53,7 +53,7 @@ type DueFeed struct {
 	// low is guarded by s.dueMu; the rest belongs to the reader (one
 	// Scan at a time).
 	low    uint64
-	seek   []byte // where the next Scan continues; nil: the due floor
+	seek   []byte // where the next Scan continues; nil: the index's start
 	quiet  bool   // the last Scan walked to the end of the index or to a later entry
 	next   uint64 // the later entry's stamp (quiet, hasNx)
 	hasNx  bool
@@ -102,7 +102,7 @@ func (f *DueFeed) Scan(now time.Time, fn func(DueEntry) bool) (time.Time, bool, 
 	last := dueNanos(now)
 	s := f.s
 	s.dueMu.Lock()
-	low, floor := f.low, s.dueFloor
+	low := f.low
 	f.low = s.duePending
 	s.dueMu.Unlock()
 	if low == math.MaxUint64 && f.quiet && (!f.hasNx || f.next > last) {
@@ -113,7 +113,7 @@ func (f *DueFeed) Scan(now time.Time, fn func(DueEntry) bool) (time.Time, bool, 
 	}
 	start := f.seek
 	if start == nil {
-		start = binary.BigEndian.AppendUint64([]byte(pDue), floor)
+		start = []byte(pDue)
 	}
 	if low != math.MaxUint64 {
 		if k := binary.BigEndian.AppendUint64([]byte(pDue), low); bytes.Compare(k, start) < 0 {

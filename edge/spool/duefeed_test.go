@@ -121,7 +121,7 @@ func TestDueFeed(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	s.lowerDueFloor(dueNanos(old.NextAttempt)) // as the committer does
+	s.dueWriting(dueNanos(old.NextAttempt)) // as the committer does
 	var oldSeen *DueEntry
 	if _, _, err := f.Scan(t0.Add(2*time.Hour), func(e DueEntry) bool {
 		if e.ID == old.ID {

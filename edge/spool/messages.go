@@ -3,7 +3,6 @@ package spool
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -371,69 +370,9 @@ func (s *Spool) Due(now time.Time, limit int) ([]*Envelope, error) {
 	return out, nil
 }
 
-// ScanDue walks the due index, earliest first, and calls fn for every
-// message due at or before now with its id and a function that reads its
-// envelope (valid only while that call of fn runs). fn decides what to
-// read: a queue runner passes over ids it already has in flight without
-// decoding them. fn returns false to stop.
-// It runs inside a read snapshot, so it must not write to the spool.
-//
-// ScanDue returns the NextAttempt of the first message due after now,
-// and false when the walk ended (fn stopped it, or the index did) before
-// such a message.
-func (s *Spool) ScanDue(now time.Time, fn func(id string, load func() (*Envelope, error)) bool) (time.Time, bool, error) {
-	var (
-		next time.Time
-		ok   bool
-	)
+// dueWriting notes a due-index entry at ts about to be committed.
+func (s *Spool) dueWriting(ts uint64) {
 	s.dueMu.Lock()
-	floor, seq := s.dueFloor, s.dueSeq
-	s.dueMu.Unlock()
-	first, seen := uint64(math.MaxUint64), false
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pDue)})
-		defer it.Close()
-		last := dueNanos(now)
-		// One load function for the walk (fn may call it only while it
-		// runs): a closure per entry was most of a scan's allocations.
-		var cur string
-		load := func() (*Envelope, error) { return readEnv(txn, cur) }
-		for it.Seek(binary.BigEndian.AppendUint64([]byte(pDue), floor)); it.Valid(); it.Next() {
-			ts, id, err := parseDueKey(it.Item().Key())
-			if err != nil {
-				return err
-			}
-			cur = id
-			if !seen {
-				first, seen = ts, true
-			}
-			if ts > last {
-				next, ok = time.Unix(0, int64(ts)), true
-				return nil
-			}
-			if !fn(id, load) {
-				return nil
-			}
-		}
-		return nil
-	})
-	if err == nil {
-		s.dueMu.Lock()
-		if s.dueSeq == seq {
-			s.dueFloor = max(s.dueFloor, min(first, s.duePending))
-		}
-		s.dueMu.Unlock()
-	}
-	if err != nil {
-		return time.Time{}, false, fmt.Errorf("spool: due scan: %w", err)
-	}
-	return next, ok, nil
-}
-
-// lowerDueFloor notes a due-index entry at ts about to be committed.
-func (s *Spool) lowerDueFloor(ts uint64) {
-	s.dueMu.Lock()
-	s.dueFloor = min(s.dueFloor, ts)
 	s.duePending = min(s.duePending, ts)
 	for _, f := range s.dueFeeds {
 		f.low = min(f.low, ts)
@@ -445,7 +384,6 @@ func (s *Spool) lowerDueFloor(ts uint64) {
 // were committed (or discarded).
 func (s *Spool) dueCommitted() {
 	s.dueMu.Lock()
-	s.dueSeq++
 	s.duePending = math.MaxUint64
 	s.dueMu.Unlock()
 }

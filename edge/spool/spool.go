@@ -11,13 +11,12 @@
 //     one value-log sync and one WAL sync, not N. Removals of finished
 //     mail wait up to a few milliseconds for a write that needs a sync
 //     anyway and share it, instead of costing syncs of their own.
-//   - A due-scan (Due, NextDue, ScanDue) walks a separate index ordered by
-//     next attempt time and never reads message bodies; ScanDue reads an
-//     envelope only when its caller asks, and starts past the entries of
-//     messages already gone. Index entries list the message's pending
-//     domains, and a DueFeed hands a reader that keeps them in memory (the
-//     queue runner) only the entries it has not seen, so it need not walk
-//     a backlog again on every look.
+//   - Due, NextDue and DueFeed walk a separate index ordered by next
+//     attempt time and never read message bodies. Index entries list the
+//     message's pending domains, and a DueFeed hands a reader that keeps
+//     them in memory (the queue runner) only the entries it has not seen,
+//     without decoding envelopes, so it need not walk a backlog again on
+//     every look.
 //   - Record writes a delivery attempt's outcome and the reports it
 //     generated (NDRs, delay notices) in one transaction: after a crash
 //     either both are on disk or neither, so a report is never spooled
@@ -155,23 +154,14 @@ type Spool struct {
 
 	wake chan struct{}
 
-	// dueFloor is a lower bound of the due-index keys (their time part):
-	// ScanDue seeks there instead of to the start of the index, so it does
-	// not walk the tombstones that delivered messages leave behind until a
-	// compaction drops them. The committer lowers it (and duePending, the
-	// lowest due key of the batch it is writing) before a commit, then
-	// bumps dueSeq and clears duePending after it. A scan raises the floor
-	// to the first key it saw, capped by duePending, and only if dueSeq
-	// did not change while it ran: a key its snapshot could not see
-	// belongs either to a batch committed meanwhile (dueSeq changed) or to
-	// the batch still in progress (the cap), so it is never passed over.
+	// duePending is the lowest due-index key (its time part) of the
+	// batch the committer is writing, MaxUint64 between batches, and
+	// dueFeeds the open DueFeeds, whose low marks the committer lowers
+	// before each commit (see DueFeed.Scan). dueMu guards both and the
+	// feeds' marks.
 	dueMu      sync.Mutex
-	dueFloor   uint64
 	duePending uint64
-	dueSeq     uint64
-	// dueFeeds are the open DueFeeds; the committer lowers their low
-	// marks as it does dueFloor (see DueFeed.Scan).
-	dueFeeds []*DueFeed
+	dueFeeds   []*DueFeed
 
 	idMu   sync.Mutex
 	lastID uint64 // low 64 bits of the last id; see NewID
