@@ -545,7 +545,7 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 		}
 	}()
 
-	bw := batchedStall(bounded(conn), c.o.CommandTimeout)
+	bw := batched(bounded(conn), c.o.CommandTimeout)
 	sc := c.newSMTP(bw)
 	if err := sc.Hello(c.o.Hostname); err != nil {
 		return nil, tlsState{}, c.connErr(h, "greeting/EHLO", err), false
@@ -568,7 +568,7 @@ func (c *Client) session(ctx context.Context, job *Job, h host, addr string, req
 		}
 		ts = tlsState{desc: tlsinfo.Describe(state), verif: verification(req, note), note: note, noteType: FailureType(noteErr)}
 		btc := bounded(tc)
-		bw = batchedStall(&greetedConn{Conn: btc, r: io.MultiReader(strings.NewReader("220 after STARTTLS\r\n"), btc)}, c.o.CommandTimeout)
+		bw = batched(&greetedConn{Conn: btc, r: io.MultiReader(strings.NewReader("220 after STARTTLS\r\n"), btc)}, c.o.CommandTimeout)
 		sc = c.newSMTP(bw)
 		if err := sc.Hello(c.o.Hostname); err != nil {
 			return nil, ts, c.connErr(h, "EHLO after STARTTLS", err), false

@@ -51,17 +51,15 @@ type batchConn struct {
 
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, batchSize); return &b }}
 
-func batched(c net.Conn) *batchConn { return &batchConn{Conn: c} }
-
-// batchedStall is batched with a stall limit: every write to the
-// connection must complete within stall (a write deadline set before
-// it), so a server that stops reading while the message is sent ends the
-// attempt after stall, not only at the attempt's own timeout. go-smtp sets
-// deadlines around each command and its reply, but none while the
-// message body is written, and every write of the client goes through
-// this wrapper, so this deadline is the one that counts for writes.
-// RFC 5321 4.5.3.2 suggests 3 minutes for a data block.
-func batchedStall(c net.Conn, stall time.Duration) *batchConn {
+// batched wraps c. With stall > 0 every write to the connection must
+// complete within stall (a write deadline set before it), so a server
+// that stops reading while the message is sent ends the attempt after
+// stall, not only at the attempt's own timeout. go-smtp sets deadlines
+// around each command and its reply, but none while the message body is
+// written, and every write of the client goes through this wrapper, so
+// this deadline is the one that counts for writes. RFC 5321 4.5.3.2
+// suggests 3 minutes for a data block.
+func batched(c net.Conn, stall time.Duration) *batchConn {
 	return &batchConn{Conn: c, stall: stall}
 }
 

@@ -37,7 +37,7 @@ func fastEncoded(t testing.TB, data []byte) []byte {
 	t.Helper()
 	var out bytes.Buffer
 	rec := &recordConn{w: &out}
-	bc := batched(rec)
+	bc := batched(rec, 0)
 	tw := textproto.NewWriter(bufio.NewWriter(bc))
 	dw := tw.DotWriter()
 	if err := writeData(dw, bc, data); err != nil {
@@ -257,7 +257,7 @@ func TestBatchConnNeverHoldsACommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	cc := &countConn{Conn: nc}
-	bw := batched(bounded(cc))
+	bw := batched(bounded(cc), 0)
 	sc := smtp.NewClient(bw)
 	sc.CommandTimeout = 10 * time.Second
 	sc.SubmissionTimeout = 10 * time.Second
@@ -324,7 +324,7 @@ func (failConn) Write([]byte) (int, error) { return 0, errBroken }
 func (failConn) Read([]byte) (int, error)  { return 0, fmt.Errorf("read after a failed write") }
 
 func TestBatchConnWriteErrorSurfacesAtRead(t *testing.T) {
-	bc := batched(failConn{})
+	bc := batched(failConn{}, 0)
 	if _, err := bc.Write([]byte("MAIL FROM:<a@example.edu>\r\n")); err != nil {
 		t.Fatalf("buffered write failed: %v", err)
 	}
@@ -373,7 +373,7 @@ func BenchmarkDataWrite(b *testing.B) {
 		dc := &discardConn{}
 		b.SetBytes(int64(len(data)))
 		for b.Loop() {
-			bc := batched(dc)
+			bc := batched(dc, 0)
 			dw := textproto.NewWriter(bufio.NewWriter(bc)).DotWriter()
 			writeData(dw, bc, data)
 			dw.Close()
