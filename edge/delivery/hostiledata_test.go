@@ -14,7 +14,7 @@ import (
 // startDataHostile is a raw TCP MX that answers EHLO, MAIL and RCPT
 // normally and, after its 354 to DATA, hands the connection to after
 // (which returns at the latest when the test ends). It counts sessions.
-func startDataHostile(t *testing.T, addr string, after func(c net.Conn, quit <-chan struct{})) *atomic.Int64 {
+func startDataHostile(t *testing.T, addr string, after func(c net.Conn, r *bufio.Reader, quit <-chan struct{})) *atomic.Int64 {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -51,7 +51,7 @@ func startDataHostile(t *testing.T, addr string, after func(c net.Conn, quit <-c
 						say("250 2.1.5 ok")
 					case "DATA":
 						say("354 go on")
-						after(c, quit)
+						after(c, r, quit)
 						return
 					case "QUIT":
 						say("221 bye")
@@ -82,12 +82,12 @@ func bigJob() *Job {
 // the connection is not kept for reuse: the next message opens a session
 // of its own.
 func TestHostileMXDuringBatchedWrite(t *testing.T) {
-	cases := map[string]func(c net.Conn, quit <-chan struct{}){
+	cases := map[string]func(c net.Conn, _ *bufio.Reader, quit <-chan struct{}){
 		// Never reads the message and never answers.
-		"never reads": func(c net.Conn, quit <-chan struct{}) { <-quit },
+		"never reads": func(c net.Conn, _ *bufio.Reader, quit <-chan struct{}) { <-quit },
 		// Answers at once with a megabyte of continuation lines, then
 		// waits without reading.
-		"early huge reply": func(c net.Conn, quit <-chan struct{}) {
+		"early huge reply": func(c net.Conn, _ *bufio.Reader, quit <-chan struct{}) {
 			chunk := []byte("250-" + strings.Repeat("z", 60) + "\r\n")
 			for range (1 << 20) / len(chunk) {
 				if _, err := c.Write(chunk); err != nil {
@@ -98,7 +98,7 @@ func TestHostileMXDuringBatchedWrite(t *testing.T) {
 			<-quit
 		},
 		// Refuses at once and hangs up while the message is being sent.
-		"early refusal and close": func(c net.Conn, quit <-chan struct{}) {
+		"early refusal and close": func(c net.Conn, _ *bufio.Reader, quit <-chan struct{}) {
 			c.Write([]byte("554 5.7.1 go away\r\n"))
 		},
 	}
@@ -136,64 +136,21 @@ func TestHostileMXDuringBatchedWrite(t *testing.T) {
 // client next uses the connection. It counts sessions and messages.
 func startIdleTimeoutMX(t *testing.T, addr string) (sessions, messages *atomic.Int64) {
 	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sessions, messages = new(atomic.Int64), new(atomic.Int64)
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
+	messages = new(atomic.Int64)
+	sessions = startDataHostile(t, addr, func(c net.Conn, r *bufio.Reader, _ <-chan struct{}) {
 		for {
-			c, err := ln.Accept()
+			d, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			sessions.Add(1)
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(20 * time.Second))
-				r := bufio.NewReader(c)
-				say := func(s string) { c.Write([]byte(s + "\r\n")) }
-				say("220 idle.example.com ESMTP")
-				for {
-					l, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					switch strings.ToUpper(strings.Fields(l + " x")[0]) {
-					case "EHLO", "HELO":
-						say("250-idle.example.com\r\n250 PIPELINING")
-					case "MAIL", "RSET":
-						say("250 2.1.0 ok")
-					case "RCPT":
-						say("250 2.1.5 ok")
-					case "DATA":
-						say("354 go on")
-						for {
-							d, err := r.ReadString('\n')
-							if err != nil {
-								return
-							}
-							if d == ".\r\n" {
-								break
-							}
-						}
-						messages.Add(1)
-						say("250 2.0.0 queued")
-						say("421 4.4.2 idle.example.com Idle timeout, bye bye")
-						return
-					case "QUIT":
-						say("221 bye")
-						return
-					default:
-						say("502 5.5.2 no")
-					}
-				}
-			}()
+			if d == ".\r\n" {
+				break
+			}
 		}
-	}()
+		messages.Add(1)
+		c.Write([]byte("250 2.0.0 queued\r\n"))
+		c.Write([]byte("421 4.4.2 hostile.example.com Idle timeout, bye bye\r\n"))
+	})
 	return sessions, messages
 }
 
@@ -224,7 +181,7 @@ func TestWriteStallEndsAttempt(t *testing.T) {
 	w := newWorld(t)
 	w.dns.AddMX("example.com", 10, "mx.example.com")
 	w.dns.AddA("mx.example.com", "127.0.0.5")
-	startDataHostile(t, fmt.Sprintf("127.0.0.5:%d", w.port), func(c net.Conn, quit <-chan struct{}) { <-quit })
+	startDataHostile(t, fmt.Sprintf("127.0.0.5:%d", w.port), func(c net.Conn, _ *bufio.Reader, quit <-chan struct{}) { <-quit })
 	c := w.client(func(o *Options) { o.CommandTimeout = 300 * time.Millisecond })
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
