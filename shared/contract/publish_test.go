@@ -24,8 +24,11 @@ func TestPublishOnlyOnEnforcedChange(t *testing.T) {
 		sp, dir := openSpool(t)
 		enrolEdge(t, env, st, "edge-a")
 		e := startEdge(t, env, sp, "edge-a", dir)
-		testkit.WaitFor(t, 5*time.Second, "edge has the first snapshot", func() bool { return e.c.Current() != nil })
 		applied := func() int64 { n := e.c.Counters(); return n["snapshots_applied"] + n["deltas_applied"] }
+		// The client counts a snapshot after it makes it current: wait
+		// for the count too, or the first snapshot would be counted
+		// against the change below.
+		testkit.WaitFor(t, 5*time.Second, "edge has the first snapshot", func() bool { return e.c.Current() != nil && applied() >= 1 })
 		base, baseApplied := c.svc.Stats().Published, applied()
 		baseDeltas := e.c.Counters()["deltas_applied"]
 
